@@ -1,0 +1,33 @@
+import type { NodeId, SnapshotSource } from "./types.ts";
+
+/** RaftConfig is everything the core needs; time and randomness come in from outside. */
+export interface RaftConfig {
+  id: NodeId;
+  /** Every voting member, this node included (static membership). */
+  members: NodeId[];
+  /** Election timeout in ticks; each wait is drawn from [electionTicks, 2 * electionTicks). */
+  electionTicks: number;
+  heartbeatTicks: number;
+  /** Pipelined appendEntries in flight per follower before waiting for acks. */
+  inflightMessagesMax: number;
+  entriesPerMessageMax: number;
+  messageBytesMax: number;
+  snapshotChunkBytes: number;
+  /** Proposals not yet committed before propose() pushes back. */
+  pendingProposalsMax: number;
+  preVote: boolean;
+  checkQuorum: boolean;
+  /** A float in [0, 1); injected so a simulator seed reproduces a run. */
+  random: () => number;
+  snapshots: SnapshotSource;
+}
+
+export const raftDefaults = {
+  inflightMessagesMax: 64,
+  entriesPerMessageMax: 512,
+  messageBytesMax: 1024 * 1024,
+  snapshotChunkBytes: 256 * 1024,
+  pendingProposalsMax: 16384,
+  preVote: true,
+  checkQuorum: true,
+} as const;

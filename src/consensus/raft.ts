@@ -1,0 +1,998 @@
+// Raft: the consensus core. Pure and synchronous: messages and ticks in, a Ready batch
+// out. Time (ticks) and randomness (config.random) come from outside, so the simulator
+// runs this exact code deterministically. Model: etcd-io/raft's raft.go and RawNode.
+//
+// Features: pre-vote (§9.6), check-quorum with leader lease, pipelined replication with a
+// bounded in-flight window, fast backtracking, commit only in the leader's own term
+// (§5.4.2), leadership transfer (§3.10), ReadIndex (§6.4) batched into heartbeat rounds,
+// snapshots with trailing-entry compaction and chunked InstallSnapshot (§7).
+
+import { assert, unreachable } from "../lib/assert.ts";
+import type { RaftConfig } from "./config.ts";
+import { RaftLog } from "./log.ts";
+import { Progress } from "./progress.ts";
+import { committedIndex, quorumSize } from "./quorum.ts";
+import type {
+  AppendEntries,
+  AppendEntriesResponse,
+  Entry,
+  EntryKind,
+  HardState,
+  Heartbeat,
+  HeartbeatResponse,
+  InstallSnapshot,
+  InstallSnapshotResponse,
+  Message,
+  NodeId,
+  ProposeResult,
+  Ready,
+  ReadIndexRequest,
+  ReadIndexResponse,
+  ReadState,
+  RequestVote,
+  RequestVoteResponse,
+  RestoredState,
+  Role,
+  SnapshotChunkToPersist,
+  SnapshotMeta,
+  TimeoutNow,
+  TransferResult,
+} from "./types.ts";
+
+/** PendingRead is a ReadIndex request waiting for its heartbeat round. */
+interface PendingRead {
+  requestId: number;
+  /** The follower that asked, or null for a read issued on this node. */
+  from: NodeId | null;
+}
+
+/** ReadRound confirms leadership for a batch of reads with one heartbeat quorum. */
+interface ReadRound {
+  context: number;
+  index: number;
+  reads: PendingRead[];
+  acks: Set<NodeId>;
+}
+
+export interface RaftStatus {
+  id: NodeId;
+  role: Role;
+  term: number;
+  leader: NodeId | null;
+  votedFor: NodeId | null;
+  commitIndex: number;
+  appliedIndex: number;
+  lastIndex: number;
+  lastTerm: number;
+  firstIndex: number;
+  logBytes: number;
+  transferee: NodeId | null;
+  progress: Record<NodeId, { matchIndex: number; nextIndex: number; state: string; recentActive: boolean }>;
+}
+
+export class Raft {
+  readonly id: NodeId;
+  readonly members: readonly NodeId[];
+  readonly peers: readonly NodeId[];
+  readonly #config: RaftConfig;
+
+  role: Role = "follower";
+  term = 0;
+  votedFor: NodeId | null = null;
+  leader: NodeId | null = null;
+  readonly log: RaftLog;
+
+  #progress = new Map<NodeId, Progress>();
+  #votes = new Map<NodeId, boolean>();
+  #electionElapsed = 0;
+  #heartbeatElapsed = 0;
+  #randomizedElectionTicks = 0;
+  #transferee: NodeId | null = null;
+  #transferElapsed = 0;
+  /** The leader has appended entries or moved commit: send appends in the next ready(). */
+  #broadcastPending = false;
+
+  #messages: Message[] = [];
+  #readStates: ReadState[] = [];
+  /** Reads waiting for the leader to commit its first entry of the term. */
+  #readsBeforeCommit: PendingRead[] = [];
+  /** Reads waiting for the next heartbeat round. */
+  #readsQueued: PendingRead[] = [];
+  #readRound: ReadRound | undefined = undefined;
+  #readContext = 0;
+
+  #persistedHardState: HardState;
+  #snapshotChunk: SnapshotChunkToPersist | undefined = undefined;
+  #installSnapshot: SnapshotMeta | undefined = undefined;
+  /** Offset of the incoming snapshot staged so far (follower side). */
+  #incoming: { meta: SnapshotMeta; offset: number } | undefined = undefined;
+
+  constructor(config: RaftConfig, restored: RestoredState) {
+    assert(config.members.includes(config.id), "members must include this node");
+    assert(config.heartbeatTicks > 0 && config.heartbeatTicks < config.electionTicks, "heartbeat must be shorter than election timeout");
+    this.#config = config;
+    this.id = config.id;
+    this.members = config.members.slice();
+    this.peers = config.members.filter((member) => member !== config.id);
+    this.log = RaftLog.restore(restored);
+    this.term = restored.hardState.term;
+    this.votedFor = restored.hardState.votedFor;
+    this.#persistedHardState = { ...restored.hardState, commitIndex: this.log.commitIndex };
+    this.#resetElectionTimer();
+  }
+
+  get commitIndex(): number {
+    return this.log.commitIndex;
+  }
+
+  get lastIndex(): number {
+    return this.log.lastIndex;
+  }
+
+  // ---- Inputs ---------------------------------------------------------------------------
+
+  /** tick advances logical time by one tick. */
+  tick(): void {
+    if (this.role === "leader") this.#tickLeader();
+    else this.#tickElection();
+  }
+
+  #tickElection(): void {
+    this.#electionElapsed++;
+    if (this.#electionElapsed >= this.#randomizedElectionTicks) {
+      this.#electionElapsed = 0;
+      this.#onElectionTimeout();
+    }
+  }
+
+  #tickLeader(): void {
+    this.#heartbeatElapsed++;
+    this.#electionElapsed++;
+    if (this.#electionElapsed >= this.#config.electionTicks) {
+      this.#electionElapsed = 0;
+      if (this.#config.checkQuorum && !this.#quorumActive()) {
+        // Reference: check-quorum (§6.2): a leader cut off from a majority steps down so
+        // clients stop waiting on it and readiness turns false.
+        this.#becomeFollower(this.term, null);
+        return;
+      }
+      if (this.#transferee !== null) this.#abortTransfer();
+    }
+    if (this.#transferee !== null) {
+      this.#transferElapsed++;
+      if (this.#transferElapsed >= this.#config.electionTicks) this.#abortTransfer();
+    }
+    if (this.#heartbeatElapsed >= this.#config.heartbeatTicks) {
+      this.#heartbeatElapsed = 0;
+      this.#broadcastHeartbeat();
+    }
+  }
+
+  /** step processes one message addressed to this node. */
+  step(message: Message): void {
+    assert(message.to === this.id, `message for ${message.to} delivered to ${this.id}`);
+    if (!this.members.includes(message.from) || message.from === this.id) return;
+
+    if (message.term > this.term) {
+      if (message.type === "preVote" || message.type === "requestVote") {
+        // A node that heard from its leader within the election timeout ignores vote
+        // requests (leader lease), unless the leader itself asked for the transfer. This
+        // keeps a partitioned node that rejoins from deposing a healthy leader.
+        const inLease = this.#config.checkQuorum && this.leader !== null &&
+          this.#electionElapsed < this.#config.electionTicks;
+        if (inLease && !message.transfer) {
+          return;
+        }
+      }
+      if (message.type === "preVote") {
+        // A pre-vote never changes our term.
+      } else if (message.type === "preVoteResponse" && message.granted) {
+        // Granted pre-votes carry the future term; ours changes only when we campaign.
+      } else {
+        const leader = message.type === "appendEntries" || message.type === "heartbeat" ||
+            message.type === "installSnapshot"
+          ? message.from
+          : null;
+        this.#becomeFollower(message.term, leader);
+      }
+    } else if (message.term < this.term) {
+      if (message.type === "appendEntries" || message.type === "heartbeat") {
+        // A stale leader (e.g. rejoining after a partition) learns our term and steps down.
+        this.#send<AppendEntriesResponse>({
+          type: "appendEntriesResponse",
+          term: this.term,
+          from: this.id,
+          to: message.from,
+          success: false,
+          matchIndex: 0,
+          rejectHintIndex: 0,
+          rejectHintTerm: 0,
+        });
+      } else if (message.type === "preVote") {
+        this.#send<RequestVoteResponse>({
+          type: "preVoteResponse",
+          term: this.term,
+          from: this.id,
+          to: message.from,
+          granted: false,
+        });
+      }
+      return;
+    }
+
+    switch (message.type) {
+      case "preVote":
+      case "requestVote":
+        this.#onRequestVote(message);
+        return;
+      case "preVoteResponse":
+      case "requestVoteResponse":
+        this.#onRequestVoteResponse(message);
+        return;
+      case "appendEntries":
+        this.#onAppendEntries(message);
+        return;
+      case "appendEntriesResponse":
+        this.#onAppendEntriesResponse(message);
+        return;
+      case "heartbeat":
+        this.#onHeartbeat(message);
+        return;
+      case "heartbeatResponse":
+        this.#onHeartbeatResponse(message);
+        return;
+      case "installSnapshot":
+        this.#onInstallSnapshot(message);
+        return;
+      case "installSnapshotResponse":
+        this.#onInstallSnapshotResponse(message);
+        return;
+      case "timeoutNow":
+        this.#onTimeoutNow(message);
+        return;
+      case "readIndex":
+        this.#onReadIndex(message);
+        return;
+      case "readIndexResponse":
+        this.#onReadIndexResponse(message);
+        return;
+      default:
+        unreachable(message);
+    }
+  }
+
+  /** propose appends a command to the leader's log. */
+  propose(data: Uint8Array): ProposeResult {
+    return this.#propose("command", data);
+  }
+
+  /** proposeEntry appends an entry of any kind (the replacement protocol's fences). */
+  proposeEntry(kind: EntryKind, data: Uint8Array): ProposeResult {
+    return this.#propose(kind, data);
+  }
+
+  #propose(kind: EntryKind, data: Uint8Array): ProposeResult {
+    if (this.role !== "leader") return { ok: false, reason: "not-leader", leader: this.leader };
+    if (this.#transferee !== null) return { ok: false, reason: "transferring", leader: this.leader };
+    if (this.log.lastIndex - this.log.commitIndex >= this.#config.pendingProposalsMax) {
+      return { ok: false, reason: "too-many-pending", leader: this.id };
+    }
+    const index = this.#appendEntry(kind, data);
+    return { ok: true, index, term: this.term };
+  }
+
+  #appendEntry(kind: EntryKind, data: Uint8Array): number {
+    const index = this.log.lastIndex + 1;
+    this.log.append({ index, term: this.term, kind, data });
+    this.#broadcastPending = true;
+    return index;
+  }
+
+  /**
+   * readIndex asks for a linearizable read position. The answer arrives as a ReadState
+   * with the same requestId; index 0 means refused (retry, or ask the leader).
+   */
+  readIndex(requestId: number): void {
+    if (this.role === "leader") {
+      this.#leaderRead({ requestId, from: null });
+      return;
+    }
+    if (this.leader === null) {
+      this.#readStates.push({ requestId, index: 0 });
+      return;
+    }
+    this.#send<ReadIndexRequest>({
+      type: "readIndex",
+      term: this.term,
+      from: this.id,
+      to: this.leader,
+      requestId,
+    });
+  }
+
+  /** transferLeadership hands leadership to `to` once it has caught up (§3.10). */
+  transferLeadership(to: NodeId): TransferResult {
+    if (this.role !== "leader") return { ok: false, reason: "not-leader", leader: this.leader };
+    if (to === this.id) return { ok: false, reason: "already-leader", leader: this.id };
+    const progress = this.#progress.get(to);
+    if (progress === undefined) return { ok: false, reason: "unknown-member", leader: this.id };
+    this.#transferee = to;
+    this.#transferElapsed = 0;
+    if (progress.matchIndex === this.log.lastIndex) this.#sendTimeoutNow(to);
+    else this.#sendAppend(to, true);
+    return { ok: true };
+  }
+
+  /** peerDown is a hint that the link to a peer dropped (its process may be gone). */
+  peerDown(name: NodeId): void {
+    if (this.role !== "leader" && name === this.leader) {
+      // Our leader's connection reset: drop the lease so this node grants pre-votes and
+      // campaigns within its randomized timeout instead of waiting out a full one.
+      this.#electionElapsed = Math.max(this.#electionElapsed, this.#config.electionTicks);
+      if (this.#electionElapsed >= this.#randomizedElectionTicks) {
+        this.#electionElapsed = this.#randomizedElectionTicks - 1;
+      }
+    }
+  }
+
+  /**
+   * compact tells the core that a snapshot through meta.index is durable. Entries before
+   * meta.index - trailingEntries are dropped from memory; the node drops them on disk.
+   * Returns the new compaction point.
+   */
+  compact(meta: SnapshotMeta, trailingEntries = 0): number {
+    assert(meta.index <= this.log.appliedIndex, "snapshot must not be ahead of applied state");
+    const point = Math.max(meta.index - trailingEntries, this.log.offsetIndex);
+    this.log.compactTo(Math.min(point, this.log.stableIndex));
+    return this.log.offsetIndex;
+  }
+
+  // ---- Ready ----------------------------------------------------------------------------
+
+  hasReady(): boolean {
+    return this.#messages.length > 0 || this.#readStates.length > 0 ||
+      this.#broadcastPending || this.log.stableIndex < this.log.lastIndex ||
+      this.log.appliedIndex < this.log.commitIndex || this.#hardStateChanged() ||
+      this.#snapshotChunk !== undefined || this.#installSnapshot !== undefined;
+  }
+
+  ready(): Ready {
+    if (this.#broadcastPending) {
+      this.#broadcastPending = false;
+      if (this.role === "leader") this.#broadcastAppend();
+    }
+    const hardState = this.#hardState();
+    const committedEntries: Entry[] = [];
+    const applyTo = Math.min(this.log.commitIndex, this.log.lastIndex);
+    for (let index = this.log.appliedIndex + 1; index <= applyTo; index++) {
+      committedEntries.push(this.log.entry(index)!);
+    }
+    const ready: Ready = {
+      hardState: this.#hardStateChanged() ? hardState : undefined,
+      entries: this.log.unstableEntries(),
+      snapshotChunk: this.#snapshotChunk,
+      installSnapshot: this.#installSnapshot,
+      messages: this.#messages,
+      committedEntries,
+      readStates: this.#readStates,
+    };
+    this.#messages = [];
+    this.#readStates = [];
+    this.#snapshotChunk = undefined;
+    this.#installSnapshot = undefined;
+    if (ready.hardState !== undefined) this.#persistedHardState = ready.hardState;
+    if (committedEntries.length > 0) this.log.appliedIndex = applyTo;
+    return ready;
+  }
+
+  /** advance acknowledges that a Ready was persisted, sent and applied. */
+  advance(ready: Ready): void {
+    const last = ready.entries[ready.entries.length - 1];
+    if (last !== undefined && this.log.termAt(last.index) === last.term) {
+      this.log.stableIndex = Math.max(this.log.stableIndex, last.index);
+    }
+    if (this.role === "leader" && last !== undefined) this.#maybeCommit();
+  }
+
+  // ---- Elections ------------------------------------------------------------------------
+
+  #onElectionTimeout(): void {
+    if (this.#config.preVote) this.#campaign("preVote", false);
+    else this.#campaign("requestVote", false);
+  }
+
+  #campaign(kind: "preVote" | "requestVote", transfer: boolean): void {
+    let term: number;
+    if (kind === "preVote") {
+      this.role = "preCandidate";
+      this.leader = null;
+      term = this.term + 1;
+    } else {
+      this.#becomeCandidate();
+      term = this.term;
+    }
+    this.#votes = new Map([[this.id, true]]);
+    this.#resetElectionTimer();
+    if (this.#tallyVotes(kind)) return;
+    for (const peer of this.peers) {
+      this.#send<RequestVote>({
+        type: kind,
+        term,
+        from: this.id,
+        to: peer,
+        lastLogIndex: this.log.lastIndex,
+        lastLogTerm: this.log.lastTerm,
+        transfer,
+      });
+    }
+  }
+
+  /** tallyVotes acts on a decided election; true if it was decided. */
+  #tallyVotes(kind: "preVote" | "requestVote"): boolean {
+    let granted = 0;
+    let rejected = 0;
+    for (const vote of this.#votes.values()) vote ? granted++ : rejected++;
+    const quorum = quorumSize(this.members.length);
+    if (granted >= quorum) {
+      if (kind === "preVote") this.#campaign("requestVote", false);
+      else this.#becomeLeader();
+      return true;
+    }
+    if (rejected >= quorum) {
+      this.#becomeFollower(this.term, null);
+      return true;
+    }
+    return false;
+  }
+
+  #onRequestVote(message: RequestVote): void {
+    const isPreVote = message.type === "preVote";
+    // Reference: §5.2 and §5.4.1: one vote per term, only for an up-to-date log.
+    const canVote = this.votedFor === message.from ||
+      (this.votedFor === null && this.leader === null) ||
+      (isPreVote && message.term > this.term);
+    const granted = canVote && this.log.isUpToDate(message.lastLogIndex, message.lastLogTerm);
+    if (granted && !isPreVote) {
+      this.votedFor = message.from;
+      this.#electionElapsed = 0;
+    }
+    this.#send<RequestVoteResponse>({
+      type: isPreVote ? "preVoteResponse" : "requestVoteResponse",
+      // A granted pre-vote answers in the campaign's term so the candidate counts it.
+      term: granted && isPreVote ? message.term : this.term,
+      from: this.id,
+      to: message.from,
+      granted,
+    });
+  }
+
+  #onRequestVoteResponse(message: RequestVoteResponse): void {
+    const kind = message.type === "preVoteResponse" ? "preVote" : "requestVote";
+    const expected = kind === "preVote" ? "preCandidate" : "candidate";
+    if (this.role !== expected) return;
+    if (kind === "preVote" && message.term !== this.term + 1 && message.granted) return;
+    if (!this.#votes.has(message.from)) this.#votes.set(message.from, message.granted);
+    this.#tallyVotes(kind);
+  }
+
+  #onTimeoutNow(_message: TimeoutNow): void {
+    if (this.role === "leader") return;
+    // The leader chose us: campaign now, past pre-vote and past voters' leases.
+    this.#campaign("requestVote", true);
+  }
+
+  #becomeFollower(term: number, leader: NodeId | null): void {
+    const wasLeader = this.role === "leader";
+    if (term !== this.term) {
+      this.term = term;
+      this.votedFor = null;
+    }
+    this.role = "follower";
+    this.leader = leader;
+    this.#transferee = null;
+    this.#resetElectionTimer();
+    if (wasLeader) this.#failPendingReads();
+  }
+
+  #becomeCandidate(): void {
+    this.term += 1;
+    this.votedFor = this.id;
+    this.role = "candidate";
+    this.leader = null;
+  }
+
+  #becomeLeader(): void {
+    assert(this.role === "candidate", "only a candidate becomes leader");
+    this.role = "leader";
+    this.leader = this.id;
+    this.#transferee = null;
+    this.#heartbeatElapsed = 0;
+    this.#electionElapsed = 0;
+    this.#progress = new Map();
+    for (const peer of this.peers) {
+      const progress = new Progress(this.log.lastIndex + 1);
+      progress.recentActive = true;
+      this.#progress.set(peer, progress);
+    }
+    this.#readRound = undefined;
+    this.#readsQueued = [];
+    this.#readsBeforeCommit = [];
+    // A leader commits entries of earlier terms only by committing one of its own (§5.4.2).
+    this.#appendEntry("noop", new Uint8Array(0));
+  }
+
+  #resetElectionTimer(): void {
+    this.#electionElapsed = 0;
+    const base = this.#config.electionTicks;
+    this.#randomizedElectionTicks = base + Math.floor(this.#config.random() * base);
+  }
+
+  #quorumActive(): boolean {
+    let active = 1;
+    for (const progress of this.#progress.values()) {
+      if (progress.recentActive) active++;
+      progress.recentActive = false;
+    }
+    return active >= quorumSize(this.members.length);
+  }
+
+  // ---- Replication: follower side --------------------------------------------------------
+
+  #hearFromLeader(from: NodeId): void {
+    assert(this.role !== "leader", `two leaders in term ${this.term}: ${this.id} and ${from}`);
+    if (this.role !== "follower") this.#becomeFollower(this.term, from);
+    this.leader = from;
+    this.#electionElapsed = 0;
+  }
+
+  #onAppendEntries(message: AppendEntries): void {
+    this.#hearFromLeader(message.from);
+    const reply = (fields: Partial<AppendEntriesResponse>): void => {
+      this.#send<AppendEntriesResponse>({
+        type: "appendEntriesResponse",
+        term: this.term,
+        from: this.id,
+        to: message.from,
+        success: true,
+        matchIndex: 0,
+        rejectHintIndex: 0,
+        rejectHintTerm: 0,
+        ...fields,
+      });
+    };
+    if (message.prevLogIndex < this.log.commitIndex) {
+      // Everything up to our commit index matches the leader (Log Matching).
+      const lastNew = message.prevLogIndex + message.entries.length;
+      if (lastNew > this.log.commitIndex) {
+        const skip = this.log.commitIndex - message.prevLogIndex;
+        this.log.appendFromLeader(message.entries.slice(skip));
+        this.log.commitTo(Math.min(message.commitIndex, lastNew));
+        reply({ matchIndex: lastNew });
+      } else {
+        reply({ matchIndex: this.log.commitIndex });
+      }
+      return;
+    }
+    if (this.log.matchTerm(message.prevLogIndex, message.prevLogTerm)) {
+      this.log.appendFromLeader(message.entries);
+      const lastNew = message.prevLogIndex + message.entries.length;
+      this.log.commitTo(Math.min(message.commitIndex, lastNew));
+      reply({ matchIndex: lastNew });
+      return;
+    }
+    // Reference: §5.3 with fast backtracking: point the leader at the last index whose
+    // term is no greater than the leader's term at prevLogIndex.
+    const hintIndex = this.log.findConflictByTerm(
+      Math.min(message.prevLogIndex, this.log.lastIndex),
+      message.prevLogTerm,
+    );
+    reply({
+      success: false,
+      matchIndex: message.prevLogIndex,
+      rejectHintIndex: hintIndex,
+      rejectHintTerm: this.log.termAt(hintIndex) ?? 0,
+    });
+  }
+
+  #onHeartbeat(message: Heartbeat): void {
+    this.#hearFromLeader(message.from);
+    this.log.commitTo(Math.min(message.commitIndex, this.log.lastIndex));
+    this.#send<HeartbeatResponse>({
+      type: "heartbeatResponse",
+      term: this.term,
+      from: this.id,
+      to: message.from,
+      context: message.context,
+      lastIndex: this.log.lastIndex,
+    });
+  }
+
+  #onInstallSnapshot(message: InstallSnapshot): void {
+    this.#hearFromLeader(message.from);
+    const meta = message.snapshot;
+    const reply = (offset: number, success: boolean, done: boolean): void => {
+      this.#send<InstallSnapshotResponse>({
+        type: "installSnapshotResponse",
+        term: this.term,
+        from: this.id,
+        to: message.from,
+        snapshotIndex: meta.index,
+        offset,
+        success,
+        done,
+      });
+    };
+    if (this.log.matchTerm(meta.index, meta.term) || meta.index <= this.log.commitIndex) {
+      // We already hold the log through the snapshot point: no need to install.
+      this.#incoming = undefined;
+      reply(meta.bytes, true, true);
+      return;
+    }
+    if (message.offset === 0) {
+      this.#incoming = { meta, offset: 0 };
+    }
+    const incoming = this.#incoming;
+    if (
+      incoming === undefined || incoming.meta.index !== meta.index ||
+      incoming.meta.term !== meta.term || incoming.offset !== message.offset ||
+      this.#snapshotChunk !== undefined
+    ) {
+      reply(incoming?.meta.index === meta.index ? incoming.offset : 0, false, false);
+      return;
+    }
+    incoming.offset += message.data.byteLength;
+    assert(incoming.offset <= meta.bytes, "snapshot chunk beyond the snapshot's size");
+    const done = message.done && incoming.offset === meta.bytes;
+    this.#snapshotChunk = { snapshot: meta, offset: message.offset, data: message.data, done };
+    if (done) {
+      this.#incoming = undefined;
+      this.#installSnapshot = meta;
+      this.log.resetToSnapshot(meta.index, meta.term);
+    }
+    reply(incoming.offset, true, done);
+  }
+
+  #onReadIndexResponse(message: ReadIndexResponse): void {
+    this.#readStates.push({ requestId: message.requestId, index: message.index });
+  }
+
+  // ---- Replication: leader side ----------------------------------------------------------
+
+  #onAppendEntriesResponse(message: AppendEntriesResponse): void {
+    if (this.role !== "leader") return;
+    const progress = this.#progress.get(message.from);
+    if (progress === undefined) return;
+    progress.recentActive = true;
+    progress.respondedSinceHeartbeat = true;
+    if (!message.success) {
+      if (message.matchIndex === 0 && message.rejectHintIndex === 0 && message.rejectHintTerm === 0) {
+        return; // a stale-term answer; the term check already handled it
+      }
+      let hint = message.rejectHintIndex;
+      if (message.rejectHintTerm > 0) hint = this.log.findConflictByTerm(hint, message.rejectHintTerm);
+      if (progress.maybeDecrease(message.matchIndex, hint)) {
+        this.#sendAppend(message.from, false);
+      }
+      return;
+    }
+    const wasPaused = progress.isPaused(this.#config.inflightMessagesMax);
+    if (progress.maybeUpdate(message.matchIndex)) {
+      if (progress.state === "probe") progress.becomeReplicate();
+      this.#maybeCommit();
+      if (this.#transferee === message.from && progress.matchIndex === this.log.lastIndex) {
+        this.#sendTimeoutNow(message.from);
+      }
+    }
+    if (wasPaused || progress.nextIndex <= this.log.lastIndex) this.#sendAppendsWhileOpen(message.from);
+  }
+
+  #onHeartbeatResponse(message: HeartbeatResponse): void {
+    if (this.role !== "leader") return;
+    const progress = this.#progress.get(message.from);
+    if (progress === undefined) return;
+    progress.recentActive = true;
+    if (progress.state === "probe") progress.probeSent = false;
+    if (
+      progress.state === "replicate" && !progress.respondedSinceHeartbeat &&
+      message.lastIndex < progress.nextIndex - 1
+    ) {
+      // Appends in flight were lost (no answer for a whole heartbeat interval while the
+      // follower is behind): fall back to probing from its match point.
+      progress.becomeProbe();
+    }
+    if (progress.matchIndex < this.log.lastIndex || message.lastIndex < this.log.lastIndex) {
+      this.#sendAppendsWhileOpen(message.from);
+    }
+    const round = this.#readRound;
+    if (round !== undefined && message.context === round.context) {
+      round.acks.add(message.from);
+      this.#maybeFinishReadRound();
+    }
+  }
+
+  #onInstallSnapshotResponse(message: InstallSnapshotResponse): void {
+    if (this.role !== "leader") return;
+    const progress = this.#progress.get(message.from);
+    if (progress === undefined) return;
+    progress.recentActive = true;
+    const meta = progress.pendingSnapshot;
+    if (progress.state !== "snapshot" || meta === undefined || meta.index !== message.snapshotIndex) {
+      return;
+    }
+    progress.snapshotChunkSent = false;
+    if (message.done && message.success) {
+      progress.matchIndex = Math.max(progress.matchIndex, meta.index);
+      progress.becomeProbe();
+      this.#maybeCommit();
+      this.#sendAppend(message.from, true);
+      return;
+    }
+    // The follower accepts only contiguous chunks; its offset is the truth (0 restarts).
+    progress.snapshotOffset = message.offset;
+    this.#sendSnapshotChunk(message.from, progress);
+  }
+
+  #onReadIndex(message: ReadIndexRequest): void {
+    if (this.role !== "leader") {
+      this.#send<ReadIndexResponse>({
+        type: "readIndexResponse",
+        term: this.term,
+        from: this.id,
+        to: message.from,
+        requestId: message.requestId,
+        index: 0,
+      });
+      return;
+    }
+    this.#leaderRead({ requestId: message.requestId, from: message.from });
+  }
+
+  #sendAppendsWhileOpen(to: NodeId): void {
+    const progress = this.#progress.get(to)!;
+    for (let i = 0; i < this.#config.inflightMessagesMax + 1; i++) {
+      if (progress.isPaused(this.#config.inflightMessagesMax)) return;
+      if (progress.nextIndex > this.log.lastIndex && progress.state === "replicate") return;
+      if (!this.#sendAppend(to, false)) return;
+      if (progress.state !== "replicate") return;
+    }
+  }
+
+  #broadcastAppend(): void {
+    for (const peer of this.peers) {
+      const progress = this.#progress.get(peer)!;
+      if (progress.isPaused(this.#config.inflightMessagesMax)) continue;
+      this.#sendAppend(peer, true);
+      if (progress.state === "replicate") this.#sendAppendsWhileOpen(peer);
+    }
+  }
+
+  /**
+   * sendAppend sends the next entries to `to` (or a snapshot chunk when they are
+   * compacted). With sendIfEmpty it sends even when there are no new entries, to carry
+   * the commit index. Returns whether a message was sent.
+   */
+  #sendAppend(to: NodeId, sendIfEmpty: boolean): boolean {
+    const progress = this.#progress.get(to)!;
+    if (progress.isPaused(this.#config.inflightMessagesMax)) return false;
+    const prevLogIndex = progress.nextIndex - 1;
+    const prevLogTerm = this.log.termAt(prevLogIndex);
+    if (prevLogTerm === undefined) {
+      const meta = this.#config.snapshots.latest();
+      assert(meta !== undefined && meta.index >= this.log.offsetIndex, "compacted log needs a snapshot");
+      progress.becomeSnapshot(meta);
+      this.#sendSnapshotChunk(to, progress);
+      return true;
+    }
+    const entries = progress.nextIndex <= this.log.lastIndex
+      ? this.log.slice(
+        progress.nextIndex,
+        this.log.lastIndex,
+        this.#config.entriesPerMessageMax,
+        this.#config.messageBytesMax,
+      )
+      : [];
+    if (entries.length === 0 && !sendIfEmpty) return false;
+    this.#send<AppendEntries>({
+      type: "appendEntries",
+      term: this.term,
+      from: this.id,
+      to,
+      prevLogIndex,
+      prevLogTerm,
+      entries,
+      commitIndex: this.log.commitIndex,
+    });
+    const last = entries[entries.length - 1];
+    if (last !== undefined) {
+      if (progress.state === "replicate") {
+        progress.inflight.push(last.index);
+        progress.nextIndex = last.index + 1;
+      } else {
+        progress.probeSent = true;
+      }
+    } else if (progress.state === "probe") {
+      progress.probeSent = true;
+    }
+    return true;
+  }
+
+  #sendSnapshotChunk(to: NodeId, progress: Progress): void {
+    const meta = progress.pendingSnapshot;
+    if (meta === undefined || progress.snapshotChunkSent) return;
+    const length = Math.min(this.#config.snapshotChunkBytes, meta.bytes - progress.snapshotOffset);
+    const data = this.#config.snapshots.readChunk(meta.index, progress.snapshotOffset, length);
+    assert(data.byteLength === length, "snapshot source returned a short chunk");
+    this.#send<InstallSnapshot>({
+      type: "installSnapshot",
+      term: this.term,
+      from: this.id,
+      to,
+      snapshot: meta,
+      offset: progress.snapshotOffset,
+      data,
+      done: progress.snapshotOffset + length === meta.bytes,
+    });
+    progress.snapshotChunkSent = true;
+  }
+
+  #broadcastHeartbeat(): void {
+    for (const peer of this.peers) {
+      const progress = this.#progress.get(peer)!;
+      progress.respondedSinceHeartbeat = false;
+      if (progress.state === "snapshot") {
+        // Resend a chunk whose answer may have been lost.
+        progress.snapshotChunkSent = false;
+        this.#sendSnapshotChunk(peer, progress);
+      }
+      this.#send<Heartbeat>({
+        type: "heartbeat",
+        term: this.term,
+        from: this.id,
+        to: peer,
+        // Only what the follower is known to hold may be committed on its side.
+        commitIndex: Math.min(progress.matchIndex, this.log.commitIndex),
+        context: this.#readRound?.context ?? 0,
+      });
+    }
+  }
+
+  #maybeCommit(): void {
+    const matches = [this.log.stableIndex];
+    for (const progress of this.#progress.values()) matches.push(progress.matchIndex);
+    const index = committedIndex(matches);
+    // Reference: §5.4.2: only entries of the current term commit by counting replicas.
+    if (index > this.log.commitIndex && this.log.termAt(index) === this.term) {
+      this.log.commitTo(index);
+      this.#broadcastPending = true;
+      if (this.#readsBeforeCommit.length > 0) {
+        const reads = this.#readsBeforeCommit;
+        this.#readsBeforeCommit = [];
+        for (const read of reads) this.#leaderRead(read);
+      }
+    }
+  }
+
+  #sendTimeoutNow(to: NodeId): void {
+    this.#send<TimeoutNow>({ type: "timeoutNow", term: this.term, from: this.id, to });
+  }
+
+  #abortTransfer(): void {
+    this.#transferee = null;
+    this.#transferElapsed = 0;
+  }
+
+  // ---- ReadIndex ----------------------------------------------------------------------------
+
+  #leaderRead(read: PendingRead): void {
+    // Reference: §6.4: the leader must have committed an entry of its term before its
+    // commit index is known to be the cluster's.
+    if (this.log.termAt(this.log.commitIndex) !== this.term) {
+      this.#readsBeforeCommit.push(read);
+      return;
+    }
+    this.#readsQueued.push(read);
+    if (this.#readRound === undefined) this.#startReadRound();
+  }
+
+  #startReadRound(): void {
+    this.#readContext += 1;
+    this.#readRound = {
+      context: this.#readContext,
+      index: this.log.commitIndex,
+      reads: this.#readsQueued,
+      acks: new Set([this.id]),
+    };
+    this.#readsQueued = [];
+    if (this.#maybeFinishReadRound()) return;
+    for (const peer of this.peers) {
+      const progress = this.#progress.get(peer)!;
+      this.#send<Heartbeat>({
+        type: "heartbeat",
+        term: this.term,
+        from: this.id,
+        to: peer,
+        commitIndex: Math.min(progress.matchIndex, this.log.commitIndex),
+        context: this.#readRound.context,
+      });
+    }
+  }
+
+  #maybeFinishReadRound(): boolean {
+    const round = this.#readRound;
+    if (round === undefined || round.acks.size < quorumSize(this.members.length)) return false;
+    this.#readRound = undefined;
+    for (const read of round.reads) this.#answerRead(read, round.index);
+    if (this.#readsQueued.length > 0) this.#startReadRound();
+    return true;
+  }
+
+  #answerRead(read: PendingRead, index: number): void {
+    if (read.from === null) {
+      this.#readStates.push({ requestId: read.requestId, index });
+      return;
+    }
+    this.#send<ReadIndexResponse>({
+      type: "readIndexResponse",
+      term: this.term,
+      from: this.id,
+      to: read.from,
+      requestId: read.requestId,
+      index,
+    });
+  }
+
+  #failPendingReads(): void {
+    const reads = [
+      ...this.#readsBeforeCommit,
+      ...(this.#readRound?.reads ?? []),
+      ...this.#readsQueued,
+    ];
+    this.#readsBeforeCommit = [];
+    this.#readsQueued = [];
+    this.#readRound = undefined;
+    for (const read of reads) this.#answerRead(read, 0);
+  }
+
+  // ---- Plumbing -------------------------------------------------------------------------
+
+  #send<M extends Message>(message: M): void {
+    this.#messages.push(message);
+  }
+
+  #hardState(): HardState {
+    return { term: this.term, votedFor: this.votedFor, commitIndex: this.log.commitIndex };
+  }
+
+  #hardStateChanged(): boolean {
+    const persisted = this.#persistedHardState;
+    return persisted.term !== this.term || persisted.votedFor !== this.votedFor ||
+      persisted.commitIndex !== this.log.commitIndex;
+  }
+
+  status(): RaftStatus {
+    const progress: RaftStatus["progress"] = {};
+    for (const [peer, p] of this.#progress) {
+      progress[peer] = {
+        matchIndex: p.matchIndex,
+        nextIndex: p.nextIndex,
+        state: p.state,
+        recentActive: p.recentActive,
+      };
+    }
+    return {
+      id: this.id,
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      votedFor: this.votedFor,
+      commitIndex: this.log.commitIndex,
+      appliedIndex: this.log.appliedIndex,
+      lastIndex: this.log.lastIndex,
+      lastTerm: this.log.lastTerm,
+      firstIndex: this.log.firstIndex,
+      logBytes: this.log.bytes,
+      transferee: this.#transferee,
+      progress: this.role === "leader" ? progress : {},
+    };
+  }
+}

@@ -1,0 +1,52 @@
+import type { Entry, HardState, RestoredState, SnapshotMeta } from "../consensus/types.ts";
+
+/** NodeStatus is the node's lifecycle state as stored with its identity. */
+export type NodeStatus = "normal" | "recovering";
+
+/** Identity is (name, incarnation) (R0); the incarnation is random, made with the data dir. */
+export interface Identity {
+  name: string;
+  incarnation: string;
+  status: NodeStatus;
+}
+
+/** PersistBatch is one Ready's durable work, written in a single transaction and fsync. */
+export interface PersistBatch {
+  hardState: HardState | undefined;
+  /** Appended after dropping any stored entries with index >= entries[0].index. */
+  entries: Entry[];
+}
+
+/**
+ * NodeStorage is the node's durable state: the log, hard state, identity and snapshots.
+ * Every write method is durable (fsynced) when it returns.
+ */
+export interface NodeStorage {
+  /** identity returns the stored identity, creating one with a fresh incarnation if empty. */
+  identity(name: string): Identity;
+  setStatus(status: NodeStatus): void;
+  /** isEmpty is true for a data dir that has never stored a term, entry or snapshot. */
+  isEmpty(): boolean;
+  load(): RestoredState;
+  persist(batch: PersistBatch): void;
+
+  /** saveSnapshot stores a snapshot of applied state and drops log entries <= meta.index. */
+  saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void;
+  latestSnapshot(): SnapshotMeta | undefined;
+  readSnapshot(): { meta: SnapshotMeta; data: Uint8Array } | undefined;
+  readSnapshotChunk(index: number, offset: number, length: number): Uint8Array;
+
+  /** stageSnapshotChunk keeps an incoming chunk; offset 0 discards earlier staging. */
+  stageSnapshotChunk(meta: SnapshotMeta, offset: number, data: Uint8Array): void;
+  /**
+   * installStagedSnapshot makes the staged snapshot the latest one and drops the whole log
+   * (entries the snapshot covers, and any that conflict with it), in one transaction.
+   */
+  installStagedSnapshot(meta: SnapshotMeta): void;
+
+  /** probeWrite checks the database still accepts a write (for /healthz). */
+  probeWrite(): void;
+  /** Bytes used by the database file and its WAL. */
+  sizeBytes(): number;
+  close(): void;
+}
