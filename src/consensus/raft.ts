@@ -25,10 +25,10 @@ import type {
   Message,
   NodeId,
   ProposeResult,
-  Ready,
   ReadIndexRequest,
   ReadIndexResponse,
   ReadState,
+  Ready,
   RequestVote,
   RequestVoteResponse,
   RestoredState,
@@ -67,7 +67,10 @@ export interface RaftStatus {
   firstIndex: number;
   logBytes: number;
   transferee: NodeId | null;
-  progress: Record<NodeId, { matchIndex: number; nextIndex: number; state: string; recentActive: boolean }>;
+  progress: Record<
+    NodeId,
+    { matchIndex: number; nextIndex: number; state: string; recentActive: boolean }
+  >;
 }
 
 export class Raft {
@@ -109,7 +112,10 @@ export class Raft {
 
   constructor(config: RaftConfig, restored: RestoredState) {
     assert(config.members.includes(config.id), "members must include this node");
-    assert(config.heartbeatTicks > 0 && config.heartbeatTicks < config.electionTicks, "heartbeat must be shorter than election timeout");
+    assert(
+      config.heartbeatTicks > 0 && config.heartbeatTicks < config.electionTicks,
+      "heartbeat must be shorter than election timeout",
+    );
     this.#config = config;
     this.id = config.id;
     this.members = config.members.slice();
@@ -273,7 +279,9 @@ export class Raft {
 
   #propose(kind: EntryKind, data: Uint8Array): ProposeResult {
     if (this.role !== "leader") return { ok: false, reason: "not-leader", leader: this.leader };
-    if (this.#transferee !== null) return { ok: false, reason: "transferring", leader: this.leader };
+    if (this.#transferee !== null) {
+      return { ok: false, reason: "transferring", leader: this.leader };
+    }
     if (this.log.lastIndex - this.log.commitIndex >= this.#config.pendingProposalsMax) {
       return { ok: false, reason: "too-many-pending", leader: this.id };
     }
@@ -665,11 +673,15 @@ export class Raft {
     progress.recentActive = true;
     progress.respondedSinceHeartbeat = true;
     if (!message.success) {
-      if (message.matchIndex === 0 && message.rejectHintIndex === 0 && message.rejectHintTerm === 0) {
+      if (
+        message.matchIndex === 0 && message.rejectHintIndex === 0 && message.rejectHintTerm === 0
+      ) {
         return; // a stale-term answer; the term check already handled it
       }
       let hint = message.rejectHintIndex;
-      if (message.rejectHintTerm > 0) hint = this.log.findConflictByTerm(hint, message.rejectHintTerm);
+      if (message.rejectHintTerm > 0) {
+        hint = this.log.findConflictByTerm(hint, message.rejectHintTerm);
+      }
       if (progress.maybeDecrease(message.matchIndex, hint)) {
         this.#sendAppend(message.from, false);
       }
@@ -683,7 +695,9 @@ export class Raft {
         this.#sendTimeoutNow(message.from);
       }
     }
-    if (wasPaused || progress.nextIndex <= this.log.lastIndex) this.#sendAppendsWhileOpen(message.from);
+    if (wasPaused || progress.nextIndex <= this.log.lastIndex) {
+      this.#sendAppendsWhileOpen(message.from);
+    }
   }
 
   #onHeartbeatResponse(message: HeartbeatResponse): void {
@@ -694,10 +708,10 @@ export class Raft {
     if (progress.state === "probe") progress.probeSent = false;
     if (
       progress.state === "replicate" && !progress.respondedSinceHeartbeat &&
-      message.lastIndex < progress.nextIndex - 1
+      progress.inflight.length > 0
     ) {
-      // Appends in flight were lost (no answer for a whole heartbeat interval while the
-      // follower is behind): fall back to probing from its match point.
+      // No answer to any append for a whole heartbeat interval although appends are in
+      // flight: an append or its answer was lost. Probe again from the match point.
       progress.becomeProbe();
     }
     if (progress.matchIndex < this.log.lastIndex || message.lastIndex < this.log.lastIndex) {
@@ -716,7 +730,9 @@ export class Raft {
     if (progress === undefined) return;
     progress.recentActive = true;
     const meta = progress.pendingSnapshot;
-    if (progress.state !== "snapshot" || meta === undefined || meta.index !== message.snapshotIndex) {
+    if (
+      progress.state !== "snapshot" || meta === undefined || meta.index !== message.snapshotIndex
+    ) {
       return;
     }
     progress.snapshotChunkSent = false;
@@ -778,7 +794,10 @@ export class Raft {
     const prevLogTerm = this.log.termAt(prevLogIndex);
     if (prevLogTerm === undefined) {
       const meta = this.#config.snapshots.latest();
-      assert(meta !== undefined && meta.index >= this.log.offsetIndex, "compacted log needs a snapshot");
+      assert(
+        meta !== undefined && meta.index >= this.log.offsetIndex,
+        "compacted log needs a snapshot",
+      );
       progress.becomeSnapshot(meta);
       this.#sendSnapshotChunk(to, progress);
       return true;

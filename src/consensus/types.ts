@@ -202,14 +202,22 @@ export interface SnapshotSource {
 export interface RestoredState {
   hardState: HardState;
   snapshot: SnapshotMeta | undefined;
-  /** Entries after the snapshot, contiguous, in order. */
+  /** Entries in order and contiguous; they may start at or before the snapshot index. */
   entries: Entry[];
 }
 
 export type ProposeResult =
   | { ok: true; index: number; term: number }
-  | { ok: false; reason: "not-leader" | "transferring" | "too-many-pending"; leader: NodeId | null };
+  | {
+    ok: false;
+    reason: "not-leader" | "transferring" | "too-many-pending";
+    leader: NodeId | null;
+  };
 
 export type TransferResult =
   | { ok: true }
-  | { ok: false; reason: "not-leader" | "unknown-member" | "already-leader"; leader: NodeId | null };
+  | {
+    ok: false;
+    reason: "not-leader" | "unknown-member" | "already-leader";
+    leader: NodeId | null;
+  };

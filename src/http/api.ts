@@ -16,11 +16,18 @@ export interface LeaderInfo {
 export type SubmitResult =
   | { ok: true; result: Uint8Array; index: number }
   | { ok: false; code: "not-leader"; leader: LeaderInfo | null; message: string }
-  | { ok: false; code: "timeout" | "unavailable"; message: string };
+  | { ok: false; code: "timeout" | "unavailable"; message: string }
+  /** The command was committed but refused (e.g. a stale idempotency sequence). */
+  | { ok: false; code: "rejected"; message: string };
 
 export type ReadBarrierResult =
   | { ok: true }
-  | { ok: false; code: "not-leader" | "no-leader" | "timeout"; leader: LeaderInfo | null; message: string };
+  | {
+    ok: false;
+    code: "not-leader" | "no-leader" | "timeout";
+    leader: LeaderInfo | null;
+    message: string;
+  };
 
 /**
  * NodeApi is all the HTTP layer sees of a node. It is implemented by node/node.ts and by

@@ -27,11 +27,20 @@ export interface NodeStorage {
   setStatus(status: NodeStatus): void;
   /** isEmpty is true for a data dir that has never stored a term, entry or snapshot. */
   isEmpty(): boolean;
+  /**
+   * load returns the hard state, the snapshot meta and every stored entry. Entries may
+   * start at or before the snapshot index (trailing entries kept for slow followers).
+   */
   load(): RestoredState;
   persist(batch: PersistBatch): void;
 
-  /** saveSnapshot stores a snapshot of applied state and drops log entries <= meta.index. */
+  /** saveSnapshot stores a snapshot of applied state, replacing the previous one. */
   saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void;
+  /**
+   * compactLog drops entries with index < index; the entry at index is kept as the
+   * compaction point (its term is needed). Requires index <= the snapshot's index.
+   */
+  compactLog(index: number): void;
   latestSnapshot(): SnapshotMeta | undefined;
   readSnapshot(): { meta: SnapshotMeta; data: Uint8Array } | undefined;
   readSnapshotChunk(index: number, offset: number, length: number): Uint8Array;

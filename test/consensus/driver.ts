@@ -1,9 +1,16 @@
 // A small in-memory cluster for consensus interaction tests: Raft nodes with memory
 // disks, a message queue delivered on demand, and helpers to elect and replicate.
 
-import { raftDefaults, type RaftConfig } from "../../src/consensus/config.ts";
+import { type RaftConfig, raftDefaults } from "../../src/consensus/config.ts";
 import { Raft } from "../../src/consensus/raft.ts";
-import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta } from "../../src/consensus/types.ts";
+import type {
+  Entry,
+  HardState,
+  Message,
+  NodeId,
+  Ready,
+  SnapshotMeta,
+} from "../../src/consensus/types.ts";
 import { Prng } from "../../src/lib/prng.ts";
 
 export interface MemoryDisk {
@@ -26,7 +33,12 @@ export class TestNode {
   /** State machine: the data of applied commands, as strings. */
   state: string[] = [];
 
-  constructor(readonly id: NodeId, readonly members: NodeId[], readonly overrides: Partial<RaftConfig>, seed: number) {
+  constructor(
+    readonly id: NodeId,
+    readonly members: NodeId[],
+    readonly overrides: Partial<RaftConfig>,
+    seed: number,
+  ) {
     this.raft = this.#build(seed);
   }
 
@@ -121,7 +133,9 @@ export class TestCluster {
   log: string[] = [];
 
   constructor(names: NodeId[], overrides: Partial<RaftConfig> = {}, seed = 1) {
-    names.forEach((name, i) => this.nodes.set(name, new TestNode(name, names, overrides, seed * 100 + i)));
+    names.forEach((name, i) =>
+      this.nodes.set(name, new TestNode(name, names, overrides, seed * 100 + i))
+    );
   }
 
   node(name: NodeId): TestNode {
@@ -198,13 +212,17 @@ export function describe(message: Message): string {
   switch (message.type) {
     case "preVote":
     case "requestVote":
-      return `${head} last=${message.lastLogIndex}/${message.lastLogTerm}${message.transfer ? " transfer" : ""}`;
+      return `${head} last=${message.lastLogIndex}/${message.lastLogTerm}${
+        message.transfer ? " transfer" : ""
+      }`;
     case "preVoteResponse":
     case "requestVoteResponse":
       return `${head} granted=${message.granted}`;
     case "appendEntries":
       return `${head} prev=${message.prevLogIndex}/${message.prevLogTerm} commit=${message.commitIndex} entries=[${
-        message.entries.map((e) => `${e.index}/${e.term}${e.kind === "noop" ? ":noop" : ""}`).join(" ")
+        message.entries.map((e) => `${e.index}/${e.term}${e.kind === "noop" ? ":noop" : ""}`).join(
+          " ",
+        )
       }]`;
     case "appendEntriesResponse":
       return `${head} success=${message.success} match=${message.matchIndex}` +

@@ -16,8 +16,24 @@ group("elections", () => {
   test("a node grants at most one vote per term (§5.2)", () => {
     const cluster = new TestCluster(abc, { preVote: false, checkQuorum: false });
     const c = cluster.raft("c");
-    c.step({ type: "requestVote", term: 5, from: "a", to: "c", lastLogIndex: 0, lastLogTerm: 0, transfer: false });
-    c.step({ type: "requestVote", term: 5, from: "b", to: "c", lastLogIndex: 0, lastLogTerm: 0, transfer: false });
+    c.step({
+      type: "requestVote",
+      term: 5,
+      from: "a",
+      to: "c",
+      lastLogIndex: 0,
+      lastLogTerm: 0,
+      transfer: false,
+    });
+    c.step({
+      type: "requestVote",
+      term: 5,
+      from: "b",
+      to: "c",
+      lastLogIndex: 0,
+      lastLogTerm: 0,
+      transfer: false,
+    });
     const votes = cluster.node("c").process().filter((m) => m.type === "requestVoteResponse");
     expect(votes.map((m) => m.type === "requestVoteResponse" && m.granted)).toEqual([true, false]);
     expect(cluster.node("c").disk.hardState.votedFor).toBe("a");
@@ -29,7 +45,15 @@ group("elections", () => {
     cluster.propose("a", "x");
     cluster.deliver();
     const b = cluster.raft("b");
-    b.step({ type: "requestVote", term: 9, from: "c", to: "b", lastLogIndex: 1, lastLogTerm: 1, transfer: true });
+    b.step({
+      type: "requestVote",
+      term: 9,
+      from: "c",
+      to: "b",
+      lastLogIndex: 1,
+      lastLogTerm: 1,
+      transfer: true,
+    });
     const [response] = cluster.node("b").process().filter((m) => m.type === "requestVoteResponse");
     expect(response?.type === "requestVoteResponse" && response.granted).toBe(false);
   });
@@ -100,7 +124,9 @@ group("replication", () => {
     cluster.heal();
     cluster.log = [];
     cluster.tickAll(5);
-    const rejections = cluster.log.filter((line) => line.startsWith("a->b appendEntriesResponse") && line.includes("success=false"));
+    const rejections = cluster.log.filter((line) =>
+      line.startsWith("a->b appendEntriesResponse") && line.includes("success=false")
+    );
     expect(rejections.length).toBeLessThanOrEqual(3);
     expect(cluster.node("a").state).toEqual(cluster.node("b").state);
     expect(cluster.node("a").state).toContain("kept-4");

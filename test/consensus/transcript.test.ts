@@ -20,13 +20,18 @@ function parse(text: string): Block[] {
     const lines = chunk.split("\n").filter((line) => !line.startsWith("#"));
     if (lines.join("").trim() === "") continue;
     const separator = lines.indexOf("----");
-    if (separator !== 1) throw new SyntaxError(`Expected one command line then "----" in block: ${chunk}`);
+    if (separator !== 1) {
+      throw new SyntaxError(`Expected one command line then "----" in block: ${chunk}`);
+    }
     blocks.push({ command: lines[0]!, expected: lines.slice(2).join("\n").trim() });
   }
   return blocks;
 }
 
-function run(cluster: TestCluster | undefined, command: string): { cluster: TestCluster; output: string } {
+function run(
+  cluster: TestCluster | undefined,
+  command: string,
+): { cluster: TestCluster; output: string } {
   const [verb, ...args] = command.trim().split(/\s+/);
   if (verb === "cluster") {
     const names = args.filter((arg) => !arg.includes("="));
@@ -48,7 +53,9 @@ function run(cluster: TestCluster | undefined, command: string): { cluster: Test
       break;
     case "propose": {
       const result = cluster.propose(name, args[1] ?? "x");
-      extra = result.ok ? `proposed index=${result.index} term=${result.term}` : `refused ${result.reason}`;
+      extra = result.ok
+        ? `proposed index=${result.index} term=${result.term}`
+        : `refused ${result.reason}`;
       cluster.deliver();
       break;
     }
@@ -91,7 +98,9 @@ function run(cluster: TestCluster | undefined, command: string): { cluster: Test
   }
   const status = [...cluster.nodes.values()].map((node) => {
     const r = node.raft;
-    return `${node.id}: ${r.role} term=${r.term} leader=${r.leader ?? "-"} commit=${r.commitIndex} last=${r.lastIndex} state=[${node.state.join(",")}]`;
+    return `${node.id}: ${r.role} term=${r.term} leader=${
+      r.leader ?? "-"
+    } commit=${r.commitIndex} last=${r.lastIndex} state=[${node.state.join(",")}]`;
   });
   const output = [...cluster.log, ...(extra ? [extra] : []), ...(verb === "status" ? status : [])];
   return { cluster, output: output.join("\n") || "(nothing)" };
@@ -107,10 +116,13 @@ for (const file of readdirSync(dir).filter((f) => f.endsWith(".txt")).sort()) {
       const result = run(cluster, block.command);
       cluster = result.cluster;
       rendered.push(`${block.command}\n----\n${result.output}`);
-      if (!process.env.UPDATE) expect(`${block.command}\n${result.output}`).toBe(`${block.command}\n${block.expected}`);
+      if (!process.env.UPDATE) {
+        expect(`${block.command}\n${result.output}`).toBe(`${block.command}\n${block.expected}`);
+      }
     }
     if (process.env.UPDATE) {
-      const header = readFileSync(path, "utf8").split("\n").filter((line) => line.startsWith("#")).join("\n");
+      const header = readFileSync(path, "utf8").split("\n").filter((line) => line.startsWith("#"))
+        .join("\n");
       writeFileSync(path, `${header ? header + "\n\n" : ""}${rendered.join("\n\n")}\n`);
     }
   });

@@ -36,7 +36,9 @@ export function violations(text: string): string[] {
 test("src/consensus does no I/O, reads no clock and uses no randomness", () => {
   const problems: string[] = [];
   for (const file of sources("src/consensus")) {
-    for (const why of violations(readFileSync(file, "utf8"))) problems.push(`${relative(root, file)} ${why}`);
+    for (const why of violations(readFileSync(file, "utf8"))) {
+      problems.push(`${relative(root, file)} ${why}`);
+    }
   }
   expect(problems).toEqual([]);
 });
@@ -46,7 +48,9 @@ test("src/consensus imports only itself and src/lib", () => {
   for (const file of sources("src/consensus")) {
     for (const match of readFileSync(file, "utf8").matchAll(/from\s+["']([^"']+)["']/g)) {
       const target = match[1]!;
-      if (!target.startsWith("./") && !target.startsWith("../lib/")) problems.push(`${relative(root, file)} imports ${target}`);
+      if (!target.startsWith("./") && !target.startsWith("../lib/")) {
+        problems.push(`${relative(root, file)} imports ${target}`);
+      }
     }
   }
   expect(problems).toEqual([]);
@@ -57,7 +61,9 @@ test("src/http sees the node only through its api interface", () => {
   for (const file of sources("src/http")) {
     for (const match of readFileSync(file, "utf8").matchAll(/from\s+["']([^"']+)["']/g)) {
       const target = match[1]!;
-      if (/\.\.\/(node|storage|transport|cli)\//.test(target)) problems.push(`${relative(root, file)} imports ${target}`);
+      if (/\.\.\/(node|storage|transport|cli)\//.test(target)) {
+        problems.push(`${relative(root, file)} imports ${target}`);
+      }
     }
   }
   expect(problems).toEqual([]);

@@ -1,0 +1,66 @@
+# keel — one gate for everything. Every target installs what it needs first.
+# Bun, deno and tsc come from node_modules (npm ci), never from a global install.
+
+BUN  := ./node_modules/.bin/bun
+DENO := ./node_modules/.bin/deno
+TSC  := ./node_modules/.bin/tsc
+SRC  := $(shell find src -name '*.ts' 2>/dev/null) package.json
+
+.PHONY: all install build run test test-fast check fmt fmt-check lint typecheck bench sim clean help
+
+all: build
+
+help:
+	@echo "make run        build and start a local 3-node cluster (examples/local-3.yaml)"
+	@echo "make test       install, build and run every test"
+	@echo "make check      fmt check, lint, typecheck, then the tests"
+	@echo "make bench      writes/s and latency of a local 3-node cluster"
+	@echo "make sim SEEDS=1000 [NODES=5]   run the deterministic simulator over many seeds"
+	@echo "make build      dist/keel, a single executable"
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+install: node_modules/.installed
+
+dist/keel: node_modules/.installed $(SRC)
+	@mkdir -p dist
+	$(BUN) build --compile --minify-syntax --sourcemap src/main.ts --outfile dist/keel
+	@./dist/keel --version
+
+build: dist/keel
+
+run: dist/keel
+	$(BUN) scripts/cluster.ts --config examples/local-3.yaml
+
+test: dist/keel
+	$(BUN) test --timeout 120000
+
+test-fast: node_modules/.installed
+	$(BUN) test test/consensus test/config test/lib test/service test/http test/tidy test/transport
+
+fmt: node_modules/.installed
+	$(DENO) fmt
+
+fmt-check: node_modules/.installed
+	$(DENO) fmt --check
+
+lint: node_modules/.installed
+	$(DENO) lint
+
+typecheck: node_modules/.installed
+	$(TSC) --noEmit -p .
+
+check: fmt-check lint typecheck test
+
+bench: dist/keel
+	$(BUN) scripts/bench.ts $(BENCH_ARGS)
+
+SEEDS ?= 1000
+NODES ?= 3
+sim: node_modules/.installed
+	$(BUN) scripts/sim.ts --seeds=$(SEEDS) --nodes=$(NODES)
+
+clean:
+	rm -rf dist data .tmp bench-results

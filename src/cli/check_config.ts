@@ -1,0 +1,40 @@
+import { fingerprint, fingerprintFields } from "../config/fingerprint.ts";
+import { formatProblems, loadConfig } from "../config/parse.ts";
+
+/** checkConfig validates a config file and prints its fingerprint, problems and warnings. */
+export function checkConfig(file: string, json: boolean): number {
+  const result = loadConfig(file);
+  if (json) {
+    process.stdout.write(
+      JSON.stringify(
+        {
+          file,
+          ok: result.config !== undefined,
+          fingerprint: result.config ? fingerprint(result.config) : null,
+          fields: result.config ? fingerprintFields(result.config) : null,
+          problems: result.problems,
+          warnings: result.warnings,
+        },
+        null,
+        2,
+      ) + "\n",
+    );
+    return result.config === undefined ? 2 : 0;
+  }
+  if (result.config === undefined) {
+    process.stderr.write(formatProblems(result.problems, file) + "\n");
+    for (const warning of result.warnings) {
+      process.stderr.write(`${file}: warning: ${warning.path}: ${warning.message}\n`);
+    }
+    return 2;
+  }
+  const config = result.config;
+  process.stdout.write(`${file}: ok\n`);
+  process.stdout.write(`cluster:     ${config.clusterName}\n`);
+  process.stdout.write(`fingerprint: ${fingerprint(config)}\n`);
+  process.stdout.write(`members:     ${config.members.map((m) => m.name).join(", ")}\n`);
+  for (const warning of result.warnings) {
+    process.stdout.write(`warning: ${warning.path}: ${warning.message}\n`);
+  }
+  return 0;
+}

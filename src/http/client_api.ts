@@ -1,0 +1,486 @@
+// The client API of the kv service.
+//
+//   PUT    /v1/kv/:key          body = raw value bytes           -> 200 { index }
+//   GET    /v1/kv/:key          raw value, header keel-mod-index -> 200 | 404 not_found
+//   DELETE /v1/kv/:key                                           -> 200 { deleted, index }
+//   POST   /v1/kv/:key/cas      { expected, value }              -> 200 { ok: true, index }
+//                                                                 | 409 cas_failed
+//   GET    /v1/kv?prefix=&limit=&after=                          -> 200 { items, more }
+//
+// Keys are one URL path segment, percent-decoded: a key containing "/" must be sent as %2F
+// (encodeURIComponent does this), and "%" itself as %25. A sequence that is not valid
+// percent-encoding (e.g. "%zz") is kept literally. Keys are 1 to 4096 UTF-8 bytes.
+//
+// Writes (PUT, DELETE, cas) may carry `Idempotency-Key: <client-id>:<seq>` (client id of 1 to
+// 128 characters from [A-Za-z0-9._-], seq a positive integer the client increases per
+// write). A retry with the same key returns the first attempt's result (its index too), even
+// through a new leader; a seq below the client's last applied one is 409 rejected. Only the
+// client's latest seq is remembered.
+//
+// A write reaching a follower is forwarded to the leader (header keel-forwarded: 1; a
+// forwarded request is never forwarded again) and the leader's answer relayed; with
+// `?redirect=true` the follower answers 307 with the leader's URL in Location instead.
+//
+// Reads take `?consistency=linearizable` (the default: a ReadIndex barrier, served by any
+// member) or `?consistency=stale` (local state, possibly behind).
+//
+// A failed compare-and-set is 409 with code cas_failed and the current value beside the
+// error, so clients can retry from it without another read:
+//   { "error": {...}, "ok": false, "index": N, "current": "v" | null }  (null: key absent)
+// with `current_base64` instead of `current` when the value is not valid UTF-8.
+
+import { Buffer } from "node:buffer";
+import type { Context, Hono } from "hono";
+import type { LeaderInfo, NodeApi, SessionKey } from "./api.ts";
+import { errorResponse, HttpError } from "./errors.ts";
+import {
+  decodeKvResult,
+  encodeCas,
+  encodeDelete,
+  encodePut,
+  kvListLimitMax,
+  type KvResult,
+  type KvService,
+  kvValueBytesMax,
+  validateKey,
+} from "../service/kv.ts";
+
+/** listLimitDefault is the number of items a list returns when no limit is given. */
+export const listLimitDefault = 100;
+/** forwardTimeoutMsDefault bounds a write forwarded to the leader, response included. */
+export const forwardTimeoutMsDefault = 10_000;
+
+/** FetchLike is the part of fetch used to forward writes; tests inject a fake leader. */
+export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
+
+/** ClientApiDeps is what the client routes need. */
+export interface ClientApiDeps {
+  node: NodeApi;
+  kv: KvService;
+  bodyBytesMax: number;
+  fetchLeader: FetchLike;
+  forwardTimeoutMs: number;
+}
+
+/** Headers relayed from the leader's answer to a forwarded write. */
+const relayedHeaders = ["content-type", "keel-mod-index"];
+const forwardedHeader = "keel-forwarded";
+
+/** registerClientApi adds the /v1/kv routes to app. */
+export function registerClientApi(app: Hono, deps: ClientApiDeps): void {
+  app.put("/v1/kv/:key", async (c) => {
+    const key = keyParam(c);
+    const write = parseWrite(c);
+    const value = await readBody(c.req.raw, deps.bodyBytesMax);
+    if (value.length > kvValueBytesMax) {
+      throw new HttpError(
+        "payload_too_large",
+        `Value of ${value.length} bytes exceeds the maximum of ${kvValueBytesMax} bytes`,
+      );
+    }
+    const outcome = await submitWrite(c, deps, encodePut(key, value), write, value);
+    if (outcome instanceof Response) return outcome;
+    const result = expectResult(outcome, "put");
+    return c.json({ index: result.index });
+  });
+
+  app.get("/v1/kv/:key", async (c) => {
+    const key = keyParam(c);
+    await readBarrier(c, deps.node);
+    const entry = deps.kv.get(key);
+    if (entry === undefined) {
+      return errorResponse("not_found", `Key ${JSON.stringify(key)} not found`);
+    }
+    return new Response(entry.value as Uint8Array<ArrayBuffer>, {
+      status: 200,
+      headers: {
+        "content-type": "application/octet-stream",
+        "keel-mod-index": String(entry.modIndex),
+      },
+    });
+  });
+
+  app.delete("/v1/kv/:key", async (c) => {
+    const key = keyParam(c);
+    const write = parseWrite(c);
+    const outcome = await submitWrite(c, deps, encodeDelete(key), write, null);
+    if (outcome instanceof Response) return outcome;
+    const result = expectResult(outcome, "delete");
+    return c.json({ deleted: result.deleted, index: result.index });
+  });
+
+  app.post("/v1/kv/:key/cas", async (c) => {
+    const key = keyParam(c);
+    const write = parseWrite(c);
+    const body = await readBody(c.req.raw, deps.bodyBytesMax);
+    const request = parseCasRequest(body);
+    const command = encodeCas(key, request.expected, request.value);
+    const outcome = await submitWrite(c, deps, command, write, body);
+    if (outcome instanceof Response) return outcome;
+    const result = expectResult(outcome, "cas");
+    if (result.ok) return c.json({ ok: true, index: result.index });
+    const current = result.current === null
+      ? { current: null }
+      : valueJson("current", result.current);
+    return errorResponse(
+      "cas_failed",
+      `Compare-and-set of key ${JSON.stringify(key)} failed: the current value differs`,
+      { extra: { ok: false, index: result.index, ...current } },
+    );
+  });
+
+  app.get("/v1/kv", async (c) => {
+    const prefix = c.req.query("prefix") ?? "";
+    const after = c.req.query("after");
+    const limit = parseLimit(c.req.query("limit"));
+    await readBarrier(c, deps.node);
+    const { items, more } = deps.kv.list(prefix, limit, after);
+    return c.json({
+      items: items.map((item) => ({
+        key: item.key,
+        ...valueJson("value", item.value),
+        mod_index: item.modIndex,
+      })),
+      more,
+    });
+  });
+}
+
+// ---- Requests -------------------------------------------------------------------------
+
+interface WriteOptions {
+  session: SessionKey | undefined;
+  redirect: boolean;
+}
+
+function keyParam(c: Context): string {
+  const key = c.req.param("key");
+  if (key === undefined) throw new HttpError("bad_request", "Key is missing from the path");
+  const problem = validateKey(key);
+  if (problem !== undefined) throw new HttpError("bad_request", problem);
+  return key;
+}
+
+function parseWrite(c: Context): WriteOptions {
+  const redirect = c.req.query("redirect");
+  if (redirect !== undefined && redirect !== "true" && redirect !== "false") {
+    throw new HttpError(
+      "bad_request",
+      `Query parameter redirect must be "true" or "false", not ${JSON.stringify(redirect)}`,
+    );
+  }
+  return {
+    session: parseIdempotencyKey(c.req.header("idempotency-key")),
+    redirect: redirect === "true",
+  };
+}
+
+const idempotencyKeyPattern = /^([A-Za-z0-9._-]{1,128}):([0-9]{1,16})$/;
+
+/** parseIdempotencyKey reads `<client-id>:<seq>`; undefined header means no session. */
+export function parseIdempotencyKey(header: string | undefined): SessionKey | undefined {
+  if (header === undefined) return undefined;
+  const match = idempotencyKeyPattern.exec(header);
+  const seq = match === null ? NaN : Number(match[2]);
+  if (match === null || !Number.isSafeInteger(seq) || seq < 1) {
+    throw new HttpError(
+      "bad_request",
+      `Idempotency-Key ${
+        JSON.stringify(header)
+      } must be <client-id>:<seq>, the client id 1 to 128 characters of [A-Za-z0-9._-] and seq a positive integer`,
+    );
+  }
+  return { clientId: match[1] as string, seq };
+}
+
+function parseConsistency(c: Context): "linearizable" | "stale" {
+  const consistency = c.req.query("consistency") ?? "linearizable";
+  if (consistency !== "linearizable" && consistency !== "stale") {
+    throw new HttpError(
+      "bad_request",
+      `Query parameter consistency must be "linearizable" or "stale", not ${
+        JSON.stringify(consistency)
+      }`,
+    );
+  }
+  return consistency;
+}
+
+/** parseLimit reads a list limit; values above kvListLimitMax are lowered to it. */
+function parseLimit(text: string | undefined): number {
+  if (text === undefined) return listLimitDefault;
+  const limit = /^[0-9]{1,16}$/.test(text) ? Number(text) : NaN;
+  if (!(limit >= 1)) {
+    throw new HttpError(
+      "bad_request",
+      `Query parameter limit must be a positive integer, not ${JSON.stringify(text)}`,
+    );
+  }
+  return Math.min(limit, kvListLimitMax);
+}
+
+/**
+ * readBody reads a request body of at most bodyBytesMax bytes. Content-Length is checked
+ * first, but the bytes actually streamed are counted too: the header may be absent (chunked)
+ * or wrong.
+ */
+export async function readBody(request: Request, bodyBytesMax: number): Promise<Uint8Array> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null) {
+    const bytes = /^[0-9]{1,16}$/.test(declared) ? Number(declared) : NaN;
+    if (Number.isNaN(bytes)) {
+      throw new HttpError("bad_request", `Invalid Content-Length ${JSON.stringify(declared)}`);
+    }
+    if (bytes > bodyBytesMax) throw bodyTooLarge(bytes, bodyBytesMax);
+  }
+  if (request.body === null) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > bodyBytesMax) {
+      await reader.cancel();
+      throw bodyTooLarge(total, bodyBytesMax, "at least ");
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0] as Uint8Array;
+  const body = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return body;
+}
+
+function bodyTooLarge(bytes: number, bodyBytesMax: number, qualifier = ""): HttpError {
+  return new HttpError(
+    "payload_too_large",
+    `Request body of ${qualifier}${bytes} bytes exceeds the maximum of ${bodyBytesMax} bytes`,
+  );
+}
+
+/**
+ * parseCasRequest reads `{ expected, value }`. Each is a UTF-8 string or null (expected
+ * null: the key must be absent; value null: delete the key), or given as `expected_base64`
+ * / `value_base64` for binary values. Each must be given exactly once, so that a missing
+ * field is never mistaken for null.
+ */
+function parseCasRequest(
+  body: Uint8Array,
+): { expected: Uint8Array | null; value: Uint8Array | null } {
+  let text: string;
+  try {
+    text = strictUtf8.decode(body);
+  } catch {
+    throw new HttpError("bad_request", "Request body is not valid UTF-8");
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error: unknown) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new HttpError("bad_request", `Request body is not valid JSON: ${reason}`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new HttpError("bad_request", "Request body must be a JSON object");
+  }
+  const fields = json as Record<string, unknown>;
+  return { expected: casField(fields, "expected"), value: casField(fields, "value") };
+}
+
+function casField(fields: Record<string, unknown>, name: string): Uint8Array | null {
+  const base64Name = `${name}_base64`;
+  const hasText = Object.hasOwn(fields, name);
+  const hasBase64 = Object.hasOwn(fields, base64Name);
+  if (hasText && hasBase64) {
+    throw new HttpError("bad_request", `Give only one of "${name}" and "${base64Name}"`);
+  }
+  if (!hasText && !hasBase64) {
+    throw new HttpError(
+      "bad_request",
+      `Field "${name}" is required: a string, or null for ${
+        name === "expected" ? "an absent key" : "deletion"
+      }`,
+    );
+  }
+  const field = hasText ? fields[name] : fields[base64Name];
+  if (field === null) return null;
+  if (typeof field !== "string") {
+    throw new HttpError(
+      "bad_request",
+      `Field "${hasText ? name : base64Name}" must be a string or null`,
+    );
+  }
+  let value: Uint8Array;
+  if (hasText) {
+    value = textEncoder.encode(field);
+  } else {
+    if (!base64Pattern.test(field)) {
+      throw new HttpError("bad_request", `Field "${base64Name}" is not valid base64`);
+    }
+    value = new Uint8Array(Buffer.from(field, "base64"));
+  }
+  if (value.length > kvValueBytesMax) {
+    throw new HttpError(
+      "payload_too_large",
+      `Field "${name}" of ${value.length} bytes exceeds the maximum of ${kvValueBytesMax} bytes`,
+    );
+  }
+  return value;
+}
+
+const base64Pattern = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+// ---- Replication ----------------------------------------------------------------------
+
+/** readBarrier waits for a linearizable read unless the request asked for a stale one. */
+async function readBarrier(c: Context, node: NodeApi): Promise<void> {
+  if (parseConsistency(c) === "stale") return;
+  const barrier = await node.readBarrier();
+  if (barrier.ok) return;
+  const code = barrier.code === "not-leader"
+    ? "not_leader"
+    : barrier.code === "no-leader"
+    ? "no_leader"
+    : "timeout";
+  throw new HttpError(code, barrier.message, barrier.leader);
+}
+
+/**
+ * submitWrite replicates a command. It answers with the decoded result once applied, or
+ * with the Response to send when this node could not apply it: forwarded, redirected or an
+ * error. `body` is the request body to forward (null: none).
+ */
+async function submitWrite(
+  c: Context,
+  deps: ClientApiDeps,
+  command: Uint8Array,
+  write: WriteOptions,
+  body: Uint8Array | null,
+): Promise<KvResult | Response> {
+  const outcome = await deps.node.submit(command, write.session);
+  if (outcome.ok) {
+    // A retry deduplicated by the sessions table carries the first attempt's result, whose
+    // index is the first attempt's.
+    const result = decodeKvResult(outcome.result);
+    if (result.type === "error") return errorResponse("bad_request", result.message);
+    return result;
+  }
+  switch (outcome.code) {
+    case "timeout":
+      return errorResponse(
+        "timeout",
+        `${outcome.message}; the write may still be applied: retry with the same Idempotency-Key`,
+      );
+    case "unavailable":
+      return errorResponse("unavailable", outcome.message);
+    case "rejected":
+      return errorResponse("rejected", outcome.message);
+    case "not-leader":
+      break;
+  }
+  const leader = outcome.leader;
+  if (leader === null) {
+    return errorResponse("no_leader", `No leader is known: ${outcome.message}`);
+  }
+  if (write.redirect) {
+    return errorResponse("not_leader", `The leader is ${JSON.stringify(leader.name)}`, {
+      leader,
+      status: 307,
+      headers: { location: leaderUrl(c, leader) },
+    });
+  }
+  if (c.req.header(forwardedHeader) !== undefined) {
+    return errorResponse(
+      "not_leader",
+      `This request was forwarded here as to the leader, but ${
+        JSON.stringify(deps.node.name)
+      } is not the leader: ${outcome.message}`,
+      { leader },
+    );
+  }
+  return await forward(c, deps, leader, body);
+}
+
+/** leaderUrl is this request's URL on the leader, without the redirect parameter. */
+function leaderUrl(c: Context, leader: LeaderInfo): string {
+  const url = new URL(c.req.url);
+  url.searchParams.delete("redirect");
+  return `${leader.httpUrl.replace(/\/+$/, "")}${url.pathname}${url.search}`;
+}
+
+async function forward(
+  c: Context,
+  deps: ClientApiDeps,
+  leader: LeaderInfo,
+  body: Uint8Array | null,
+): Promise<Response> {
+  const headers: Record<string, string> = { [forwardedHeader]: "1" };
+  for (const name of ["content-type", "idempotency-key"]) {
+    const value = c.req.header(name);
+    if (value !== undefined) headers[name] = value;
+  }
+  const target = leaderUrl(c, leader);
+  try {
+    const response = await deps.fetchLeader(target, {
+      method: c.req.method,
+      headers,
+      body: body === null ? null : body as Uint8Array<ArrayBuffer>,
+      redirect: "manual",
+      signal: AbortSignal.timeout(deps.forwardTimeoutMs),
+    });
+    // Read the whole answer inside the timeout; answers to writes are small JSON.
+    const answer = await response.arrayBuffer();
+    const relayed: Record<string, string> = {};
+    for (const name of relayedHeaders) {
+      const value = response.headers.get(name);
+      if (value !== null) relayed[name] = value;
+    }
+    return new Response(answer, { status: response.status, headers: relayed });
+  } catch (error: unknown) {
+    const reason = error instanceof Error ? error.message : String(error);
+    if (error instanceof Error && error.name === "TimeoutError") {
+      return errorResponse(
+        "timeout",
+        `Forwarding to leader ${
+          JSON.stringify(leader.name)
+        } at ${target} timed out after ${deps.forwardTimeoutMs} ms; the write may still be applied: retry with the same Idempotency-Key`,
+        { leader },
+      );
+    }
+    return errorResponse(
+      "unavailable",
+      `Forwarding to leader ${JSON.stringify(leader.name)} at ${target} failed: ${reason}`,
+      { leader },
+    );
+  }
+}
+
+// ---- Results --------------------------------------------------------------------------
+
+function expectResult<T extends KvResult["type"]>(
+  result: KvResult,
+  type: T,
+): Extract<KvResult, { type: T }> {
+  if (result.type !== type) {
+    throw new Error(`Expected a kv ${type} result, got ${JSON.stringify(result.type)}`);
+  }
+  return result as Extract<KvResult, { type: T }>;
+}
+
+/** valueJson shows a value as UTF-8 text under `name`, or as base64 under `name_base64`. */
+function valueJson(name: string, value: Uint8Array): Record<string, string> {
+  try {
+    return { [name]: strictUtf8.decode(value) };
+  } catch {
+    return { [`${name}_base64`]: Buffer.from(value).toString("base64") };
+  }
+}
+
+const textEncoder = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });

@@ -1,0 +1,655 @@
+// SqliteStorage keeps a node's durable state in one SQLite database, `<dir>/keel.db`.
+//
+// Durability: WAL journal with synchronous=FULL, so every committed transaction is fsynced
+// before commit returns (NORMAL could roll back the last transactions after a power loss,
+// turning a crash into amnesia, DESIGN §3). Each write method is one transaction and so
+// one fsync; persist() puts a whole Ready's hard state and entries in one.
+//
+// Exactness: the connection reads integers as bigint (safeIntegers) and every one is
+// checked to be a safe integer on its way back to a number; the tables are STRICT, so a
+// non-integer term or index is refused on the way in.
+
+import { Database, type Statement } from "bun:sqlite";
+import { closeSync, fsyncSync, mkdirSync, openSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type {
+  Entry,
+  EntryKind,
+  HardState,
+  RestoredState,
+  SnapshotMeta,
+} from "../consensus/types.ts";
+import { assert } from "../lib/assert.ts";
+import type { Identity, NodeStatus, NodeStorage, PersistBatch } from "./storage.ts";
+import { migrate, snapshotChunkBytesMax } from "./schema.ts";
+
+/** databaseFileName is the database's file name inside the data dir. */
+export const databaseFileName = "keel.db";
+
+/** busyTimeoutMs bounds how long a statement waits for a lock held by another connection. */
+const busyTimeoutMs = 5_000;
+
+/** walBytesMax is what a WAL file is truncated to after a checkpoint (after big snapshots). */
+const walBytesMax = 64 * 1024 * 1024;
+
+interface HardStateRow {
+  term: bigint;
+  voted_for: string | null;
+  commit_index: bigint;
+}
+
+interface EntryRow {
+  index: bigint;
+  term: bigint;
+  kind: string;
+  data: Uint8Array;
+}
+
+interface SnapshotRow {
+  id: bigint;
+  index: bigint;
+  term: bigint;
+  bytes: bigint;
+  received: bigint;
+}
+
+interface ChunkRow {
+  byte_offset: bigint;
+  data: Uint8Array;
+}
+
+interface MetaRow {
+  name: string;
+  incarnation: string;
+  status: string;
+}
+
+type SnapshotState = "current" | "staged";
+
+/** StoredSnapshot is a snapshot row: its meta, bytes received, and the id keying its chunks. */
+interface StoredSnapshot {
+  id: number;
+  meta: SnapshotMeta;
+  received: number;
+}
+
+/** DurabilitySettings are the connection's settings that durability depends on. */
+export interface DurabilitySettings {
+  journalMode: string;
+  /** 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA. */
+  synchronous: number;
+}
+
+/** SqliteStorage implements NodeStorage with bun:sqlite. Open it with SqliteStorage.open. */
+export class SqliteStorage implements NodeStorage {
+  readonly path: string;
+  readonly #db: Database;
+  readonly #sql: ReturnType<typeof prepareStatements>;
+  readonly #persist: { immediate: (hardState: HardState | undefined, entries: Entry[]) => void };
+  #closed = false;
+
+  private constructor(path: string, db: Database) {
+    this.path = path;
+    this.#db = db;
+    this.#sql = prepareStatements(db);
+    this.#persist = db.transaction((hardState: HardState | undefined, entries: Entry[]) => {
+      if (hardState !== undefined) this.#writeHardState(hardState);
+      if (entries.length > 0) this.#writeEntries(entries);
+    });
+  }
+
+  /**
+   * open opens (creating if needed) the database `<dir>/keel.db`. It throws if the
+   * database was written by a newer keel or is not a keel database.
+   */
+  static open(dir: string): SqliteStorage {
+    const path = join(dir, databaseFileName);
+    mkdirSync(dir, { recursive: true });
+    const isNew = statSync(path, { throwIfNoEntry: false }) === undefined;
+    const db = new Database(path, { create: true, strict: true, safeIntegers: true });
+    try {
+      db.run(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
+      const mode = db.query<{ journal_mode: string }, []>("PRAGMA journal_mode = WAL").get();
+      if (mode?.journal_mode !== "wal") {
+        throw new Error(`Database "${path}" cannot use WAL mode (got "${mode?.journal_mode}")`);
+      }
+      db.run("PRAGMA synchronous = FULL");
+      // macOS: fsync() does not flush the drive's cache; F_FULLFSYNC does. No-op elsewhere.
+      db.run("PRAGMA fullfsync = ON");
+      db.run("PRAGMA checkpoint_fullfsync = ON");
+      db.run(`PRAGMA journal_size_limit = ${walBytesMax}`);
+      migrate(db, path);
+    } catch (error: unknown) {
+      db.close();
+      throw error;
+    }
+    // SQLite syncs the directory when it creates a WAL, not when it creates the database
+    // file or when we make the data dir: sync both so a new identity survives power loss.
+    if (isNew) {
+      fsyncDirectory(dir);
+      fsyncDirectory(dirname(dir));
+    }
+    return new SqliteStorage(path, db);
+  }
+
+  identity(name: string): Identity {
+    assert(name !== "", "member name must not be empty");
+    return this.#db.transaction((): Identity => {
+      const row = this.#sql.selectMeta.get();
+      if (row === null) {
+        const identity: Identity = { name, incarnation: newIncarnation(), status: "normal" };
+        this.#sql.insertMeta.run({
+          name,
+          incarnation: identity.incarnation,
+          status: identity.status,
+          created_at: new Date().toISOString(),
+        });
+        return identity;
+      }
+      if (row.name !== name) {
+        throw new Error(
+          `Data dir "${dirname(this.path)}" belongs to member "${row.name}", not "${name}": ` +
+            `start it as "${row.name}" or give "${name}" its own data dir`,
+        );
+      }
+      return { name: row.name, incarnation: row.incarnation, status: toStatus(row.status) };
+    }).immediate();
+  }
+
+  setStatus(status: NodeStatus): void {
+    const changes = this.#sql.updateStatus.run({ status }).changes;
+    assert(changes === 1, "identity must be created before its status is set");
+  }
+
+  isEmpty(): boolean {
+    const row = this.#sql.selectNonEmpty.get();
+    assert(row !== null, "an aggregate query returns one row");
+    return row.non_empty === 0n;
+  }
+
+  load(): RestoredState {
+    const hardState = this.#readHardState() ?? { term: 0, votedFor: null, commitIndex: 0 };
+    const snapshot = this.#readSnapshot("current")?.meta;
+    const rows = this.#sql.selectEntries.all();
+    const entries: Entry[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const entry = toEntry(rows[i]!);
+      const previous = entries[i - 1];
+      if (previous === undefined) {
+        // Without a snapshot the log starts at 1; with one, it may keep entries before the
+        // snapshot (compactLog) but must reach it.
+        const startMax = snapshot === undefined ? 1 : snapshot.index + 1;
+        assert(
+          entry.index <= startMax && (snapshot !== undefined || entry.index === 1),
+          `stored log must start at 1 or reach the snapshot: it starts at ${entry.index}, ` +
+            `snapshot ${snapshot === undefined ? "none" : describe(snapshot)}`,
+        );
+      } else {
+        assert(
+          entry.index === previous.index + 1,
+          `stored log must be contiguous: expected index ${
+            previous.index + 1
+          }, found ${entry.index}`,
+        );
+        assert(entry.term >= previous.term, `stored log terms must not decrease at ${entry.index}`);
+      }
+      if (snapshot !== undefined && entry.index === snapshot.index) {
+        assert(entry.term === snapshot.term, `entry ${entry.index} must match the snapshot's term`);
+      }
+      if (snapshot !== undefined && entry.index === snapshot.index + 1) {
+        assert(entry.term >= snapshot.term, `term must not decrease after the snapshot`);
+      }
+      entries[i] = entry;
+    }
+    const last = entries.at(-1);
+    assert(
+      last === undefined || snapshot === undefined || last.index >= snapshot.index,
+      `stored log ends at ${last?.index}, before the snapshot at ${snapshot?.index}`,
+    );
+    return { hardState, snapshot, entries };
+  }
+
+  persist(batch: PersistBatch): void {
+    if (batch.hardState === undefined && batch.entries.length === 0) return;
+    this.#persist.immediate(batch.hardState, batch.entries);
+  }
+
+  saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void {
+    checkSnapshotMeta(meta);
+    assert(data.length === meta.bytes, "snapshot data length must equal meta.bytes");
+    this.#db.transaction(() => {
+      const current = this.#readSnapshot("current");
+      assert(
+        current === undefined || meta.index >= current.meta.index,
+        `a snapshot must not move back: ${meta.index} < ${current?.meta.index}`,
+      );
+      // A snapshot of applied state covers entries this node has: it agrees with the log,
+      // or (with the log gone after an install) with the snapshot it replaces.
+      const entry = this.#sql.selectEntryTerm.get({ index: meta.index });
+      if (entry !== null) {
+        assert(
+          toSafeInteger(entry.term, "term") === meta.term,
+          `snapshot term ${meta.term} must match the log's term at index ${meta.index}`,
+        );
+      } else {
+        assert(
+          current !== undefined && current.meta.index === meta.index &&
+            current.meta.term === meta.term,
+          `snapshot at ${meta.index} must cover an entry this node has`,
+        );
+      }
+      if (current !== undefined) this.#deleteSnapshot(current.id);
+      const id = this.#insertSnapshot("current", meta, meta.bytes);
+      this.#writeChunks(id, 0, data);
+    }).immediate();
+  }
+
+  compactLog(index: number): void {
+    assert(Number.isSafeInteger(index) && index >= 1, "compaction index must be >= 1");
+    this.#db.transaction(() => {
+      const snapshot = this.#readSnapshot("current")?.meta;
+      assert(
+        snapshot !== undefined && index <= snapshot.index,
+        `the log can be compacted only up to the snapshot: ${index} > ${snapshot?.index}`,
+      );
+      this.#sql.deleteEntriesBefore.run({ index });
+    }).immediate();
+  }
+
+  latestSnapshot(): SnapshotMeta | undefined {
+    return this.#readSnapshot("current")?.meta;
+  }
+
+  readSnapshot(): { meta: SnapshotMeta; data: Uint8Array } | undefined {
+    const current = this.#readSnapshot("current");
+    if (current === undefined) return undefined;
+    return { meta: current.meta, data: this.#readChunks(current, 0, current.meta.bytes) };
+  }
+
+  readSnapshotChunk(index: number, offset: number, length: number): Uint8Array {
+    const current = this.#readSnapshot("current");
+    if (current === undefined || current.meta.index !== index) {
+      throw new Error(
+        `Snapshot at index ${index} is not the current snapshot (current: ${
+          current?.meta.index ?? "none"
+        })`,
+      );
+    }
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > current.meta.bytes) {
+      throw new RangeError(
+        `Snapshot offset ${offset} is outside the snapshot's ${current.meta.bytes} bytes`,
+      );
+    }
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`Snapshot chunk length ${length} must be a non-negative integer`);
+    }
+    return this.#readChunks(current, offset, Math.min(current.meta.bytes, offset + length));
+  }
+
+  stageSnapshotChunk(meta: SnapshotMeta, offset: number, data: Uint8Array): void {
+    checkSnapshotMeta(meta);
+    this.#db.transaction(() => {
+      let staged = this.#readSnapshot("staged");
+      if (offset === 0) {
+        if (staged !== undefined) this.#deleteSnapshot(staged.id);
+        const id = this.#insertSnapshot("staged", meta, 0);
+        staged = { id, meta, received: 0 };
+      } else if (staged === undefined || !sameSnapshot(staged.meta, meta)) {
+        throw new Error(
+          `Snapshot chunk at offset ${offset} for snapshot ${describe(meta)} has no staged ` +
+            `start (staged: ${staged === undefined ? "none" : describe(staged.meta)})`,
+        );
+      } else if (offset !== staged.received) {
+        throw new Error(
+          `Snapshot chunk at offset ${offset} is not contiguous with the ${staged.received} ` +
+            `bytes staged for snapshot ${describe(meta)}`,
+        );
+      }
+      const received = offset + data.length;
+      if (received > meta.bytes) {
+        throw new RangeError(
+          `Snapshot chunk ends at byte ${received}, past the snapshot's ${meta.bytes} bytes`,
+        );
+      }
+      this.#writeChunks(staged.id, offset, data);
+      this.#sql.updateReceived.run({ id: staged.id, received });
+    }).immediate();
+  }
+
+  installStagedSnapshot(meta: SnapshotMeta): void {
+    checkSnapshotMeta(meta);
+    this.#db.transaction(() => {
+      const staged = this.#readSnapshot("staged");
+      assert(
+        staged !== undefined && sameSnapshot(staged.meta, meta),
+        `the staged snapshot must be ${describe(meta)} to install it`,
+      );
+      const stagedBytes = this.#sql.selectChunkBytes.get({ id: staged.id });
+      assert(
+        staged.received === meta.bytes &&
+          stagedBytes !== null && toSafeInteger(stagedBytes.bytes, "bytes") === meta.bytes,
+        `staged snapshot bytes must be complete (${staged.received} of ${meta.bytes})`,
+      );
+      const current = this.#readSnapshot("current");
+      assert(
+        current === undefined || meta.index >= current.meta.index,
+        `an installed snapshot must not move back: ${meta.index} < ${current?.meta.index}`,
+      );
+      if (current !== undefined) this.#deleteSnapshot(current.id);
+      this.#sql.promoteStaged.run({ id: staged.id });
+      this.#sql.deleteAllEntries.run();
+      this.#sql.raiseCommitIndex.run({ commit_index: meta.index });
+    }).immediate();
+  }
+
+  probeWrite(): void {
+    this.#sql.writeProbe.run({ written_at: new Date().toISOString() });
+  }
+
+  sizeBytes(): number {
+    return fileBytes(this.path) + fileBytes(`${this.path}-wal`);
+  }
+
+  /** durabilitySettings reads back the settings this connection writes with. */
+  durabilitySettings(): DurabilitySettings {
+    const mode = this.#db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get();
+    const sync = this.#db.query<{ synchronous: bigint }, []>("PRAGMA synchronous").get();
+    assert(mode !== null && sync !== null, "PRAGMA queries return one row");
+    return {
+      journalMode: mode.journal_mode,
+      synchronous: toSafeInteger(sync.synchronous, "synchronous"),
+    };
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const statement of Object.values(this.#sql)) statement.finalize();
+    this.#db.close();
+  }
+
+  // ---- Inside transactions -----------------------------------------------------------
+
+  #readHardState(): HardState | undefined {
+    const row = this.#sql.selectHardState.get();
+    if (row === null) return undefined;
+    return {
+      term: toSafeInteger(row.term, "term"),
+      votedFor: row.voted_for,
+      commitIndex: toSafeInteger(row.commit_index, "commitIndex"),
+    };
+  }
+
+  // Invariants checked here (Raft §5.1, §5.2): the term never decreases, and a vote cast
+  // in a term is never changed within that term.
+  #writeHardState(hardState: HardState): void {
+    checkCount(hardState.term, "term");
+    checkCount(hardState.commitIndex, "commitIndex");
+    assert(hardState.votedFor !== "", "votedFor must be a member name or null");
+    const stored = this.#readHardState();
+    if (stored !== undefined) {
+      assert(
+        hardState.term >= stored.term,
+        `term must not decrease: ${hardState.term} < ${stored.term}`,
+      );
+      assert(
+        hardState.term > stored.term || stored.votedFor === null ||
+          hardState.votedFor === stored.votedFor,
+        `vote in term ${stored.term} must not change from "${stored.votedFor}" to "${hardState.votedFor}"`,
+      );
+    }
+    this.#sql.upsertHardState.run({
+      term: hardState.term,
+      voted_for: hardState.votedFor,
+      commit_index: hardState.commitIndex,
+    });
+  }
+
+  // Invariant: the stored log stays contiguous, reaches the snapshot, and its terms never
+  // decrease. entries[0] may overwrite stored entries (a conflict, §5.3): those from its
+  // index on are dropped first. It must not reach into the snapshot, which holds only
+  // committed entries.
+  #writeEntries(entries: Entry[]): void {
+    const first = entries[0]!;
+    checkEntry(first);
+    const snapshot = this.#readSnapshot("current")?.meta;
+    const snapshotIndex = snapshot?.index ?? 0;
+    assert(
+      first.index > snapshotIndex,
+      `entry ${first.index} must come after the snapshot at ${snapshotIndex}`,
+    );
+    let previousTerm = 0;
+    const previousEntry = this.#sql.selectEntryTerm.get({ index: first.index - 1 });
+    if (previousEntry !== null) {
+      previousTerm = toSafeInteger(previousEntry.term, "term");
+    } else if (snapshot !== undefined && first.index - 1 === snapshot.index) {
+      previousTerm = snapshot.term;
+    } else {
+      assert(first.index === 1, `entry ${first.index} must follow a stored entry (log gap)`);
+    }
+    assert(first.term >= previousTerm, `term must not decrease at entry ${first.index}`);
+
+    this.#sql.deleteEntriesFrom.run({ index: first.index });
+    const insert = this.#sql.insertEntry;
+    let previous = first;
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!;
+      if (i > 0) {
+        checkEntry(entry);
+        assert(entry.index === previous.index + 1, "entries in a batch must be contiguous");
+        assert(entry.term >= previous.term, `term must not decrease at entry ${entry.index}`);
+      }
+      insert.run({ index: entry.index, term: entry.term, kind: entry.kind, data: entry.data });
+      previous = entry;
+    }
+  }
+
+  #readSnapshot(state: SnapshotState): StoredSnapshot | undefined {
+    const row = this.#sql.selectSnapshot.get({ state });
+    if (row === null) return undefined;
+    return {
+      id: toSafeInteger(row.id, "snapshot id"),
+      meta: {
+        index: toSafeInteger(row.index, "snapshot index"),
+        term: toSafeInteger(row.term, "snapshot term"),
+        bytes: toSafeInteger(row.bytes, "snapshot bytes"),
+      },
+      received: toSafeInteger(row.received, "snapshot received"),
+    };
+  }
+
+  #insertSnapshot(state: SnapshotState, meta: SnapshotMeta, received: number): number {
+    const row = this.#sql.insertSnapshot.get({
+      state,
+      index: meta.index,
+      term: meta.term,
+      bytes: meta.bytes,
+      received,
+    });
+    assert(row !== null, "INSERT ... RETURNING returns the row");
+    return toSafeInteger(row.id, "snapshot id");
+  }
+
+  #deleteSnapshot(id: number): void {
+    this.#sql.deleteChunks.run({ id });
+    this.#sql.deleteSnapshot.run({ id });
+  }
+
+  #writeChunks(id: number, offset: number, data: Uint8Array): void {
+    for (let start = 0; start < data.length; start += snapshotChunkBytesMax) {
+      const piece = data.subarray(start, start + snapshotChunkBytesMax);
+      this.#sql.insertChunk.run({ id, byte_offset: offset + start, data: piece });
+    }
+  }
+
+  // readChunks reads bytes [start, end) of a snapshot, touching only the pieces that
+  // overlap that range: the last piece starting at or before `start`, and those after it.
+  #readChunks(snapshot: StoredSnapshot, start: number, end: number): Uint8Array {
+    const result = new Uint8Array(end - start);
+    if (end === start) return result;
+    const rows = this.#sql.selectChunks.all({ id: snapshot.id, start, end });
+    let position = start;
+    for (const row of rows) {
+      const pieceOffset = toSafeInteger(row.byte_offset, "byte offset");
+      const from = position - pieceOffset;
+      assert(
+        from >= 0 && from < row.data.length,
+        `snapshot ${snapshot.meta.index} pieces must be contiguous at byte ${position}`,
+      );
+      const piece = row.data.subarray(from, Math.min(row.data.length, from + end - position));
+      result.set(piece, position - start);
+      position += piece.length;
+    }
+    assert(
+      position === end,
+      `snapshot ${snapshot.meta.index} must hold bytes up to ${end}, found ${position}`,
+    );
+    return result;
+  }
+}
+
+function prepareStatements(db: Database) {
+  // Statement<Row, [params]>: params are named ($name), bound without the prefix (strict).
+  type Params = Record<string, string | number | Uint8Array | null>;
+  const prepare = <Row>(sql: string): Statement<Row, [Params]> => db.prepare<Row, [Params]>(sql);
+  const prepareNoParams = <Row>(sql: string): Statement<Row, []> => db.prepare<Row, []>(sql);
+  return {
+    selectMeta: prepareNoParams<MetaRow>(
+      "SELECT name, incarnation, status FROM meta WHERE id = 1",
+    ),
+    insertMeta: prepare<never>(
+      "INSERT INTO meta (id, name, incarnation, status, created_at) " +
+        "VALUES (1, $name, $incarnation, $status, $created_at)",
+    ),
+    updateStatus: prepare<never>("UPDATE meta SET status = $status WHERE id = 1"),
+    selectNonEmpty: prepareNoParams<{ non_empty: bigint }>(
+      "SELECT EXISTS (SELECT 1 FROM hard_state WHERE term > 0) " +
+        "OR EXISTS (SELECT 1 FROM log) " +
+        "OR EXISTS (SELECT 1 FROM snapshot WHERE state = 'current') AS non_empty",
+    ),
+    selectHardState: prepareNoParams<HardStateRow>(
+      "SELECT term, voted_for, commit_index FROM hard_state WHERE id = 1",
+    ),
+    upsertHardState: prepare<never>(
+      "INSERT INTO hard_state (id, term, voted_for, commit_index) " +
+        "VALUES (1, $term, $voted_for, $commit_index) ON CONFLICT (id) DO UPDATE SET " +
+        "term = excluded.term, voted_for = excluded.voted_for, " +
+        "commit_index = excluded.commit_index",
+    ),
+    raiseCommitIndex: prepare<never>(
+      "INSERT INTO hard_state (id, term, voted_for, commit_index) " +
+        "VALUES (1, 0, NULL, $commit_index) ON CONFLICT (id) DO UPDATE SET " +
+        "commit_index = max(commit_index, excluded.commit_index)",
+    ),
+    selectEntries: prepareNoParams<EntryRow>(
+      'SELECT "index", term, kind, data FROM log ORDER BY "index"',
+    ),
+    selectEntryTerm: prepare<{ term: bigint }>('SELECT term FROM log WHERE "index" = $index'),
+    insertEntry: prepare<never>(
+      'INSERT INTO log ("index", term, kind, data) VALUES ($index, $term, $kind, $data)',
+    ),
+    deleteEntriesFrom: prepare<never>('DELETE FROM log WHERE "index" >= $index'),
+    deleteEntriesBefore: prepare<never>('DELETE FROM log WHERE "index" < $index'),
+    deleteAllEntries: prepareNoParams<never>("DELETE FROM log"),
+    selectSnapshot: prepare<SnapshotRow>(
+      'SELECT id, "index", term, bytes, received FROM snapshot WHERE state = $state',
+    ),
+    insertSnapshot: prepare<{ id: bigint }>(
+      'INSERT INTO snapshot (state, "index", term, bytes, received) ' +
+        "VALUES ($state, $index, $term, $bytes, $received) RETURNING id",
+    ),
+    updateReceived: prepare<never>("UPDATE snapshot SET received = $received WHERE id = $id"),
+    promoteStaged: prepare<never>("UPDATE snapshot SET state = 'current' WHERE id = $id"),
+    deleteSnapshot: prepare<never>("DELETE FROM snapshot WHERE id = $id"),
+    insertChunk: prepare<never>(
+      "INSERT INTO snapshot_chunk (snapshot_id, byte_offset, data) " +
+        "VALUES ($id, $byte_offset, $data)",
+    ),
+    selectChunks: prepare<ChunkRow>(
+      "SELECT byte_offset, data FROM snapshot_chunk WHERE snapshot_id = $id " +
+        "AND byte_offset < $end AND byte_offset >= coalesce((SELECT max(byte_offset) " +
+        "FROM snapshot_chunk WHERE snapshot_id = $id AND byte_offset <= $start), 0) " +
+        "ORDER BY byte_offset",
+    ),
+    selectChunkBytes: prepare<{ bytes: bigint }>(
+      "SELECT coalesce(sum(length(data)), 0) AS bytes FROM snapshot_chunk " +
+        "WHERE snapshot_id = $id",
+    ),
+    deleteChunks: prepare<never>("DELETE FROM snapshot_chunk WHERE snapshot_id = $id"),
+    writeProbe: prepare<never>(
+      "INSERT INTO probe (id, written_at) VALUES (1, $written_at) " +
+        "ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+    ),
+  };
+}
+
+/** toSafeInteger converts an integer read from SQLite, crashing if it is not exact. */
+export function toSafeInteger(value: unknown, what: string): number {
+  assert(typeof value === "bigint", `${what} must be stored as an integer, found ${typeof value}`);
+  assert(
+    value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER),
+    `${what} ${value} is beyond the safe integer range`,
+  );
+  return Number(value);
+}
+
+function checkCount(value: number, what: string): void {
+  assert(Number.isSafeInteger(value) && value >= 0, `${what} must be a safe integer >= 0`);
+}
+
+function checkEntry(entry: Entry): void {
+  assert(Number.isSafeInteger(entry.index) && entry.index >= 1, "entry index must be >= 1");
+  assert(Number.isSafeInteger(entry.term) && entry.term >= 1, "entry term must be >= 1");
+}
+
+function checkSnapshotMeta(meta: SnapshotMeta): void {
+  assert(Number.isSafeInteger(meta.index) && meta.index >= 1, "snapshot index must be >= 1");
+  assert(Number.isSafeInteger(meta.term) && meta.term >= 1, "snapshot term must be >= 1");
+  checkCount(meta.bytes, "snapshot bytes");
+}
+
+function sameSnapshot(a: SnapshotMeta, b: SnapshotMeta): boolean {
+  return a.index === b.index && a.term === b.term && a.bytes === b.bytes;
+}
+
+function describe(meta: SnapshotMeta): string {
+  return `{index ${meta.index}, term ${meta.term}, ${meta.bytes} bytes}`;
+}
+
+function toEntry(row: EntryRow): Entry {
+  return {
+    index: toSafeInteger(row.index, "entry index"),
+    term: toSafeInteger(row.term, "entry term"),
+    kind: toKind(row.kind),
+    data: row.data,
+  };
+}
+
+function toKind(kind: string): EntryKind {
+  assert(kind === "noop" || kind === "command" || kind === "fence", `unknown kind "${kind}"`);
+  return kind;
+}
+
+function toStatus(status: string): NodeStatus {
+  assert(status === "normal" || status === "recovering", `unknown status "${status}"`);
+  return status;
+}
+
+/** newIncarnation is 128 random bits as 32 hex digits. */
+function newIncarnation(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+function fileBytes(path: string): number {
+  return statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+}
+
+function fsyncDirectory(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,68 @@
+// Limits of the peer transport: every frame, queue, batch, string, retry and timeout has
+// its maximum here, with its unit in the name. The codec rejects input beyond them, so a
+// broken or hostile peer cannot make this process allocate without bound.
+
+const kib = 1024;
+const mib = 1024 * kib;
+
+/** frameBytesMax bounds one frame's payload (the length prefix excluded). */
+export const frameBytesMax = 8 * mib;
+
+/**
+ * batchBytesTarget is where the sender stops adding messages to a batch frame. One
+ * message larger than this still goes alone, up to frameBytesMax.
+ */
+export const batchBytesTarget = 1 * mib;
+
+/** batchMessagesMax bounds the messages in one batch frame. */
+export const batchMessagesMax = 1024;
+
+/** entriesPerMessageMax bounds the entries in one appendEntries message. */
+export const entriesPerMessageMax = 65536;
+
+/** nameBytesMax bounds member names, cluster names, incarnations and fingerprint strings. */
+export const nameBytesMax = 255;
+
+/** reasonBytesMax bounds the refusal reason in a handshake reply. */
+export const reasonBytesMax = 4 * kib;
+
+/** fingerprintFieldsMax bounds the config fields a handshake lists, and so differingFields. */
+export const fingerprintFieldsMax = 256;
+
+/** nonceBytesMax bounds the handshake nonce; auth (an HMAC, later) shares the bound. */
+export const nonceBytesMax = 64;
+
+/** nonceBytes is the size of the nonce this transport sends. */
+export const nonceBytes = 16;
+
+/** outboundQueueMessagesMax bounds each peer's outbound queue; newer messages are dropped. */
+export const outboundQueueMessagesMax = 4096;
+
+/**
+ * outboundQueueBytesMax bounds each peer's outbound queue by the encoded size of its
+ * messages (an upper bound computed without encoding them).
+ */
+export const outboundQueueBytesMax = 64 * mib;
+
+/** handshakeTimeoutMs bounds dial plus handshake, and an inbound connection's first Hello. */
+export const handshakeTimeoutMs = 5000;
+
+/**
+ * writeStallMsMax: a link whose unwritten bytes have not drained for this long is torn
+ * down and redialled. Without it a peer host that vanished (no FIN, no RST) would hold
+ * the link "connected" for the kernel's retransmission timeout, many minutes.
+ */
+export const writeStallMsMax = 10_000;
+
+/**
+ * keepAliveIdleMs: TCP keepalive probes start after this much silence (then 10 probes 1 s
+ * apart), so an idle connection to a vanished host is noticed in about 20 s.
+ */
+export const keepAliveIdleMs = 10_000;
+
+/** reconnectBackoffMinMs and reconnectBackoffMaxMs bound the jittered exponential redial delay. */
+export const reconnectBackoffMinMs = 50;
+export const reconnectBackoffMaxMs = 2000;
+
+/** inboundPendingMax bounds accepted connections that have not completed a handshake. */
+export const inboundPendingMax = 64;

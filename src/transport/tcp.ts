@@ -1,0 +1,789 @@
+// TcpTransport: the peer links of one member, over Bun.listen / Bun.connect.
+//
+// Each member dials one outbound connection to every peer and sends its messages to that
+// peer only there; it receives on the connections peers dial to it. So a link is one-way
+// and each direction's order is the order of send() calls. A connection is identified by
+// the name in its Hello, never by its source address (addresses change when hosts are
+// replaced).
+//
+// Outbound link lifecycle:
+//   idle --dial--> connecting --open, send Hello--> handshaking --accepted--> established
+//   any state --close, error, refusal, timeout, address change--> idle, redial after a
+//   jittered exponential backoff (reset by an accepted handshake).
+// Inbound connection: must send a Hello within handshakeTimeoutMs; then only message
+// frames, each message from the handshaken name and to us. Any violation, malformed or
+// oversized frame closes that connection alone and logs a warning with its address.
+
+import type { Socket, SocketHandler, TCPSocketListener } from "bun";
+import { assert } from "../lib/assert.ts";
+import type { Message, NodeId } from "../consensus/types.ts";
+import type { PeerLinkState, Transport } from "./transport.ts";
+import {
+  DecodeError,
+  decodeFrame,
+  encodeHelloFrame,
+  encodeHelloReplyFrame,
+  encodeMessagesFrame,
+  type Frame,
+  messageBytesUpperBound,
+} from "./codec.ts";
+import { FrameDecoder } from "./frame.ts";
+import { checkHello, type Hello, type LocalHandshakeInfo, protocolVersion } from "./handshake.ts";
+import {
+  batchBytesTarget,
+  batchMessagesMax,
+  handshakeTimeoutMs,
+  inboundPendingMax,
+  keepAliveIdleMs,
+  nonceBytes,
+  outboundQueueBytesMax,
+  outboundQueueMessagesMax,
+  reconnectBackoffMaxMs,
+  reconnectBackoffMinMs,
+  writeStallMsMax,
+} from "./limits.ts";
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** TransportLog receives the transport's log lines: a sentence and structured fields. */
+export type TransportLog = (
+  level: LogLevel,
+  message: string,
+  fields: Record<string, unknown>,
+) => void;
+
+/** PeerAddress is where a member's peer port is (an IP or a DNS name, and a port). */
+export interface PeerAddress {
+  name: NodeId;
+  host: string;
+  port: number;
+}
+
+export interface TcpTransportOptions {
+  self: { name: NodeId; incarnation: string };
+  listen: { host: string; port: number };
+  /** Every other configured member. */
+  peers: readonly PeerAddress[];
+  clusterName: string;
+  fingerprint: string;
+  fingerprintFields: Record<string, string>;
+  log: TransportLog;
+  /** random returns a float in [0, 1): backoff jitter only. */
+  random: () => number;
+}
+
+type LinkState = "idle" | "connecting" | "handshaking" | "established";
+
+interface OutboundConn {
+  readonly kind: "outbound";
+  readonly link: PeerLink;
+  readonly address: string;
+  readonly decoder: FrameDecoder;
+  socket: Socket<OutboundConn> | null;
+  /** Set once this connection is abandoned; its later callbacks are ignored. */
+  closed: boolean;
+}
+
+interface InboundConn {
+  readonly kind: "inbound";
+  readonly socket: Socket<InboundConn | undefined>;
+  readonly remoteAddress: string;
+  readonly decoder: FrameDecoder;
+  /** The name and incarnation from an accepted Hello; null until then. */
+  peerName: NodeId | null;
+  incarnation: string | null;
+  helloTimer: Timer | null;
+  closed: boolean;
+}
+
+/** PeerLink is our outbound side of one peer: its queue and its current connection. */
+class PeerLink {
+  readonly name: NodeId;
+  host: string;
+  port: number;
+  state: LinkState = "idle";
+  conn: OutboundConn | null = null;
+  readonly queue = new MessageQueue(outboundQueueMessagesMax, outboundQueueBytesMax);
+  /** Bytes of a frame the socket has not taken yet; sent first when it drains. */
+  pending: Uint8Array | null = null;
+  /** When pending last made no progress, for the write stall check. */
+  pendingSinceMs = 0;
+  droppedMessages = 0;
+  /** Consecutive failed dials or handshakes: the backoff exponent. */
+  failures = 0;
+  redialTimer: Timer | null = null;
+  handshakeTimer: Timer | null = null;
+  flushScheduled = false;
+  lastError: string | null = null;
+  /** Incarnation from the peer's last handshake, either direction. */
+  incarnation: string | null = null;
+
+  constructor(address: PeerAddress) {
+    this.name = address.name;
+    this.host = address.host;
+    this.port = address.port;
+  }
+
+  get address(): string {
+    return formatAddress(this.host, this.port);
+  }
+}
+
+/**
+ * TcpTransport implements Transport over TCP. start() listens and dials every peer;
+ * send() never blocks and never throws for a peer that is down: messages wait in a
+ * bounded per-peer queue, and are dropped (and counted) when it is full.
+ */
+export class TcpTransport implements Transport {
+  readonly #options: TcpTransportOptions;
+  readonly #local: LocalHandshakeInfo;
+  readonly #links = new Map<NodeId, PeerLink>();
+  readonly #inbound = new Set<InboundConn>();
+  /** The accepted inbound connection of each peer name. */
+  readonly #inboundByName = new Map<NodeId, InboundConn>();
+  readonly #messageHandlers: Array<(message: Message) => void> = [];
+  readonly #peerDownHandlers: Array<(name: NodeId) => void> = [];
+  #listener: TCPSocketListener<InboundConn | undefined> | null = null;
+  #started = false;
+  #closed = false;
+
+  constructor(options: TcpTransportOptions) {
+    this.#options = options;
+    for (const peer of options.peers) {
+      assert(peer.name !== options.self.name, `peers must not include self "${peer.name}"`);
+      assert(!this.#links.has(peer.name), `peer "${peer.name}" is listed twice`);
+      this.#links.set(peer.name, new PeerLink(peer));
+    }
+    this.#local = {
+      clusterName: options.clusterName,
+      fingerprint: options.fingerprint,
+      fingerprintFields: options.fingerprintFields,
+      memberNames: [options.self.name, ...this.#links.keys()],
+      selfName: options.self.name,
+    };
+  }
+
+  /** start listens on the peer port (rejects if it cannot) and dials every peer. */
+  async start(): Promise<void> {
+    assert(!this.#started && !this.#closed, "a TcpTransport starts once");
+    this.#started = true;
+    const { host, port } = this.#options.listen;
+    const address = formatAddress(host, port);
+    try {
+      this.#listener = Bun.listen<InboundConn | undefined>({
+        hostname: host,
+        port,
+        data: undefined,
+        socket: this.#inboundHandlers,
+      });
+    } catch (error: unknown) {
+      // Bun's message names the host only; say which address and why (EADDRINUSE...).
+      const code = (error as { code?: unknown }).code;
+      const why = typeof code === "string" ? code : error instanceof Error ? error.message : "";
+      throw new Error(`Cannot listen for peers on ${address}: ${why}`, { cause: error });
+    }
+    this.#log("info", `Listening for peers on ${address}`, { address });
+    for (const link of this.#links.values()) this.#dial(link);
+  }
+
+  send(message: Message): void {
+    assert(message.from === this.#options.self.name, `message must be from us: ${message.from}`);
+    if (this.#closed) return;
+    const link = this.#links.get(message.to);
+    if (link === undefined) {
+      this.#log("warn", `Dropped a ${message.type} message to unknown member "${message.to}"`, {
+        peer: message.to,
+      });
+      return;
+    }
+    if (!link.queue.push(message, messageBytesUpperBound(message))) {
+      link.droppedMessages++;
+      return;
+    }
+    if (link.pending !== null && Date.now() - link.pendingSinceMs > writeStallMsMax) {
+      this.#disconnect(link, `Writes stalled for more than ${writeStallMsMax} ms`);
+      return;
+    }
+    if (link.state === "established" && !link.flushScheduled) {
+      // Flush after the caller's current batch of sends, so they share frames.
+      link.flushScheduled = true;
+      queueMicrotask(() => {
+        link.flushScheduled = false;
+        this.#flush(link);
+      });
+    }
+  }
+
+  onMessage(handler: (message: Message) => void): void {
+    this.#messageHandlers.push(handler);
+  }
+
+  onPeerDown(handler: (name: NodeId) => void): void {
+    this.#peerDownHandlers.push(handler);
+  }
+
+  links(): PeerLinkState[] {
+    return [...this.#links.values()].map((link) => ({
+      name: link.name,
+      address: link.address,
+      connected: link.state === "established",
+      incarnation: link.incarnation,
+      lastError: link.lastError,
+      queuedMessages: link.queue.length,
+      droppedMessages: link.droppedMessages,
+    }));
+  }
+
+  /**
+   * setPeerAddress points a peer's link at a new address: when it differs from the
+   * current one, the link is torn down and redialled at once.
+   */
+  setPeerAddress(name: NodeId, host: string, port: number): void {
+    const link = this.#links.get(name);
+    if (link === undefined) throw new RangeError(`Unknown peer "${name}"`);
+    if (link.host === host && link.port === port) return;
+    const previous = link.address;
+    link.host = host;
+    link.port = port;
+    this.#log("info", `Peer "${name}" moved from ${previous} to ${link.address}`, {
+      peer: name,
+      address: link.address,
+      previousAddress: previous,
+    });
+    if (!this.#started || this.#closed) return;
+    link.failures = 0;
+    if (link.conn !== null) {
+      this.#disconnect(link, `Address changed to ${link.address}`, "info", true);
+    } else {
+      this.#clearTimer(link, "redialTimer");
+      this.#dial(link);
+    }
+  }
+
+  /** close closes every connection and the listener, and stops redialling. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const link of this.#links.values()) {
+      this.#clearTimer(link, "redialTimer");
+      this.#clearTimer(link, "handshakeTimer");
+      if (link.conn !== null) this.#endOutbound(link.conn);
+      link.conn = null;
+      link.state = "idle";
+      link.pending = null;
+    }
+    for (const conn of this.#inbound) this.#endInbound(conn);
+    this.#listener?.stop(true);
+    this.#listener = null;
+  }
+
+  // ---- Outbound ------------------------------------------------------------------------
+
+  readonly #outboundHandlers: SocketHandler<OutboundConn> = {
+    binaryType: "uint8array",
+    open: (socket) => this.#onOutboundOpen(socket),
+    data: (socket, chunk) => this.#onOutboundData(socket.data, chunk),
+    drain: (socket) => {
+      const conn = socket.data;
+      if (!conn.closed && conn.link.conn === conn) this.#flush(conn.link);
+    },
+    close: (socket, error) => {
+      const conn = socket.data;
+      if (conn.closed || conn.link.conn !== conn) return;
+      const reason = error === undefined ? "Connection closed by peer" : error.message;
+      this.#disconnect(conn.link, reason);
+    },
+    connectError: (socket, error) => {
+      const conn = socket.data;
+      if (conn.closed || conn.link.conn !== conn) return;
+      this.#disconnect(conn.link, `Cannot connect: ${error.message}`);
+    },
+  };
+
+  #dial(link: PeerLink): void {
+    if (this.#closed) return;
+    assert(link.conn === null, "a link dials one connection at a time");
+    const conn: OutboundConn = {
+      kind: "outbound",
+      link,
+      address: link.address,
+      decoder: new FrameDecoder(),
+      socket: null,
+      closed: false,
+    };
+    link.conn = conn;
+    link.state = "connecting";
+    // One deadline covers connecting and the handshake: a blackholed address must not
+    // hold the link for the kernel's connect timeout.
+    link.handshakeTimer = setTimeout(() => {
+      link.handshakeTimer = null;
+      if (link.conn === conn) {
+        this.#disconnect(link, `Not linked within ${handshakeTimeoutMs} ms`);
+      }
+    }, handshakeTimeoutMs);
+    Bun.connect<OutboundConn>({
+      hostname: link.host,
+      port: link.port,
+      data: conn,
+      socket: this.#outboundHandlers,
+    }).catch((error: unknown) => {
+      // connectError normally reports this first; this covers failures before a socket.
+      if (link.conn === conn) {
+        const text = error instanceof Error ? error.message : String(error);
+        this.#disconnect(link, `Cannot connect: ${text}`);
+      }
+    });
+  }
+
+  #onOutboundOpen(socket: Socket<OutboundConn>): void {
+    const conn = socket.data;
+    conn.socket = socket;
+    const link = conn.link;
+    if (conn.closed || link.conn !== conn) {
+      socket.end();
+      return;
+    }
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, keepAliveIdleMs);
+    link.state = "handshaking";
+    const nonce = crypto.getRandomValues(new Uint8Array(nonceBytes));
+    const hello: Hello = {
+      protocolVersion,
+      clusterName: this.#options.clusterName,
+      fingerprint: this.#options.fingerprint,
+      fingerprintFields: this.#options.fingerprintFields,
+      name: this.#options.self.name,
+      incarnation: this.#options.self.incarnation,
+      nonce,
+      auth: new Uint8Array(0),
+    };
+    this.#write(link, socket, encodeHelloFrame(hello));
+  }
+
+  #onOutboundData(conn: OutboundConn, chunk: Uint8Array): void {
+    const link = conn.link;
+    const frames = this.#decode(conn.decoder, chunk, (reason) => {
+      if (link.conn === conn) this.#disconnect(link, reason, "warn");
+    });
+    for (const frame of frames) {
+      if (conn.closed || link.conn !== conn) return;
+      if (link.state !== "handshaking" || frame.kind !== "helloReply") {
+        this.#disconnect(link, `Unexpected ${frame.kind} frame from the peer`, "warn");
+        return;
+      }
+      const reply = frame.reply;
+      if (reply.name !== link.name) {
+        this.#disconnect(
+          link,
+          `The member at ${conn.address} is "${reply.name}", not "${link.name}"`,
+          "warn",
+        );
+        return;
+      }
+      if (!reply.accepted) {
+        const differingFields = reply.differingFields ?? [];
+        const reason = `Peer "${link.name}" refused our handshake: ${reply.reason ?? "no reason"}`;
+        this.#log("warn", reason, { peer: link.name, address: conn.address, differingFields });
+        link.lastError = reason;
+        this.#disconnect(link, reason, "none");
+        return;
+      }
+      this.#clearTimer(link, "handshakeTimer");
+      link.incarnation = reply.incarnation;
+      link.state = "established";
+      link.failures = 0;
+      link.lastError = null;
+      this.#log("info", `Connected to peer "${link.name}" at ${conn.address}`, {
+        peer: link.name,
+        address: conn.address,
+        incarnation: reply.incarnation,
+      });
+      this.#flush(link);
+    }
+  }
+
+  /**
+   * #flush writes the pending remainder, then the queue in batch frames, until the queue
+   * is empty or the socket pushes back (the drain handler calls #flush again).
+   */
+  #flush(link: PeerLink): void {
+    const socket = link.conn?.socket;
+    if (socket === undefined || socket === null) return;
+    if (link.pending !== null && !this.#write(link, socket, link.pending)) return;
+    if (link.state !== "established") return;
+    const queue = link.queue;
+    while (queue.length > 0) {
+      const batch: Message[] = [];
+      let bytes = 0;
+      while (queue.length > 0 && batch.length < batchMessagesMax) {
+        const size = queue.peekBytes();
+        if (batch.length > 0 && bytes + size > batchBytesTarget) break;
+        batch.push(queue.shift());
+        bytes += size;
+      }
+      let frame: Uint8Array;
+      try {
+        frame = encodeMessagesFrame(batch);
+      } catch (error: unknown) {
+        // Only a message that alone exceeds frameBytesMax gets here: the consensus must
+        // bound its appendEntries and snapshot chunks below it.
+        if (!(error instanceof RangeError)) throw error;
+        link.droppedMessages += batch.length;
+        this.#log("error", `Dropped a message to "${link.name}": ${error.message}`, {
+          peer: link.name,
+          type: batch[0]?.type,
+        });
+        continue;
+      }
+      if (!this.#write(link, socket, frame)) return;
+    }
+  }
+
+  /** #write writes bytes, keeping what the socket did not take; true when all went. */
+  #write(link: PeerLink, socket: Socket<OutboundConn>, bytes: Uint8Array): boolean {
+    const written = socket.write(bytes);
+    if (written === bytes.byteLength) {
+      link.pending = null;
+      return true;
+    }
+    if (written < 0) {
+      // The socket is closing; its close handler tears the link down.
+      link.pending = null;
+      return false;
+    }
+    if (link.pending === null || written > 0) link.pendingSinceMs = Date.now();
+    link.pending = bytes.subarray(written);
+    return false;
+  }
+
+  /**
+   * #disconnect ends the link's connection, reports a lost established link, and redials:
+   * after the backoff, or at once for an address change. logLevel "none" when the caller
+   * has logged the reason already.
+   */
+  #disconnect(
+    link: PeerLink,
+    reason: string,
+    logLevel: LogLevel | "none" = "info",
+    redialNow = false,
+  ): void {
+    const conn = link.conn;
+    const wasEstablished = link.state === "established";
+    if (conn !== null) this.#endOutbound(conn);
+    link.conn = null;
+    link.state = "idle";
+    link.pending = null;
+    this.#clearTimer(link, "handshakeTimer");
+    if (this.#closed) return;
+    const fields = { peer: link.name, address: conn?.address ?? link.address, reason };
+    if (wasEstablished) {
+      const level = logLevel === "none" ? "info" : logLevel;
+      this.#log(level, `Lost the link to peer "${link.name}": ${reason}`, fields);
+    } else if (logLevel !== "none") {
+      // A peer that stays down fails every dial: say so once, then at debug level.
+      const level = link.lastError === reason ? "debug" : logLevel;
+      this.#log(level, `Cannot link to peer "${link.name}": ${reason}`, fields);
+    }
+    link.lastError = reason;
+    if (wasEstablished) {
+      for (const handler of this.#peerDownHandlers) handler(link.name);
+    }
+    // A handler may have closed the transport or moved the peer (and redialled).
+    if (this.#closed || link.conn !== null) return;
+    if (redialNow) {
+      this.#clearTimer(link, "redialTimer");
+      this.#dial(link);
+    } else {
+      this.#scheduleRedial(link);
+    }
+  }
+
+  #scheduleRedial(link: PeerLink): void {
+    if (this.#closed || link.redialTimer !== null) return;
+    const delayMs = backoffMs(link.failures, this.#options.random);
+    link.failures++;
+    link.redialTimer = setTimeout(() => {
+      link.redialTimer = null;
+      if (link.conn === null) this.#dial(link);
+    }, delayMs);
+  }
+
+  #endOutbound(conn: OutboundConn): void {
+    conn.closed = true;
+    conn.socket?.end();
+  }
+
+  #clearTimer(link: PeerLink, timer: "redialTimer" | "handshakeTimer"): void {
+    const handle = link[timer];
+    if (handle !== null) clearTimeout(handle);
+    link[timer] = null;
+  }
+
+  // ---- Inbound -------------------------------------------------------------------------
+
+  readonly #inboundHandlers: SocketHandler<InboundConn | undefined> = {
+    binaryType: "uint8array",
+    open: (socket) => this.#onInboundOpen(socket),
+    data: (socket, chunk) => {
+      if (socket.data !== undefined) this.#onInboundData(socket.data, chunk);
+    },
+    close: (socket) => {
+      const conn = socket.data;
+      if (conn === undefined) return;
+      if (!conn.closed && conn.peerName !== null) {
+        this.#log("info", `Peer "${conn.peerName}" closed its link`, {
+          peer: conn.peerName,
+          remoteAddress: conn.remoteAddress,
+        });
+      }
+      this.#forgetInbound(conn);
+    },
+  };
+
+  #onInboundOpen(socket: Socket<InboundConn | undefined>): void {
+    const remoteAddress = formatAddress(socket.remoteAddress, socket.remotePort);
+    if (this.#closed) {
+      socket.end();
+      return;
+    }
+    let pending = 0;
+    for (const conn of this.#inbound) if (conn.peerName === null) pending++;
+    if (pending >= inboundPendingMax) {
+      this.#log("warn", `Refused a connection from ${remoteAddress}: too many handshakes`, {
+        remoteAddress,
+        pendingMax: inboundPendingMax,
+      });
+      socket.end();
+      return;
+    }
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, keepAliveIdleMs);
+    const conn: InboundConn = {
+      kind: "inbound",
+      socket,
+      remoteAddress,
+      decoder: new FrameDecoder(),
+      peerName: null,
+      incarnation: null,
+      helloTimer: null,
+      closed: false,
+    };
+    conn.helloTimer = setTimeout(() => {
+      conn.helloTimer = null;
+      this.#rejectInbound(conn, `No hello within ${handshakeTimeoutMs} ms`);
+    }, handshakeTimeoutMs);
+    socket.data = conn;
+    this.#inbound.add(conn);
+  }
+
+  #onInboundData(conn: InboundConn, chunk: Uint8Array): void {
+    const frames = this.#decode(conn.decoder, chunk, (reason) => {
+      this.#rejectInbound(conn, reason);
+    });
+    for (const frame of frames) {
+      if (conn.closed || this.#closed) return;
+      if (conn.peerName === null) {
+        if (frame.kind !== "hello") {
+          this.#rejectInbound(conn, `Expected a hello frame, got ${frame.kind}`);
+          return;
+        }
+        this.#onHello(conn, frame.hello);
+        continue;
+      }
+      if (frame.kind !== "messages") {
+        this.#rejectInbound(conn, `Unexpected ${frame.kind} frame after the handshake`);
+        return;
+      }
+      // Check the whole frame before delivering any of it.
+      for (const message of frame.messages) {
+        if (message.from !== conn.peerName) {
+          this.#rejectInbound(
+            conn,
+            `Message from "${message.from}" on the link of "${conn.peerName}"`,
+          );
+          return;
+        }
+        if (message.to !== this.#options.self.name) {
+          this.#rejectInbound(conn, `Message addressed to "${message.to}", not to us`);
+          return;
+        }
+      }
+      for (const message of frame.messages) {
+        for (const handler of this.#messageHandlers) handler(message);
+      }
+    }
+  }
+
+  #onHello(conn: InboundConn, hello: Hello): void {
+    const self = this.#options.self;
+    const check = checkHello(hello, this.#local);
+    if (!check.ok) {
+      this.#log(
+        "warn",
+        `Refused the handshake of "${hello.name}" from ${conn.remoteAddress}: ${check.reason}`,
+        {
+          peer: hello.name,
+          remoteAddress: conn.remoteAddress,
+          differingFields: check.differingFields,
+        },
+      );
+      conn.socket.write(encodeHelloReplyFrame({
+        accepted: false,
+        reason: check.reason,
+        differingFields: check.differingFields,
+        name: self.name,
+        incarnation: self.incarnation,
+      }));
+      this.#endInbound(conn);
+      return;
+    }
+    if (conn.helloTimer !== null) clearTimeout(conn.helloTimer);
+    conn.helloTimer = null;
+    conn.peerName = hello.name;
+    conn.incarnation = hello.incarnation;
+    const previous = this.#inboundByName.get(hello.name);
+    if (previous !== undefined) {
+      // The peer redialled before we saw its old connection close (a restart), or two
+      // live hosts claim one name (R8); the newer connection wins, and with another
+      // incarnation that is worth a warning.
+      const sameIncarnation = previous.incarnation === hello.incarnation;
+      this.#log(
+        sameIncarnation ? "info" : "warn",
+        sameIncarnation
+          ? `Peer "${hello.name}" opened a new link; closing its previous one`
+          : `Peer "${hello.name}" linked again as incarnation "${hello.incarnation}" while incarnation "${previous.incarnation}" was still linked; closing the older link`,
+        {
+          peer: hello.name,
+          remoteAddress: conn.remoteAddress,
+          previousRemoteAddress: previous.remoteAddress,
+          incarnation: hello.incarnation,
+          previousIncarnation: previous.incarnation,
+        },
+      );
+      this.#endInbound(previous);
+    }
+    this.#inboundByName.set(hello.name, conn);
+    const link = this.#links.get(hello.name);
+    if (link !== undefined) link.incarnation = hello.incarnation;
+    conn.socket.write(encodeHelloReplyFrame({
+      accepted: true,
+      name: self.name,
+      incarnation: self.incarnation,
+    }));
+    this.#log("info", `Accepted the link of peer "${hello.name}" from ${conn.remoteAddress}`, {
+      peer: hello.name,
+      remoteAddress: conn.remoteAddress,
+      incarnation: hello.incarnation,
+    });
+  }
+
+  /** #rejectInbound closes an inbound connection that broke the protocol. */
+  #rejectInbound(conn: InboundConn, reason: string): void {
+    if (conn.closed) return;
+    this.#log("warn", `Closed the connection from ${conn.remoteAddress}: ${reason}`, {
+      remoteAddress: conn.remoteAddress,
+      peer: conn.peerName,
+      reason,
+    });
+    this.#endInbound(conn);
+  }
+
+  #endInbound(conn: InboundConn): void {
+    conn.closed = true;
+    conn.socket.end();
+    this.#forgetInbound(conn);
+  }
+
+  #forgetInbound(conn: InboundConn): void {
+    conn.closed = true;
+    if (conn.helloTimer !== null) clearTimeout(conn.helloTimer);
+    conn.helloTimer = null;
+    this.#inbound.delete(conn);
+    if (conn.peerName !== null && this.#inboundByName.get(conn.peerName) === conn) {
+      this.#inboundByName.delete(conn.peerName);
+    }
+  }
+
+  // ---- Shared --------------------------------------------------------------------------
+
+  /** #decode returns the frames a chunk completes; on bad input it calls fail instead. */
+  #decode(decoder: FrameDecoder, chunk: Uint8Array, fail: (reason: string) => void): Frame[] {
+    try {
+      return decoder.push(chunk).map(decodeFrame);
+    } catch (error: unknown) {
+      if (error instanceof RangeError || error instanceof DecodeError) {
+        fail(error.message);
+        return [];
+      }
+      throw error;
+    }
+  }
+
+  #log(level: LogLevel, message: string, fields: Record<string, unknown>): void {
+    this.#options.log(level, message, { self: this.#options.self.name, ...fields });
+  }
+}
+
+/** MessageQueue is a bounded FIFO ring of messages with their encoded-size bounds. */
+class MessageQueue {
+  readonly #messages: Array<Message | undefined>;
+  readonly #bytes: number[];
+  readonly #bytesMax: number;
+  #head = 0;
+  #length = 0;
+  #totalBytes = 0;
+
+  constructor(messagesMax: number, bytesMax: number) {
+    this.#messages = new Array<Message | undefined>(messagesMax).fill(undefined);
+    this.#bytes = new Array<number>(messagesMax).fill(0);
+    this.#bytesMax = bytesMax;
+  }
+
+  get length(): number {
+    return this.#length;
+  }
+
+  /** push appends unless that would exceed a bound; false means dropped. */
+  push(message: Message, bytes: number): boolean {
+    const capacity = this.#messages.length;
+    if (this.#length === capacity || this.#totalBytes + bytes > this.#bytesMax) return false;
+    const slot = (this.#head + this.#length) % capacity;
+    this.#messages[slot] = message;
+    this.#bytes[slot] = bytes;
+    this.#length++;
+    this.#totalBytes += bytes;
+    return true;
+  }
+
+  peekBytes(): number {
+    assert(this.#length > 0, "peek on an empty queue");
+    return this.#bytes[this.#head]!;
+  }
+
+  shift(): Message {
+    const message = this.#messages[this.#head];
+    assert(this.#length > 0 && message !== undefined, "shift on an empty queue");
+    this.#messages[this.#head] = undefined;
+    this.#totalBytes -= this.#bytes[this.#head]!;
+    this.#head = (this.#head + 1) % this.#messages.length;
+    this.#length--;
+    return message;
+  }
+}
+
+/**
+ * backoffMs is the redial delay after `failures` consecutive failures: exponential from
+ * reconnectBackoffMinMs, capped at reconnectBackoffMaxMs, with "equal jitter" (a uniform
+ * draw from the upper half) so peers that failed together do not redial together.
+ */
+export function backoffMs(failures: number, random: () => number): number {
+  const ceilingMs = Math.min(
+    reconnectBackoffMaxMs,
+    reconnectBackoffMinMs * 2 ** Math.min(failures, 30),
+  );
+  return ceilingMs / 2 + random() * (ceilingMs / 2);
+}
+
+function formatAddress(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}

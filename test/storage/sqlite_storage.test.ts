@@ -1,0 +1,542 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { join } from "node:path";
+import type { Entry, EntryKind, SnapshotMeta } from "../../src/consensus/types.ts";
+import { AssertionError } from "../../src/lib/assert.ts";
+import { snapshotChunkBytesMax } from "../../src/storage/schema.ts";
+import { databaseFileName, SqliteStorage } from "../../src/storage/sqlite_storage.ts";
+import { TempDirs } from "../support/storage_temp_dir.ts";
+
+const dirs = new TempDirs();
+const opened: SqliteStorage[] = [];
+
+afterEach(() => {
+  for (const storage of opened.splice(0)) storage.close();
+  dirs.removeAll();
+});
+
+function open(dir: string): SqliteStorage {
+  const storage = SqliteStorage.open(dir);
+  opened.push(storage);
+  return storage;
+}
+
+/** reopen closes a storage and opens its dir again, so reads come from the file. */
+function reopen(storage: SqliteStorage): SqliteStorage {
+  storage.close();
+  return open(join(storage.path, ".."));
+}
+
+function entry(index: number, term: number, kind: EntryKind = "command"): Entry {
+  return { index, term, kind, data: new TextEncoder().encode(`entry ${index} of term ${term}`) };
+}
+
+function entries(first: number, last: number, term: number): Entry[] {
+  const result: Entry[] = [];
+  for (let index = first; index <= last; index++) result.push(entry(index, term));
+  return result;
+}
+
+/** patterned returns bytes whose value depends on their position, so misplaced bytes show. */
+function patterned(length: number, seed = 0): Uint8Array {
+  const bytes = new Uint8Array(length);
+  for (let i = 0; i < length; i++) bytes[i] = (i * 31 + (i >>> 8) * 7 + seed) & 0xff;
+  return bytes;
+}
+
+/** rawQuery reads the database file with a second connection, as an operator would. */
+function rawQuery<Row>(storage: SqliteStorage, sql: string): Row[] {
+  const db = new Database(storage.path, { strict: true, safeIntegers: true });
+  try {
+    return db.query<Row, []>(sql).all();
+  } finally {
+    db.close();
+  }
+}
+
+function rawRun(path: string, sql: string): void {
+  const db = new Database(path, { strict: true });
+  try {
+    db.run(sql);
+  } finally {
+    db.close();
+  }
+}
+
+describe("opening", () => {
+  test("a new data dir is empty and loads a zero hard state", () => {
+    const storage = open(join(dirs.make(), "nested", "data"));
+    expect(storage.isEmpty()).toBe(true);
+    expect(storage.load()).toEqual({
+      hardState: { term: 0, votedFor: null, commitIndex: 0 },
+      snapshot: undefined,
+      entries: [],
+    });
+    expect(storage.latestSnapshot()).toBeUndefined();
+    expect(storage.readSnapshot()).toBeUndefined();
+  });
+
+  test("the connection writes through a WAL with synchronous=FULL", () => {
+    const storage = open(dirs.make());
+    expect(storage.durabilitySettings()).toEqual({ journalMode: "wal", synchronous: 2 });
+  });
+
+  test("a database from a newer keel is refused", () => {
+    const dir = dirs.make();
+    open(dir).close();
+    rawRun(join(dir, databaseFileName), "PRAGMA user_version = 99");
+    expect(() => SqliteStorage.open(dir)).toThrow(/schema version 99, newer than version 1/);
+  });
+
+  test("a database that keel did not create is refused", () => {
+    const dir = dirs.make();
+    rawRun(join(dir, databaseFileName), "CREATE TABLE other (x INTEGER)");
+    expect(() => SqliteStorage.open(dir)).toThrow(/is not a keel database/);
+  });
+});
+
+describe("identity", () => {
+  test("the first call creates the identity and later calls return it", () => {
+    let storage = open(dirs.make());
+    const created = storage.identity("node-a");
+    expect(created.name).toBe("node-a");
+    expect(created.status).toBe("normal");
+    expect(created.incarnation).toMatch(/^[0-9a-f]{32}$/);
+    expect(storage.identity("node-a")).toEqual(created);
+    storage = reopen(storage);
+    expect(storage.identity("node-a")).toEqual(created);
+    // An identity alone is not cluster state: the node is still empty (R1).
+    expect(storage.isEmpty()).toBe(true);
+  });
+
+  test("each data dir gets its own incarnation", () => {
+    const a = open(dirs.make()).identity("node-a");
+    const b = open(dirs.make()).identity("node-a");
+    expect(a.incarnation).not.toBe(b.incarnation);
+  });
+
+  test("setStatus persists the status", () => {
+    let storage = open(dirs.make());
+    const created = storage.identity("node-a");
+    storage.setStatus("recovering");
+    storage = reopen(storage);
+    expect(storage.identity("node-a")).toEqual({ ...created, status: "recovering" });
+  });
+
+  test("setStatus before the identity exists is a bug", () => {
+    const storage = open(dirs.make());
+    expect(() => storage.setStatus("recovering")).toThrow(AssertionError);
+  });
+
+  test("a data dir created by another member is refused, naming both members", () => {
+    const dir = dirs.make();
+    const storage = open(dir);
+    storage.identity("node-a");
+    storage.close();
+    const other = open(dir);
+    expect(() => other.identity("node-b")).toThrow(
+      /belongs to member "node-a", not "node-b"/,
+    );
+  });
+});
+
+describe("persist and load", () => {
+  test("entries and hard state read back after reopening", () => {
+    let storage = open(dirs.make());
+    const written = [entry(1, 1, "noop"), entry(2, 1), entry(3, 2, "fence"), entry(4, 2)];
+    storage.persist({
+      hardState: { term: 2, votedFor: "node-b", commitIndex: 3 },
+      entries: written,
+    });
+    storage = reopen(storage);
+    expect(storage.isEmpty()).toBe(false);
+    const state = storage.load();
+    expect(state.hardState).toEqual({ term: 2, votedFor: "node-b", commitIndex: 3 });
+    expect(state.snapshot).toBeUndefined();
+    expect(state.entries).toEqual(written);
+  });
+
+  test("a batch may carry only a hard state, or only entries", () => {
+    const storage = open(dirs.make());
+    storage.persist({ hardState: { term: 0, votedFor: null, commitIndex: 0 }, entries: [] });
+    expect(storage.isEmpty()).toBe(true);
+    storage.persist({ hardState: { term: 1, votedFor: null, commitIndex: 0 }, entries: [] });
+    expect(storage.isEmpty()).toBe(false);
+    storage.persist({ hardState: undefined, entries: entries(1, 3, 1) });
+    storage.persist({ hardState: undefined, entries: [] });
+    expect(storage.load()).toEqual({
+      hardState: { term: 1, votedFor: null, commitIndex: 0 },
+      snapshot: undefined,
+      entries: entries(1, 3, 1),
+    });
+  });
+
+  // Reference: §5.3 "If an existing entry conflicts with a new one (same index but
+  // different terms), delete the existing entry and all that follow it".
+  test("entries from the first new index on are replaced", () => {
+    let storage = open(dirs.make());
+    storage.persist({ hardState: undefined, entries: entries(1, 6, 1) });
+    storage.persist({ hardState: undefined, entries: [entry(4, 2), entry(5, 2)] });
+    storage = reopen(storage);
+    expect(storage.load().entries).toEqual([...entries(1, 3, 1), entry(4, 2), entry(5, 2)]);
+  });
+
+  test("an empty entry data reads back as empty bytes", () => {
+    const storage = open(dirs.make());
+    storage.persist({
+      hardState: undefined,
+      entries: [{ index: 1, term: 1, kind: "noop", data: new Uint8Array(0) }],
+    });
+    expect(storage.load().entries).toEqual([
+      { index: 1, term: 1, kind: "noop", data: new Uint8Array(0) },
+    ]);
+  });
+
+  test("a broken invariant writes nothing of its batch", () => {
+    const storage = open(dirs.make());
+    storage.persist({
+      hardState: { term: 1, votedFor: "node-a", commitIndex: 1 },
+      entries: entries(1, 2, 1),
+    });
+    const before = storage.load();
+    const bad = [
+      // A gap in the log.
+      { hardState: { term: 2, votedFor: null, commitIndex: 2 }, entries: entries(4, 5, 2) },
+      // A gap inside the batch.
+      {
+        hardState: { term: 2, votedFor: null, commitIndex: 2 },
+        entries: [entry(3, 2), entry(5, 2)],
+      },
+      // A term that goes back.
+      { hardState: { term: 0, votedFor: null, commitIndex: 2 }, entries: [] },
+      // A second vote in the same term.
+      { hardState: { term: 1, votedFor: "node-c", commitIndex: 2 }, entries: entries(3, 3, 1) },
+      // A log term lower than the entry before it.
+      { hardState: undefined, entries: [entry(3, 2), entry(4, 1)] },
+      // An index that is not a safe integer.
+      { hardState: undefined, entries: [entry(3.5, 1)] },
+    ];
+    for (const batch of bad) {
+      expect(() => storage.persist(batch)).toThrow(AssertionError);
+      expect(storage.load()).toEqual(before);
+    }
+  });
+
+  test("a vote may be cast once per term and moves with a new term", () => {
+    const storage = open(dirs.make());
+    storage.persist({ hardState: { term: 3, votedFor: null, commitIndex: 0 }, entries: [] });
+    storage.persist({ hardState: { term: 3, votedFor: "node-b", commitIndex: 0 }, entries: [] });
+    storage.persist({ hardState: { term: 3, votedFor: "node-b", commitIndex: 0 }, entries: [] });
+    storage.persist({ hardState: { term: 4, votedFor: "node-c", commitIndex: 0 }, entries: [] });
+    expect(storage.load().hardState).toEqual({ term: 4, votedFor: "node-c", commitIndex: 0 });
+  });
+
+  test("terms and indexes near 2^53 read back exactly", () => {
+    const top = Number.MAX_SAFE_INTEGER; // 2^53 - 1
+    let storage = open(dirs.make());
+    const meta = { index: top - 10, term: top - 2, bytes: 3 };
+    storage.stageSnapshotChunk(meta, 0, patterned(3));
+    storage.installStagedSnapshot(meta);
+    const written = [entry(top - 9, top - 2), entry(top - 8, top - 1)];
+    for (let index = top - 7; index <= top; index++) written.push(entry(index, top));
+    storage.persist({
+      hardState: { term: top, votedFor: "node-a", commitIndex: top },
+      entries: written,
+    });
+    storage = reopen(storage);
+    const state = storage.load();
+    expect(state.hardState).toEqual({ term: top, votedFor: "node-a", commitIndex: top });
+    expect(state.snapshot).toEqual(meta);
+    expect(state.entries).toEqual(written);
+    expect(state.entries.at(-1)?.index).toBe(9007199254740991);
+    // Neighbours that a double would merge stay distinct.
+    expect(state.entries.at(-2)?.index).toBe(9007199254740990);
+  });
+
+  test("an integer beyond 2^53 on disk crashes load instead of rounding", () => {
+    let storage = open(dirs.make());
+    storage.persist({ hardState: { term: 1, votedFor: null, commitIndex: 0 }, entries: [] });
+    storage.close();
+    rawRun(storage.path, "UPDATE hard_state SET term = 9007199254740993");
+    storage = open(join(storage.path, ".."));
+    expect(() => storage.load()).toThrow(/beyond the safe integer range/);
+  });
+
+  test("load crashes on a gap in the stored log", () => {
+    let storage = open(dirs.make());
+    storage.persist({ hardState: undefined, entries: entries(1, 5, 1) });
+    storage.close();
+    rawRun(storage.path, 'DELETE FROM log WHERE "index" = 3');
+    storage = open(join(storage.path, ".."));
+    expect(() => storage.load()).toThrow(/expected index 3, found 4/);
+  });
+
+  test("load crashes on a log that does not reach the snapshot", () => {
+    let storage = open(dirs.make());
+    storage.persist({ hardState: undefined, entries: entries(1, 8, 1) });
+    storage.saveSnapshot({ index: 4, term: 1, bytes: 0 }, new Uint8Array(0));
+    storage.close();
+    rawRun(storage.path, 'DELETE FROM log WHERE "index" < 6');
+    storage = open(join(storage.path, ".."));
+    expect(() => storage.load()).toThrow(/must start at 1 or reach the snapshot/);
+    storage.close();
+    rawRun(storage.path, 'DELETE FROM log WHERE "index" >= 1');
+    rawRun(storage.path, `INSERT INTO log VALUES (1, 1, 'noop', x'')`);
+    storage = open(join(storage.path, ".."));
+    expect(() => storage.load()).toThrow(/stored log ends at 1, before the snapshot at 4/);
+  });
+});
+
+describe("snapshots", () => {
+  test("saveSnapshot replaces the snapshot and keeps the log", () => {
+    let storage = open(dirs.make());
+    const written = [...entries(1, 5, 1), ...entries(6, 10, 2)];
+    storage.persist({ hardState: { term: 2, votedFor: null, commitIndex: 8 }, entries: written });
+    storage.saveSnapshot({ index: 4, term: 1, bytes: 10 }, patterned(10, 1));
+    const meta = { index: 7, term: 2, bytes: 20 };
+    storage.saveSnapshot(meta, patterned(20, 2));
+    storage = reopen(storage);
+    expect(storage.latestSnapshot()).toEqual(meta);
+    expect(storage.readSnapshot()).toEqual({ meta, data: patterned(20, 2) });
+    expect(storage.load()).toEqual({
+      hardState: { term: 2, votedFor: null, commitIndex: 8 },
+      snapshot: meta,
+      entries: written,
+    });
+    // Only one snapshot's bytes are kept.
+    const chunks = rawQuery<{ n: bigint }>(storage, "SELECT count(*) AS n FROM snapshot_chunk");
+    expect(chunks).toEqual([{ n: 1n }]);
+  });
+
+  test("compactLog drops the entries before its index and keeps the one at it", () => {
+    let storage = open(dirs.make());
+    storage.persist({ hardState: undefined, entries: [...entries(1, 5, 1), ...entries(6, 10, 2)] });
+    storage.saveSnapshot({ index: 7, term: 2, bytes: 1 }, patterned(1));
+    storage.compactLog(4);
+    storage = reopen(storage);
+    expect(storage.load().entries).toEqual([...entries(4, 5, 1), ...entries(6, 10, 2)]);
+    // Compacting up to the snapshot keeps the entry at the snapshot's index for its term.
+    storage.compactLog(7);
+    storage.persist({ hardState: undefined, entries: entries(11, 12, 3) });
+    storage = reopen(storage);
+    expect(storage.load().entries).toEqual([...entries(7, 10, 2), ...entries(11, 12, 3)]);
+    expect(storage.isEmpty()).toBe(false);
+  });
+
+  test("compactLog past the snapshot, or without one, is a bug", () => {
+    const storage = open(dirs.make());
+    storage.persist({ hardState: undefined, entries: entries(1, 5, 1) });
+    expect(() => storage.compactLog(2)).toThrow(AssertionError);
+    storage.saveSnapshot({ index: 3, term: 1, bytes: 0 }, new Uint8Array(0));
+    expect(() => storage.compactLog(4)).toThrow(AssertionError);
+    expect(storage.load().entries).toEqual(entries(1, 5, 1));
+  });
+
+  test("a snapshot that disagrees with the log, moves back or runs ahead of it is a bug", () => {
+    const storage = open(dirs.make());
+    storage.persist({ hardState: undefined, entries: entries(1, 5, 1) });
+    const empty = new Uint8Array(0);
+    expect(() => storage.saveSnapshot({ index: 3, term: 2, bytes: 0 }, empty))
+      .toThrow(AssertionError);
+    expect(() => storage.saveSnapshot({ index: 6, term: 1, bytes: 0 }, empty))
+      .toThrow(AssertionError);
+    storage.saveSnapshot({ index: 4, term: 1, bytes: 0 }, empty);
+    expect(() => storage.saveSnapshot({ index: 3, term: 1, bytes: 0 }, empty))
+      .toThrow(AssertionError);
+    // Entries inside the snapshot can no longer be written.
+    expect(() => storage.persist({ hardState: undefined, entries: [entry(4, 1)] }))
+      .toThrow(AssertionError);
+    expect(storage.latestSnapshot()).toEqual({ index: 4, term: 1, bytes: 0 });
+  });
+
+  test("snapshot bytes are stored in pieces of at most 1 MiB and read by any range", () => {
+    let storage = open(dirs.make());
+    const bytes = 2 * snapshotChunkBytesMax + 12345;
+    const data = patterned(bytes, 3);
+    storage.persist({ hardState: undefined, entries: entries(1, 9, 1) });
+    const meta = { index: 9, term: 1, bytes };
+    storage.saveSnapshot(meta, data);
+    storage = reopen(storage);
+
+    const pieces = rawQuery<{ bytes: bigint }>(
+      storage,
+      "SELECT length(data) AS bytes FROM snapshot_chunk ORDER BY byte_offset",
+    );
+    expect(pieces.map((piece) => Number(piece.bytes))).toEqual([
+      snapshotChunkBytesMax,
+      snapshotChunkBytesMax,
+      12345,
+    ]);
+
+    const mib = snapshotChunkBytesMax;
+    const ranges: Array<[number, number]> = [
+      [0, 10],
+      [mib - 5, 10], // across a piece boundary
+      [mib, 1], // the first byte of a piece
+      [mib - 1, mib + 2], // spans three pieces
+      [bytes - 7, 7], // the last bytes
+      [bytes - 7, 1000], // clipped at the end
+      [bytes, 100], // at the end: nothing
+      [123, 0],
+    ];
+    for (const [offset, length] of ranges) {
+      const end = Math.min(bytes, offset + length);
+      expect(storage.readSnapshotChunk(9, offset, length)).toEqual(data.subarray(offset, end));
+    }
+    expect(storage.readSnapshot()).toEqual({ meta, data });
+  });
+
+  test("a chunk read touches only the pieces that overlap it", () => {
+    let storage = open(dirs.make());
+    const bytes = 3 * snapshotChunkBytesMax;
+    const data = patterned(bytes, 4);
+    storage.persist({ hardState: undefined, entries: entries(1, 2, 1) });
+    storage.saveSnapshot({ index: 2, term: 1, bytes }, data);
+    storage.close();
+    // Remove the first and last pieces behind the storage's back.
+    rawRun(
+      storage.path,
+      `DELETE FROM snapshot_chunk WHERE byte_offset IN (0, ${2 * snapshotChunkBytesMax})`,
+    );
+    storage = open(join(storage.path, ".."));
+    const mib = snapshotChunkBytesMax;
+    expect(storage.readSnapshotChunk(2, mib, mib)).toEqual(data.subarray(mib, 2 * mib));
+    expect(storage.readSnapshotChunk(2, mib + 10, 20)).toEqual(data.subarray(mib + 10, mib + 30));
+    // A read that needs a missing piece is a broken invariant, not a short read.
+    expect(() => storage.readSnapshotChunk(2, mib - 1, 2)).toThrow(AssertionError);
+    expect(() => storage.readSnapshotChunk(2, 2 * mib - 1, 2)).toThrow(AssertionError);
+  });
+
+  test("reading a chunk of a snapshot that is not the current one throws", () => {
+    const storage = open(dirs.make());
+    expect(() => storage.readSnapshotChunk(5, 0, 10)).toThrow(
+      "Snapshot at index 5 is not the current snapshot (current: none)",
+    );
+    storage.persist({ hardState: undefined, entries: entries(1, 6, 1) });
+    storage.saveSnapshot({ index: 6, term: 1, bytes: 4 }, patterned(4));
+    expect(() => storage.readSnapshotChunk(5, 0, 10)).toThrow(
+      "Snapshot at index 5 is not the current snapshot (current: 6)",
+    );
+    expect(() => storage.readSnapshotChunk(6, 5, 1)).toThrow(RangeError);
+    expect(() => storage.readSnapshotChunk(6, -1, 1)).toThrow(RangeError);
+  });
+});
+
+describe("staged snapshots", () => {
+  const meta: SnapshotMeta = { index: 50, term: 4, bytes: snapshotChunkBytesMax + 300_000 };
+  const data = patterned(meta.bytes, 5);
+
+  function stageAll(storage: SqliteStorage, chunkBytes: number): void {
+    for (let offset = 0; offset < meta.bytes; offset += chunkBytes) {
+      storage.stageSnapshotChunk(meta, offset, data.subarray(offset, offset + chunkBytes));
+    }
+  }
+
+  test("staged chunks install as the snapshot, replacing the whole log", () => {
+    let storage = open(dirs.make());
+    storage.persist({
+      hardState: { term: 4, votedFor: "node-a", commitIndex: 10 },
+      entries: [...entries(1, 20, 3), ...entries(21, 60, 4)],
+    });
+    storage.saveSnapshot({ index: 5, term: 3, bytes: 3 }, patterned(3));
+    // A chunk larger than 1 MiB is split; the rest come in 256 KiB pieces.
+    storage.stageSnapshotChunk(meta, 0, data.subarray(0, snapshotChunkBytesMax + 10));
+    for (let offset = snapshotChunkBytesMax + 10; offset < meta.bytes; offset += 256 * 1024) {
+      storage.stageSnapshotChunk(meta, offset, data.subarray(offset, offset + 256 * 1024));
+    }
+    // Staging does not touch the current snapshot.
+    expect(storage.latestSnapshot()).toEqual({ index: 5, term: 3, bytes: 3 });
+    storage = reopen(storage);
+    storage.installStagedSnapshot(meta);
+    storage = reopen(storage);
+    expect(storage.load()).toEqual({
+      hardState: { term: 4, votedFor: "node-a", commitIndex: 50 },
+      snapshot: meta,
+      entries: [],
+    });
+    expect(storage.readSnapshot()).toEqual({ meta, data });
+    expect(storage.readSnapshotChunk(50, 1000, 2_000_000)).toEqual(data.subarray(1000));
+    // The old snapshot's bytes and the staging are gone.
+    const rows = rawQuery<{ state: string }>(storage, "SELECT state FROM snapshot");
+    expect(rows).toEqual([{ state: "current" }]);
+    storage.persist({ hardState: undefined, entries: entries(51, 52, 4) });
+    expect(storage.load().entries).toEqual(entries(51, 52, 4));
+  });
+
+  test("installing keeps a higher commit index", () => {
+    const storage = open(dirs.make());
+    storage.persist({ hardState: { term: 4, votedFor: null, commitIndex: 70 }, entries: [] });
+    stageAll(storage, 512 * 1024);
+    storage.installStagedSnapshot(meta);
+    expect(storage.load().hardState).toEqual({ term: 4, votedFor: null, commitIndex: 70 });
+  });
+
+  test("installing on an empty node sets the commit index", () => {
+    const storage = open(dirs.make());
+    stageAll(storage, snapshotChunkBytesMax);
+    storage.installStagedSnapshot(meta);
+    expect(storage.isEmpty()).toBe(false);
+    expect(storage.load().hardState).toEqual({ term: 0, votedFor: null, commitIndex: 50 });
+  });
+
+  test("a chunk that does not continue the staged bytes throws", () => {
+    const storage = open(dirs.make());
+    storage.stageSnapshotChunk(meta, 0, data.subarray(0, 100));
+    expect(() => storage.stageSnapshotChunk(meta, 200, data.subarray(200, 300))).toThrow(
+      /offset 200 is not contiguous with the 100 bytes staged/,
+    );
+    expect(() => storage.stageSnapshotChunk(meta, 50, data.subarray(50, 150))).toThrow(
+      /not contiguous/,
+    );
+    const other = { ...meta, term: 5 };
+    expect(() => storage.stageSnapshotChunk(other, 100, data.subarray(100, 200))).toThrow(
+      /has no staged start/,
+    );
+    expect(() => storage.stageSnapshotChunk(meta, 100, new Uint8Array(meta.bytes))).toThrow(
+      RangeError,
+    );
+    // The failed calls left the staging as it was: it continues from byte 100.
+    storage.stageSnapshotChunk(meta, 100, data.subarray(100, meta.bytes));
+    storage.installStagedSnapshot(meta);
+    expect(storage.readSnapshot()?.data).toEqual(data);
+  });
+
+  test("offset 0 restarts the staging", () => {
+    const storage = open(dirs.make());
+    const older = { index: 40, term: 4, bytes: 1000 };
+    storage.stageSnapshotChunk(older, 0, patterned(500));
+    stageAll(storage, 300_000);
+    storage.installStagedSnapshot(meta);
+    expect(storage.readSnapshot()).toEqual({ meta, data });
+  });
+
+  test("installing an incomplete or different staged snapshot is a bug", () => {
+    const storage = open(dirs.make());
+    expect(() => storage.installStagedSnapshot(meta)).toThrow(AssertionError);
+    storage.stageSnapshotChunk(meta, 0, data.subarray(0, 1000));
+    expect(() => storage.installStagedSnapshot(meta)).toThrow(AssertionError);
+    storage.stageSnapshotChunk(meta, 1000, data.subarray(1000));
+    expect(() => storage.installStagedSnapshot({ ...meta, index: 51 })).toThrow(AssertionError);
+    expect(storage.latestSnapshot()).toBeUndefined();
+  });
+});
+
+describe("health", () => {
+  test("probeWrite writes and sizeBytes counts the database and its WAL", () => {
+    const storage = open(dirs.make());
+    storage.probeWrite();
+    const before = storage.sizeBytes();
+    expect(before).toBeGreaterThan(0);
+    const bytes = 3 * snapshotChunkBytesMax;
+    storage.persist({ hardState: undefined, entries: entries(1, 1, 1) });
+    storage.saveSnapshot({ index: 1, term: 1, bytes }, patterned(bytes));
+    expect(storage.sizeBytes()).toBeGreaterThan(before + bytes);
+    storage.probeWrite();
+  });
+
+  test("probeWrite throws when the database cannot be written", () => {
+    const storage = open(dirs.make());
+    storage.close();
+    expect(() => storage.probeWrite()).toThrow();
+  });
+});

@@ -1,0 +1,43 @@
+// The process the storage crash test kills. Usage:
+//   bun test/support/storage_crash_child.ts <dir> <seed> <steps>
+// It opens SqliteStorage on <dir>, prints `ready <incarnation> <synchronous>`, then runs
+// <steps> workload steps, printing one line per step once the step is durable:
+//   ack <lastIndex> <term> <commitIndex> <hardStateTerm>   after persist() returned
+// where <term> is the term of the entry at <lastIndex>
+//   snap <index> <term> <bytes>   after saveSnapshot() returned
+//   compact <index>               after compactLog() returned
+// then `done`, and waits to be killed.
+
+import { writeSync } from "node:fs";
+import { SqliteStorage } from "../../src/storage/sqlite_storage.ts";
+import { ackLine, modelOf, Workload } from "./storage_crash_workload.ts";
+
+const [dir, seedText, stepsText] = process.argv.slice(2);
+if (dir === undefined || seedText === undefined || stepsText === undefined) {
+  throw new Error("Usage: storage_crash_child.ts <dir> <seed> <steps>");
+}
+
+// writeSync: the line is in the pipe before the next step starts, so every ack the test
+// reads was printed after its step was durable, and none is lost in a buffer at the kill.
+function print(line: string): void {
+  writeSync(1, `${line}\n`);
+}
+
+const storage = SqliteStorage.open(dir);
+const identity = storage.identity("crash-child");
+print(`ready ${identity.incarnation} ${storage.durabilitySettings().synchronous}`);
+
+const workload = new Workload(Number(seedText), modelOf(storage.load()));
+for (let i = 0; i < Number(stepsText); i++) {
+  const step = workload.next();
+  if (step.type === "persist") {
+    storage.persist({ hardState: step.hardState, entries: step.entries });
+  } else if (step.type === "snapshot") {
+    storage.saveSnapshot(step.meta, step.data);
+  } else {
+    storage.compactLog(step.index);
+  }
+  print(ackLine(step, workload.model));
+}
+print("done");
+setInterval(() => {}, 60_000);
