@@ -20,6 +20,15 @@ export interface RaftConfig {
   /** A float in [0, 1); injected so a simulator seed reproduces a run. */
   random: () => number;
   snapshots: SnapshotSource;
+  /** This host's incarnation (R0); messages from peers are checked against fences. */
+  incarnation?: string;
+  /** Start as a replacement that must be fenced in before it votes (R2, R3). */
+  recovering?: boolean;
+  /**
+   * Test-only switches that turn a safety rule off, so the simulator can show that its
+   * checks catch the violation. Never set outside tests.
+   */
+  unsafe?: { recoveringVotes?: boolean; fenceCountsReplaced?: boolean };
 }
 
 export const raftDefaults = {

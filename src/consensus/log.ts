@@ -1,4 +1,5 @@
 import { assert } from "../lib/assert.ts";
+import { Fences } from "./fences.ts";
 import type { Entry, RestoredState } from "./types.ts";
 
 /**
@@ -21,6 +22,8 @@ export class RaftLog {
   appliedIndex = 0;
   /** Running byte total of entries' data, to bound the in-memory window. */
   bytes = 0;
+  /** The incarnation table, kept in step with the entries (fences.ts). */
+  fences = new Fences();
 
   static restore(state: RestoredState): RaftLog {
     const log = new RaftLog();
@@ -42,10 +45,13 @@ export class RaftLog {
       log.offsetTerm = snapshotTerm;
       log.entries = state.entries.slice();
     }
+    log.fences = Fences.fromTable(state.fences);
     for (let i = 0; i < log.entries.length; i++) {
       const entry = log.entries[i]!;
       assert(entry.index === log.offsetIndex + 1 + i, "restored log must be contiguous");
       log.bytes += entry.data.byteLength;
+      // Fences at or below the snapshot are in the snapshot's table already.
+      if (entry.index > snapshotIndex) log.fences.onAppend(entry);
     }
     log.stableIndex = log.lastIndex;
     log.appliedIndex = Math.max(snapshotIndex, log.offsetIndex);
@@ -93,6 +99,7 @@ export class RaftLog {
     assert(entry.index === this.lastIndex + 1, "log must be contiguous");
     this.entries.push(entry);
     this.bytes += entry.data.byteLength;
+    this.fences.onAppend(entry);
   }
 
   /** truncateFrom drops every entry with index >= index. Never drops committed entries. */
@@ -103,6 +110,7 @@ export class RaftLog {
     for (let i = keep; i < this.entries.length; i++) this.bytes -= this.entries[i]!.data.byteLength;
     this.entries.length = keep;
     this.stableIndex = Math.min(this.stableIndex, index - 1);
+    this.fences.onTruncate(index);
   }
 
   /**
@@ -171,6 +179,7 @@ export class RaftLog {
     this.entries = this.entries.slice(drop);
     this.offsetIndex = index;
     this.offsetTerm = term;
+    this.fences.onCompact(index);
   }
 
   /** resetToSnapshot drops the whole log: a snapshot at (index, term) replaces it. */
@@ -183,5 +192,7 @@ export class RaftLog {
     assert(this.commitIndex <= index, "a snapshot is installed only ahead of the commit index");
     this.commitIndex = index;
     this.appliedIndex = index;
+    // The snapshot's own table replaces ours: the node passes it to Raft.restoreFences.
+    this.fences.resetBase(undefined);
   }
 }

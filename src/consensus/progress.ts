@@ -26,6 +26,10 @@ export class Progress {
   snapshotOffset = 0;
   /** A chunk is out and unacknowledged. */
   snapshotChunkSent = false;
+  /** Incarnation of the follower's host as its messages say; null until heard from. */
+  incarnation: string | null = null;
+  /** That host linked as a replacement still catching up. */
+  recovering = false;
 
   constructor(nextIndex: number) {
     this.nextIndex = nextIndex;
@@ -48,6 +52,19 @@ export class Progress {
     this.nextIndex = this.matchIndex + 1;
     this.inflight = [];
     this.probeSent = false;
+  }
+
+  /** reset forgets everything learned about the follower: a new host took its name (R4). */
+  reset(nextIndex: number, incarnation: string, recovering: boolean): void {
+    this.state = "probe";
+    this.matchIndex = 0;
+    this.nextIndex = nextIndex;
+    this.probeSent = false;
+    this.inflight = [];
+    this.pendingSnapshot = undefined;
+    this.snapshotChunkSent = false;
+    this.incarnation = incarnation;
+    this.recovering = recovering;
   }
 
   becomeSnapshot(meta: SnapshotMeta): void {

@@ -9,6 +9,7 @@
 
 import { assert, unreachable } from "../lib/assert.ts";
 import type { RaftConfig } from "./config.ts";
+import { encodeFence, type FenceTable } from "./fences.ts";
 import { RaftLog } from "./log.ts";
 import { Progress } from "./progress.ts";
 import { committedIndex, quorumSize } from "./quorum.ts";
@@ -33,6 +34,7 @@ import type {
   RequestVoteResponse,
   RestoredState,
   Role,
+  Sender,
   SnapshotChunkToPersist,
   SnapshotMeta,
   TimeoutNow,
@@ -67,9 +69,19 @@ export interface RaftStatus {
   firstIndex: number;
   logBytes: number;
   transferee: NodeId | null;
+  recovering: boolean;
+  fenced: string | null;
   progress: Record<
     NodeId,
-    { matchIndex: number; nextIndex: number; state: string; recentActive: boolean }
+    {
+      matchIndex: number;
+      nextIndex: number;
+      state: string;
+      recentActive: boolean;
+      incarnation: string | null;
+      recovering: boolean;
+      counted: boolean;
+    }
   >;
 }
 
@@ -105,6 +117,14 @@ export class Raft {
   #readContext = 0;
 
   #persistedHardState: HardState;
+  readonly incarnation: string;
+  /** A replacement catching up: never votes or campaigns; its acks do not count (R3). */
+  recovering: boolean;
+  /** Why this incarnation is fenced (R7), or null. A fenced node never acts again. */
+  fenced: string | null = null;
+  #becameNormal = false;
+  /** The sender of the message being stepped (for vote counting). */
+  #lastSender: Sender | undefined = undefined;
   #snapshotChunk: SnapshotChunkToPersist | undefined = undefined;
   #installSnapshot: SnapshotMeta | undefined = undefined;
   /** Offset of the incoming snapshot staged so far (follower side). */
@@ -124,7 +144,10 @@ export class Raft {
     this.term = restored.hardState.term;
     this.votedFor = restored.hardState.votedFor;
     this.#persistedHardState = { ...restored.hardState, commitIndex: this.log.commitIndex };
+    this.incarnation = config.incarnation ?? "";
+    this.recovering = config.recovering ?? false;
     this.#resetElectionTimer();
+    this.#checkOwnFence();
   }
 
   get commitIndex(): number {
@@ -145,6 +168,7 @@ export class Raft {
 
   #tickElection(): void {
     this.#electionElapsed++;
+    if (this.recovering || this.fenced !== null) return; // R3, R7: never campaign
     if (this.#electionElapsed >= this.#randomizedElectionTicks) {
       this.#electionElapsed = 0;
       this.#onElectionTimeout();
@@ -174,10 +198,15 @@ export class Raft {
     }
   }
 
-  /** step processes one message addressed to this node. */
-  step(message: Message): void {
+  /**
+   * step processes one message addressed to this node. `sender` is what the link knows
+   * of the sending host; without it (tests) the sender is taken as an original member.
+   */
+  step(message: Message, sender?: Sender): void {
     assert(message.to === this.id, `message for ${message.to} delivered to ${this.id}`);
     if (!this.members.includes(message.from) || message.from === this.id) return;
+    if (this.fenced !== null) return;
+    if (sender !== undefined && !this.admits(message.from, sender)) return;
 
     if (message.term > this.term) {
       if (message.type === "preVote" || message.type === "requestVote") {
@@ -225,6 +254,8 @@ export class Raft {
       }
       return;
     }
+    this.#noteSender(message.from, sender);
+    this.#lastSender = sender;
 
     switch (message.type) {
       case "preVote":
@@ -267,6 +298,118 @@ export class Raft {
     }
   }
 
+  /**
+   * admits decides whether a host may speak for a member (R7): its current incarnation
+   * (the latest fence, committed or not), an original member never fenced, or a
+   * replacement still recovering (it may catch up; it is not counted). A superseded
+   * incarnation, or a normal host whose incarnation the table does not know, is a
+   * zombie and is ignored.
+   */
+  admits(name: NodeId, sender: Sender): boolean {
+    const current = this.log.fences.current(name);
+    if (current !== undefined && current.incarnation === sender.incarnation) return true;
+    if (this.log.fences.isSuperseded(name, sender.incarnation)) return false;
+    if (current === undefined && !sender.recovering) return true;
+    return sender.recovering;
+  }
+
+  /**
+   * counts says whether a follower's acknowledgements count toward commit and its votes
+   * toward a quorum. Not while a fence for it is uncommitted (R5: the fence commits on a
+   * majority of the OTHER members), not for a replacement not yet fenced in (R3), and
+   * only for the incarnation the table names.
+   */
+  #counts(name: NodeId, incarnation: string | null, recovering: boolean): boolean {
+    const current = this.log.fences.current(name);
+    if (current !== undefined && current.index > this.log.commitIndex) {
+      if (this.#config.unsafe?.fenceCountsReplaced !== true) return false;
+      return incarnation === current.incarnation;
+    }
+    if (incarnation === null) return current === undefined;
+    if (current !== undefined) return current.incarnation === incarnation;
+    return !recovering;
+  }
+
+  /** restoreFences replaces the incarnation table after a snapshot is installed. */
+  restoreFences(table: FenceTable | undefined): void {
+    this.log.fences.resetBase(table);
+    this.#checkOwnFence();
+  }
+
+  /** fenceTableAt returns the incarnation table as of index (for snapshots). */
+  fenceTableAt(index: number): FenceTable {
+    return this.log.fences.tableAt(index);
+  }
+
+  /** markFenced stops this node for good: a peer said its incarnation is superseded. */
+  markFenced(reason: string): void {
+    if (this.fenced !== null) return;
+    this.fenced = reason;
+    if (this.role === "leader") this.#failPendingReads();
+    this.role = "follower";
+    this.leader = null;
+  }
+
+  /** bootstrapNormal ends recovering for a founding member of a brand-new cluster (R1). */
+  bootstrapNormal(): void {
+    assert(this.log.lastIndex === 0 && this.term === 0, "only an empty node bootstraps");
+    this.recovering = false;
+  }
+
+  #checkOwnFence(): void {
+    const current = this.log.fences.current(this.id);
+    if (
+      current !== undefined && this.incarnation !== "" &&
+      current.incarnation !== this.incarnation &&
+      current.index <= this.log.commitIndex &&
+      (!this.recovering || this.log.fences.isSuperseded(this.id, this.incarnation))
+    ) {
+      this.markFenced(
+        `incarnation ${this.incarnation} was replaced by ${current.incarnation} at index ${current.index}`,
+      );
+    }
+  }
+
+  /**
+   * maybeBecomeNormal ends recovering (R6) once this host's own fence is committed and
+   * durable here. In the same write it adopts the current leader's vote for the current
+   * term (term >= the fence's), so the vote the wiped host may have cast in this term
+   * cannot be cast again.
+   */
+  #maybeBecomeNormal(): void {
+    if (!this.recovering || this.leader === null) return;
+    const current = this.log.fences.current(this.id);
+    if (current === undefined || current.incarnation !== this.incarnation) return;
+    if (current.index > this.log.commitIndex || current.index > this.log.stableIndex) return;
+    if (this.votedFor === null) this.votedFor = this.leader;
+    this.recovering = false;
+    this.#becameNormal = true;
+  }
+
+  /** The leader appends a fence for a replacement it has heard from (R4), one at a time (R8). */
+  #maybeFence(name: NodeId, sender: Sender): void {
+    if (this.role !== "leader" || !sender.recovering) return;
+    const current = this.log.fences.current(name);
+    if (current !== undefined && current.incarnation === sender.incarnation) return;
+    if (this.log.fences.uncommitted(this.log.commitIndex).length > 0) return;
+    if (this.#transferee !== null) return;
+    this.#appendEntry("fence", encodeFence(name, sender.incarnation));
+  }
+
+  /** #noteSender tracks which host speaks for a follower; a new one resets its progress (R4). */
+  #noteSender(name: NodeId, sender: Sender | undefined): void {
+    if (this.role !== "leader" || sender === undefined) return;
+    const progress = this.#progress.get(name);
+    if (progress === undefined) return;
+    if (progress.incarnation !== null && progress.incarnation !== sender.incarnation) {
+      progress.reset(this.log.lastIndex + 1, sender.incarnation, sender.recovering);
+    } else {
+      progress.incarnation = sender.incarnation;
+      progress.recovering = sender.recovering;
+    }
+    this.#maybeFence(name, sender);
+  }
+
   /** propose appends a command to the leader's log. */
   propose(data: Uint8Array): ProposeResult {
     return this.#propose("command", data);
@@ -278,7 +421,9 @@ export class Raft {
   }
 
   #propose(kind: EntryKind, data: Uint8Array): ProposeResult {
-    if (this.role !== "leader") return { ok: false, reason: "not-leader", leader: this.leader };
+    if (this.role !== "leader" || this.fenced !== null) {
+      return { ok: false, reason: "not-leader", leader: this.leader };
+    }
     if (this.#transferee !== null) {
       return { ok: false, reason: "transferring", leader: this.leader };
     }
@@ -324,6 +469,9 @@ export class Raft {
     if (to === this.id) return { ok: false, reason: "already-leader", leader: this.id };
     const progress = this.#progress.get(to);
     if (progress === undefined) return { ok: false, reason: "unknown-member", leader: this.id };
+    if (!this.#counts(to, progress.incarnation, progress.recovering)) {
+      return { ok: false, reason: "not-voter", leader: this.id };
+    }
     this.#transferee = to;
     this.#transferElapsed = 0;
     if (progress.matchIndex === this.log.lastIndex) this.#sendTimeoutNow(to);
@@ -361,10 +509,14 @@ export class Raft {
     return this.#messages.length > 0 || this.#readStates.length > 0 ||
       this.#broadcastPending || this.log.stableIndex < this.log.lastIndex ||
       this.log.appliedIndex < this.log.commitIndex || this.#hardStateChanged() ||
+      this.#becameNormal ||
+      this.#readyToBecomeNormal() ||
       this.#snapshotChunk !== undefined || this.#installSnapshot !== undefined;
   }
 
   ready(): Ready {
+    this.#maybeBecomeNormal();
+    this.#checkOwnFence();
     if (this.#broadcastPending) {
       this.#broadcastPending = false;
       if (this.role === "leader") this.#broadcastAppend();
@@ -383,7 +535,9 @@ export class Raft {
       messages: this.#messages,
       committedEntries,
       readStates: this.#readStates,
+      becameNormal: this.#becameNormal,
     };
+    this.#becameNormal = false;
     this.#messages = [];
     this.#readStates = [];
     this.#snapshotChunk = undefined;
@@ -459,7 +613,10 @@ export class Raft {
     const canVote = this.votedFor === message.from ||
       (this.votedFor === null && this.leader === null) ||
       (isPreVote && message.term > this.term);
-    const granted = canVote && this.log.isUpToDate(message.lastLogIndex, message.lastLogTerm);
+    // R3: a replacement still catching up never votes, not even a pre-vote.
+    const granted = canVote &&
+      (!this.recovering || this.#config.unsafe?.recoveringVotes === true) &&
+      this.log.isUpToDate(message.lastLogIndex, message.lastLogTerm);
     if (granted && !isPreVote) {
       this.votedFor = message.from;
       this.#electionElapsed = 0;
@@ -479,12 +636,17 @@ export class Raft {
     const expected = kind === "preVote" ? "preCandidate" : "candidate";
     if (this.role !== expected) return;
     if (kind === "preVote" && message.term !== this.term + 1 && message.granted) return;
+    const sender = this.#lastSender;
+    const counted = sender === undefined
+      ? this.#counts(message.from, null, false)
+      : this.#counts(message.from, sender.incarnation, sender.recovering);
+    if (!counted && message.granted) return;
     if (!this.#votes.has(message.from)) this.#votes.set(message.from, message.granted);
     this.#tallyVotes(kind);
   }
 
   #onTimeoutNow(_message: TimeoutNow): void {
-    if (this.role === "leader") return;
+    if (this.role === "leader" || this.recovering) return;
     // The leader chose us: campaign now, past pre-vote and past voters' leases.
     this.#campaign("requestVote", true);
   }
@@ -529,6 +691,13 @@ export class Raft {
     this.#appendEntry("noop", new Uint8Array(0));
   }
 
+  #readyToBecomeNormal(): boolean {
+    if (!this.recovering || this.leader === null) return false;
+    const current = this.log.fences.current(this.id);
+    return current !== undefined && current.incarnation === this.incarnation &&
+      current.index <= this.log.commitIndex && current.index <= this.log.stableIndex;
+  }
+
   #resetElectionTimer(): void {
     this.#electionElapsed = 0;
     const base = this.#config.electionTicks;
@@ -537,8 +706,10 @@ export class Raft {
 
   #quorumActive(): boolean {
     let active = 1;
-    for (const progress of this.#progress.values()) {
-      if (progress.recentActive) active++;
+    for (const [peer, progress] of this.#progress) {
+      if (progress.recentActive && this.#counts(peer, progress.incarnation, progress.recovering)) {
+        active++;
+      }
       progress.recentActive = false;
     }
     return active >= quorumSize(this.members.length);
@@ -718,7 +889,10 @@ export class Raft {
       this.#sendAppendsWhileOpen(message.from);
     }
     const round = this.#readRound;
-    if (round !== undefined && message.context === round.context) {
+    if (
+      round !== undefined && message.context === round.context &&
+      this.#counts(message.from, progress.incarnation, progress.recovering)
+    ) {
       round.acks.add(message.from);
       this.#maybeFinishReadRound();
     }
@@ -877,7 +1051,11 @@ export class Raft {
 
   #maybeCommit(): void {
     const matches = [this.log.stableIndex];
-    for (const progress of this.#progress.values()) matches.push(progress.matchIndex);
+    for (const [peer, progress] of this.#progress) {
+      matches.push(
+        this.#counts(peer, progress.incarnation, progress.recovering) ? progress.matchIndex : 0,
+      );
+    }
     const index = committedIndex(matches);
     // Reference: §5.4.2: only entries of the current term commit by counting replicas.
     if (index > this.log.commitIndex && this.log.termAt(index) === this.term) {
@@ -996,6 +1174,9 @@ export class Raft {
         nextIndex: p.nextIndex,
         state: p.state,
         recentActive: p.recentActive,
+        incarnation: p.incarnation,
+        recovering: p.recovering,
+        counted: this.#counts(peer, p.incarnation, p.recovering),
       };
     }
     return {
@@ -1011,6 +1192,8 @@ export class Raft {
       firstIndex: this.log.firstIndex,
       logBytes: this.log.bytes,
       transferee: this.#transferee,
+      recovering: this.recovering,
+      fenced: this.fenced,
       progress: this.role === "leader" ? progress : {},
     };
   }

@@ -2,6 +2,8 @@
 // the core is pure and synchronous, and these values cross the wire (transport/codec.ts)
 // and the disk (storage/) unchanged.
 
+import type { FenceTable } from "./fences.ts";
+
 /** NodeId is a member's name from the shared config. */
 export type NodeId = string;
 
@@ -189,6 +191,18 @@ export interface Ready {
   messages: Message[];
   committedEntries: Entry[];
   readStates: ReadState[];
+  /**
+   * Set when this replacement turns into a normal voting member (R6): persist status
+   * "normal" in the same transaction as hardState (which carries the adopted vote).
+   */
+  becameNormal: boolean;
+}
+
+/** Sender is what the link knows of a message's sender (from its handshake). */
+export interface Sender {
+  incarnation: string;
+  /** The sender was a replacement still catching up when it linked. */
+  recovering: boolean;
 }
 
 /** SnapshotSource lets a leader read chunks of its latest durable snapshot. */
@@ -204,6 +218,8 @@ export interface RestoredState {
   snapshot: SnapshotMeta | undefined;
   /** Entries in order and contiguous; they may start at or before the snapshot index. */
   entries: Entry[];
+  /** The incarnation table as of the snapshot (fences.ts); none without a snapshot. */
+  fences?: FenceTable | undefined;
 }
 
 export type ProposeResult =
@@ -218,6 +234,6 @@ export type TransferResult =
   | { ok: true }
   | {
     ok: false;
-    reason: "not-leader" | "unknown-member" | "already-leader";
+    reason: "not-leader" | "unknown-member" | "already-leader" | "not-voter";
     leader: NodeId | null;
   };

@@ -32,17 +32,25 @@ export class TestNode {
   readStates: { requestId: number; index: number }[] = [];
   /** State machine: the data of applied commands, as strings. */
   state: string[] = [];
+  /** Messages this host sent while it was a zombie (to tell them apart). */
+  outbox: Message[] = [];
+
+  /** This host's incarnation (R0); a wiped node gets a new one. */
+  incarnation: string;
 
   constructor(
     readonly id: NodeId,
     readonly members: NodeId[],
     readonly overrides: Partial<RaftConfig>,
     seed: number,
+    incarnation = `${id}-1`,
+    recovering = false,
   ) {
-    this.raft = this.#build(seed);
+    this.incarnation = incarnation;
+    this.raft = this.#build(seed, recovering);
   }
 
-  #build(seed: number): Raft {
+  #build(seed: number, recovering: boolean): Raft {
     const prng = new Prng(seed);
     const disk = this.disk;
     const config: RaftConfig = {
@@ -52,6 +60,8 @@ export class TestNode {
       electionTicks: 10,
       heartbeatTicks: 1,
       random: () => prng.next(),
+      incarnation: this.incarnation,
+      recovering,
       snapshots: {
         latest: () => disk.snapshot?.meta,
         readChunk: (_index, offset, length) => disk.snapshot!.data.slice(offset, offset + length),
@@ -63,14 +73,17 @@ export class TestNode {
       hardState: { ...disk.hardState },
       snapshot: disk.snapshot?.meta,
       entries: disk.entries.filter((entry) => entry.index > snapshotIndex),
+      fences: disk.snapshot
+        ? JSON.parse(new TextDecoder().decode(disk.snapshot.data)).fences
+        : undefined,
     });
   }
 
   /** restart simulates a crash: memory is lost, the disk is kept. */
   restart(seed: number): void {
     const snapshot = this.disk.snapshot;
-    this.state = snapshot ? JSON.parse(new TextDecoder().decode(snapshot.data)) : [];
-    this.raft = this.#build(seed);
+    this.state = snapshot ? JSON.parse(new TextDecoder().decode(snapshot.data)).state : [];
+    this.raft = this.#build(seed, this.raft.recovering);
   }
 
   /** process runs the node loop until there is no Ready; returns the messages to send. */
@@ -103,7 +116,9 @@ export class TestNode {
     if (ready.installSnapshot !== undefined) {
       disk.snapshot = { meta: ready.installSnapshot, data: disk.staged };
       disk.entries = [];
-      this.state = JSON.parse(new TextDecoder().decode(disk.staged));
+      const decoded = JSON.parse(new TextDecoder().decode(disk.staged));
+      this.state = decoded.state;
+      this.raft.restoreFences(decoded.fences);
     }
     if (ready.hardState !== undefined) disk.hardState = { ...ready.hardState };
     const first = ready.entries[0];
@@ -117,7 +132,9 @@ export class TestNode {
   takeSnapshot(trailing = 0): void {
     const last = this.applied[this.applied.length - 1];
     if (last === undefined) return;
-    const data = new TextEncoder().encode(JSON.stringify(this.state));
+    const data = new TextEncoder().encode(
+      JSON.stringify({ state: this.state, fences: this.raft.fenceTableAt(last.index) }),
+    );
     const meta = { index: last.index, term: last.term, bytes: data.byteLength };
     this.disk.snapshot = { meta, data };
     const point = this.raft.compact(meta, trailing);
@@ -160,9 +177,52 @@ export class TestCluster {
       const message = this.queue.shift()!;
       if (this.cut.has(`${message.from}->${message.to}`)) continue;
       this.log.push(describe(message));
-      this.node(message.to).raft.step(message);
+      const sender = this.senderOf(message);
+      this.node(message.to).raft.step(message, sender);
       this.flush();
     }
+  }
+
+  /** Zombie hosts: old incarnations still running (keyed by incarnation). */
+  zombies = new Map<string, TestNode>();
+  #wipes = 0;
+
+  /** senderOf finds the host that sent a message: the live node or a zombie. */
+  senderOf(message: Message): { incarnation: string; recovering: boolean } {
+    const zombie = [...this.zombies.values()].find((z) =>
+      z.id === message.from && z.outbox.includes(message)
+    );
+    const host = zombie ?? this.node(message.from);
+    return { incarnation: host.incarnation, recovering: host.raft.recovering };
+  }
+
+  /**
+   * wipe replaces a member's host with an empty one under the same name (a new
+   * incarnation that starts recovering). With keepZombie the old host stays alive.
+   */
+  wipe(name: NodeId, keepZombie = false): TestNode {
+    const old = this.node(name);
+    if (keepZombie) this.zombies.set(old.incarnation, old);
+    this.#wipes++;
+    const fresh = new TestNode(
+      name,
+      old.members,
+      old.overrides,
+      7000 + this.#wipes,
+      `${name}-${this.#wipes + 1}`,
+      true,
+    );
+    this.nodes.set(name, fresh);
+    return fresh;
+  }
+
+  /** zombieSend lets a zombie host run: its messages go out tagged with its incarnation. */
+  zombieTick(incarnation: string, times = 1): void {
+    const zombie = this.zombies.get(incarnation)!;
+    for (let i = 0; i < times; i++) zombie.raft.tick();
+    const out = zombie.process();
+    zombie.outbox.push(...out);
+    this.queue.push(...out);
   }
 
   tick(name: NodeId, times = 1): void {
