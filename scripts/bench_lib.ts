@@ -136,3 +136,44 @@ export function filesystemName(type: number): string {
   };
   return names[type] ?? `0x${type.toString(16)}`;
 }
+
+/** procCpuTicks is utime + stime (clock ticks) from the text of /proc/<pid>/stat. */
+export function procCpuTicks(procStat: string): number | undefined {
+  // The command name (field 2) is in parentheses and may hold spaces: split after it.
+  const fields = procStat.slice(procStat.lastIndexOf(")") + 2).split(" ");
+  // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return Number.isFinite(utime) && Number.isFinite(stime) ? utime + stime : undefined;
+}
+
+/** MachineCpuTicks are the machine-wide counters of the first line of /proc/stat. */
+export interface MachineCpuTicks {
+  /** user, nice, system, irq and softirq. */
+  busy: number;
+  iowait: number;
+  /** Time the hypervisor ran something else while this machine wanted the CPU. */
+  steal: number;
+}
+
+/** machineCpuTicks reads the "cpu" line of /proc/stat; undefined if absent. */
+export function machineCpuTicks(procStat: string): MachineCpuTicks | undefined {
+  const line = procStat.split("\n").find((text) => text.startsWith("cpu "));
+  if (line === undefined) return undefined;
+  const values = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is inside user already).
+  const [user = 0, nice = 0, system = 0, _idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] =
+    values;
+  return { busy: user + nice + system + irq + softirq, iowait, steal };
+}
+
+/** maxGapMs is the longest time between consecutive instants (sorted ascending). */
+export function maxGapMs(start: number, instants: readonly number[], end: number): number {
+  let gap = 0;
+  let previous = start;
+  for (const instant of instants) {
+    gap = Math.max(gap, instant - previous);
+    previous = instant;
+  }
+  return Math.max(gap, end - previous);
+}

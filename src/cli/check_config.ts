@@ -1,9 +1,12 @@
 import { fingerprint, fingerprintFields } from "../config/fingerprint.ts";
 import { formatProblems, loadConfig } from "../config/parse.ts";
+import { checkDnsTtls } from "../resolver/dns.ts";
 
 /** checkConfig validates a config file and prints its fingerprint, problems and warnings. */
-export function checkConfig(file: string, json: boolean): number {
+export async function checkConfig(file: string, json: boolean): Promise<number> {
   const result = loadConfig(file);
+  // DNS member names are resolved (through resolver.servers when set) only in a valid config.
+  if (result.config !== undefined) result.warnings.push(...await checkDnsTtls(result.config));
   if (json) {
     process.stdout.write(
       JSON.stringify(

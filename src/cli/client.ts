@@ -1,75 +1,254 @@
-// Commands that talk to a running node over its HTTP API: status, kv.
+// Talking to a running node over its HTTP API: finding the node (--url, --config + --name,
+// KEEL_URL), the admin token, requests with a bound, errors for people; and the commands
+// `status` and `kv`. The other client commands (members, admin, drill) build on this file.
 
+import type { Config, MemberConfig } from "../config/types.ts";
 import { formatProblems, loadConfig, memberByName } from "../config/parse.ts";
+import { parseDuration } from "../lib/duration.ts";
 import { CliError, Flags } from "./flags.ts";
+import { bytes, dash, fields, type Io, ms, table, writeJson, yesNo } from "./output.ts";
 
-const clientOptions = {
+/** defaultUrl is where the client commands look when told nothing else. */
+export const defaultUrl = "http://127.0.0.1:7080";
+/** requestTimeoutMsDefault bounds one request of status, kv and the admin commands. */
+export const requestTimeoutMsDefault = 10_000;
+
+type OptionSpec = Record<string, { type: "string" | "boolean"; short?: string }>;
+
+/** connectionOptions are the flags every client command takes. */
+export const connectionOptions = {
   url: { type: "string" },
   config: { type: "string", short: "c" },
   name: { type: "string", short: "n" },
-  json: { type: "boolean" },
-  stale: { type: "boolean" },
+  token: { type: "string" },
   timeout: { type: "string" },
-} as const;
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies OptionSpec;
 
-/** nodeUrl finds the node to talk to: --url, --config + --name, KEEL_URL, or the default. */
-export function nodeUrl(flags: Flags): string {
-  const url = flags.string("url") ?? (flags.string("config") ? undefined : process.env.KEEL_URL);
-  if (url !== undefined) return url.replace(/\/+$/, "");
+/**
+ * CommandError is an operation that failed (node unreachable, request refused): printed
+ * as "keel: MESSAGE", exit code 1.
+ */
+export class CommandError extends Error {
+  override name = "CommandError";
+}
+
+/** UnreachableError is a request that got no HTTP answer at all. */
+export class UnreachableError extends CommandError {
+  override name = "UnreachableError";
+}
+
+/** Target is the node a command talks to and what it needs to talk to it. */
+export interface Target {
+  /** Base URL without a trailing slash, e.g. "http://127.0.0.11:7080". */
+  url: string;
+  /** Admin bearer token: --token, KEEL_ADMIN_TOKEN, or the config's security.admin_token. */
+  token: string | undefined;
+  /** Where the token came from, for error hints. */
+  tokenSource: "--token" | "KEEL_ADMIN_TOKEN" | "config" | undefined;
+  /** The --config file, when given: its members are a fallback list of addresses. */
+  config: Config | undefined;
+  /** Bound on each request (or on the whole command, where it says so). */
+  timeoutMs: number;
+}
+
+/**
+ * resolveTarget finds the node: --url, else --config + --name (that member's http
+ * address), else KEEL_URL, else the default. --config also supplies the admin token.
+ */
+export function resolveTarget(flags: Flags, io: Io, timeoutMsDefault: number): Target {
   const file = flags.string("config");
+  const name = flags.string("name");
+  let config: Config | undefined;
   if (file !== undefined) {
-    const name = flags.string("name");
-    if (name === undefined) throw new CliError("--config needs --name to pick a member");
     const loaded = loadConfig(file);
     if (loaded.config === undefined) throw new CliError(formatProblems(loaded.problems, file));
-    const member = memberByName(loaded.config, name);
-    if (member === undefined) throw new CliError(`${file}: no member named "${name}"`);
-    const host = member.http.host.includes(":") ? `[${member.http.host}]` : member.http.host;
-    return `http://${host}:${member.http.port}`;
+    config = loaded.config;
+  } else if (name !== undefined) {
+    throw new CliError("--name picks a member of the --config FILE; give --config too");
   }
-  return "http://127.0.0.1:7080";
-}
 
-async function request(url: string, init: RequestInit = {}): Promise<Response> {
-  try {
-    return await fetch(url, { ...init, signal: AbortSignal.timeout(10_000) });
-  } catch (error: unknown) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new UnreachableError(`Cannot reach ${new URL(url).origin}: ${reason}`);
-  }
-}
-
-class UnreachableError extends Error {}
-
-async function failWith(response: Response): Promise<number> {
-  const text = await response.text();
-  let message = text;
-  try {
-    const body = JSON.parse(text) as { error?: { code?: string; message?: string } };
-    if (body.error) message = `${body.error.code}: ${body.error.message}`;
-  } catch {
-    // not JSON: print as is
-  }
-  process.stderr.write(`keel: HTTP ${response.status}: ${message}\n`);
-  return 1;
-}
-
-export async function clientCommand(command: "status" | "kv", args: string[]): Promise<number> {
-  const flags = new Flags(args, clientOptions);
-  const base = nodeUrl(flags);
-  try {
-    if (command === "status") return await status(base, flags.boolean("json"));
-    return await kv(base, flags);
-  } catch (error: unknown) {
-    if (error instanceof UnreachableError) {
-      process.stderr.write(`keel: ${error.message}\n`);
-      return 1;
+  let url: string;
+  const urlFlag = flags.string("url");
+  if (urlFlag !== undefined) {
+    url = normalizeUrl(urlFlag, "--url");
+  } else if (config !== undefined) {
+    if (name === undefined) {
+      const names = config.members.map((m) => m.name).join(", ");
+      throw new CliError(`--config needs --name to pick a member (one of ${names})`);
     }
-    throw error;
+    const member = memberByName(config, name);
+    if (member === undefined) throw new CliError(`${file}: no member named "${name}"`);
+    url = memberHttpUrl(member);
+  } else if (io.env.KEEL_URL) {
+    url = normalizeUrl(io.env.KEEL_URL, "KEEL_URL");
+  } else {
+    url = defaultUrl;
+  }
+
+  let token: string | undefined;
+  let tokenSource: Target["tokenSource"];
+  const tokenFlag = flags.string("token");
+  if (tokenFlag !== undefined) {
+    [token, tokenSource] = [tokenFlag, "--token"];
+  } else if (io.env.KEEL_ADMIN_TOKEN) {
+    [token, tokenSource] = [io.env.KEEL_ADMIN_TOKEN, "KEEL_ADMIN_TOKEN"];
+  } else if (config?.security.adminToken !== undefined) {
+    [token, tokenSource] = [config.security.adminToken, "config"];
+  }
+
+  return { url, token, tokenSource, config, timeoutMs: timeoutFlag(flags) ?? timeoutMsDefault };
+}
+
+/** memberHttpUrl is the base URL of a configured member's HTTP API. */
+export function memberHttpUrl(member: MemberConfig): string {
+  const host = member.http.host.includes(":") ? `[${member.http.host}]` : member.http.host;
+  return `http://${host}:${member.http.port}`;
+}
+
+/** normalizeUrl accepts "http://host:port", "https://..." or a bare "host:port". */
+export function normalizeUrl(text: string, what: string): string {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`;
+  let parsed: URL;
+  try {
+    parsed = new URL(withScheme);
+  } catch {
+    throw new CliError(`${what} must be a URL such as http://127.0.0.1:7080; got "${text}"`);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new CliError(`${what} must be an http:// or https:// URL; got "${text}"`);
+  }
+  return withScheme.replace(/\/+$/, "");
+}
+
+/** timeoutFlag reads --timeout as a duration ("500ms", "5s"), or undefined if not given. */
+export function timeoutFlag(flags: Flags): number | undefined {
+  const text = flags.string("timeout");
+  if (text === undefined) return undefined;
+  let timeoutMs: number;
+  try {
+    timeoutMs = parseDuration(text);
+  } catch {
+    throw new CliError(`--timeout must be a duration such as "500ms" or "5s"; got "${text}"`);
+  }
+  if (timeoutMs <= 0) throw new CliError(`--timeout must be more than 0; got "${text}"`);
+  return timeoutMs;
+}
+
+/** request fetches with a time bound; no answer at all is an UnreachableError. */
+export async function request(
+  url: string,
+  timeoutMs: number,
+  init: RequestInit = {},
+): Promise<Response> {
+  try {
+    return await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+  } catch (error: unknown) {
+    throw new UnreachableError(
+      `Cannot reach ${new URL(url).origin}: ${fetchFailure(error, timeoutMs)}`,
+    );
   }
 }
 
-interface StatusBody {
+/** fetchFailure says in a few words why a fetch got no answer. */
+export function fetchFailure(error: unknown, timeoutMs: number): string {
+  if (error instanceof DOMException && error.name === "TimeoutError") {
+    return `no answer within ${ms(timeoutMs)}`;
+  }
+  const code = typeof error === "object" && error !== null && "code" in error
+    ? String((error as { code: unknown }).code)
+    : "";
+  switch (code) {
+    case "ECONNREFUSED":
+    case "ConnectionRefused":
+      return "connection refused";
+    case "ENOTFOUND":
+      return "host not found";
+    case "ECONNRESET":
+    case "ConnectionClosed":
+      return "connection closed before an answer";
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return "no route to host";
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** ApiError is an HTTP error answer, decoded from keel's JSON error shape when it is one. */
+export interface ApiError {
+  status: number;
+  code: string | undefined;
+  message: string;
+  leader: { name: string; url: string } | undefined;
+}
+
+/** readApiError reads an error answer: `{"error":{"code","message","leader"?}}` or text. */
+export async function readApiError(response: Response): Promise<ApiError> {
+  const text = await response.text();
+  const failure: ApiError = {
+    status: response.status,
+    code: undefined,
+    message: text.trim().slice(0, 500) || response.statusText,
+    leader: undefined,
+  };
+  try {
+    const body = JSON.parse(text) as {
+      error?: { code?: unknown; message?: unknown; leader?: { name?: unknown; url?: unknown } };
+    };
+    const error = body.error;
+    if (typeof error === "object" && error !== null) {
+      if (typeof error.code === "string") failure.code = error.code;
+      if (typeof error.message === "string") failure.message = error.message;
+      const leader = error.leader;
+      if (typeof leader?.name === "string" && typeof leader.url === "string") {
+        failure.leader = { name: leader.name, url: leader.url };
+      }
+    }
+  } catch {
+    // Not JSON (a proxy's page, say): the text as is.
+  }
+  return failure;
+}
+
+/** describeApiError renders an error answer for people, naming who answered. */
+export function describeApiError(url: string, error: ApiError): string {
+  const code = error.code === undefined ? "" : ` ${error.code}`;
+  const leader = error.leader === undefined
+    ? ""
+    : ` (leader: ${error.leader.name} at ${error.leader.url})`;
+  return `${new URL(url).origin} answered ${error.status}${code}: ${error.message}${leader}`;
+}
+
+/** failWith turns an error answer into a CommandError (exit code 1). */
+export async function failWith(url: string, response: Response): Promise<never> {
+  throw new CommandError(describeApiError(url, await readApiError(response)));
+}
+
+/** readJson reads a successful answer's JSON body. */
+export async function readJson<T>(url: string, response: Response): Promise<T> {
+  const text = await response.text();
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new CommandError(
+      `${new URL(url).origin} answered ${response.status} with a body that is not JSON: ${
+        text.slice(0, 200)
+      }`,
+    );
+  }
+}
+
+/** getJson GETs a path and returns its JSON, or throws CommandError on any failure. */
+export async function getJson<T>(base: string, path: string, timeoutMs: number): Promise<T> {
+  const url = `${base}${path}`;
+  const response = await request(url, timeoutMs);
+  if (!response.ok) return await failWith(url, response);
+  return await readJson<T>(url, response);
+}
+
+/** StatusBody is the part of GET /status (NodeStatusView) the CLI reads. */
+export interface StatusBody {
   name: string;
   role: string;
   term: number;
@@ -77,88 +256,147 @@ interface StatusBody {
   commitIndex: number;
   appliedIndex: number;
   lastIndex: number;
+  firstIndex?: number;
   snapshotIndex: number;
-  incarnation: string;
-  members: {
-    name: string;
-    peer: string;
-    connected: boolean;
-    matchIndex: number | null;
-    lag: number | null;
-  }[];
+  snapshotBytes?: number;
+  storageBytes?: number;
+  incarnation?: string;
+  status?: string;
+  version?: string;
+  clusterName?: string;
+  uptimeMs?: number;
+  leaderHeardMsAgo?: number | null;
+  members: MemberStatus[];
 }
 
-async function status(base: string, json: boolean): Promise<number> {
-  const response = await request(`${base}/status`);
-  if (!response.ok) return await failWith(response);
-  const body = await response.json() as StatusBody;
-  if (json) {
-    process.stdout.write(JSON.stringify(body, null, 2) + "\n");
-    return 0;
+/** MemberStatus is one member as a node sees it on /status. */
+export interface MemberStatus {
+  name: string;
+  self?: boolean;
+  peer: string;
+  http?: string;
+  connected: boolean;
+  incarnation?: string | null;
+  lastError?: string | null;
+  matchIndex: number | null;
+  lag: number | null;
+  replication?: string | null;
+}
+
+/** memberRole is a member's role as the answering node knows it. */
+export function memberRole(status: StatusBody, member: MemberStatus): string {
+  if (member.self === true || member.name === status.name) return status.role;
+  if (member.name === status.leader) return "leader";
+  return status.leader === null ? "-" : "follower";
+}
+
+/** formatStatus renders GET /status for people: a summary, then one row per member. */
+export function formatStatus(status: StatusBody): string {
+  const heading = [status.role, `term ${status.term}`];
+  if (status.clusterName !== undefined) heading.push(`cluster ${status.clusterName}`);
+  if (status.version !== undefined) heading.push(`keel ${status.version}`);
+  if (status.uptimeMs !== undefined) {
+    heading.push(`up ${ms(Math.round(status.uptimeMs / 1000) * 1000)}`);
   }
-  process.stdout.write(
-    `node ${body.name} (${body.role}, term ${body.term})  leader: ${body.leader ?? "none"}\n` +
-      `commit ${body.commitIndex}  applied ${body.appliedIndex}  last ${body.lastIndex}  snapshot ${body.snapshotIndex}\n\n`,
-  );
-  const rows = [["MEMBER", "PEER", "CONNECTED", "MATCH", "LAG"]];
-  for (const m of body.members) {
-    rows.push([
-      m.name,
-      m.peer,
-      String(m.connected),
-      String(m.matchIndex ?? "-"),
-      String(m.lag ?? "-"),
+  const leader = status.leader === null ? "none known" : status.leader +
+    (status.leaderHeardMsAgo !== undefined && status.leaderHeardMsAgo !== null &&
+        status.leader !== status.name
+      ? ` (heard ${ms(status.leaderHeardMsAgo)} ago)`
+      : "");
+  const summary: [string, string][] = [
+    ["leader", leader],
+    [
+      "indexes",
+      `commit ${status.commitIndex}  applied ${status.appliedIndex}  last ${status.lastIndex}` +
+      (status.firstIndex === undefined ? "" : `  first ${status.firstIndex}`),
+    ],
+    [
+      "snapshot",
+      `index ${status.snapshotIndex}` +
+      (status.snapshotBytes === undefined ? "" : `, ${bytes(status.snapshotBytes)}`),
+    ],
+  ];
+  if (status.storageBytes !== undefined) summary.push(["storage", bytes(status.storageBytes)]);
+  if (status.incarnation !== undefined) {
+    summary.push([
+      "incarnation",
+      status.incarnation + (status.status === undefined ? "" : ` (${status.status})`),
     ]);
   }
-  process.stdout.write(table(rows));
+
+  const rows = [["MEMBER", "ROLE", "ADDRESS", "PEER", "CONNECTED", "MATCH", "LAG", "NOTE"]];
+  for (const member of status.members) {
+    const self = member.self === true || member.name === status.name;
+    const note = self
+      ? "this node"
+      : !member.connected && member.lastError
+      ? member.lastError
+      : member.replication ?? "";
+    rows.push([
+      member.name,
+      memberRole(status, member),
+      dash(member.http),
+      member.peer,
+      yesNo(member.connected),
+      dash(member.matchIndex),
+      dash(member.lag),
+      note,
+    ]);
+  }
+  return `${status.name}: ${heading.join(", ")}\n` + fields(summary) + "\n" + table(rows);
+}
+
+/** statusCommand is `keel status`: one node's view of the cluster. */
+export async function statusCommand(args: string[], io: Io): Promise<number> {
+  const flags = new Flags(args, connectionOptions);
+  if (flags.positionals.length > 0) {
+    throw new CliError(`keel status takes no arguments; got "${flags.positionals[0]}"`);
+  }
+  const target = resolveTarget(flags, io, requestTimeoutMsDefault);
+  const status = await getJson<StatusBody>(target.url, "/status", target.timeoutMs);
+  if (flags.boolean("json")) writeJson(io, status);
+  else io.out(formatStatus(status));
   return 0;
 }
 
-async function kv(base: string, flags: Flags): Promise<number> {
-  const [verb, key, value] = flags.positionals;
-  const keyUrl = (k: string) => `${base}/v1/kv/${encodeURIComponent(k)}`;
-  switch (verb) {
-    case "get": {
-      if (key === undefined) throw new CliError("keel kv get needs a KEY");
-      const response = await request(
-        keyUrl(key) + (flags.boolean("stale") ? "?consistency=stale" : ""),
+const kvOptions = {
+  ...connectionOptions,
+  stale: { type: "boolean" },
+  limit: { type: "string" },
+  after: { type: "string" },
+} as const satisfies OptionSpec;
+
+/** kvListLimitMax is the most keys one `kv list` asks for (the server may cap it lower). */
+const kvListLimitMax = 10_000;
+
+/** kvCommand is `keel kv get|put|delete|list`: the built-in key-value service. */
+export async function kvCommand(args: string[], io: Io): Promise<number> {
+  const flags = new Flags(args, kvOptions);
+  const [verb, key, value, ...extra] = flags.positionals;
+  const arity = (count: number, usage: string): void => {
+    const given = flags.positionals.length - 1;
+    if (given < count) throw new CliError(`keel kv ${verb} needs ${usage}`);
+    if (given > count) {
+      throw new CliError(
+        `keel kv ${verb} takes ${usage}; got an extra argument "${flags.positionals[count + 1]}"`,
       );
-      if (!response.ok) return await failWith(response);
-      process.stdout.write(new Uint8Array(await response.arrayBuffer()));
-      if (process.stdout.isTTY) process.stdout.write("\n");
-      return 0;
     }
-    case "put": {
-      if (key === undefined || value === undefined) {
-        throw new CliError("keel kv put needs a KEY and a VALUE");
+  };
+  switch (verb) {
+    case "get":
+      arity(1, "a KEY");
+      break;
+    case "put":
+      arity(2, "a KEY and a VALUE (- reads the value from stdin)");
+      break;
+    case "delete":
+      arity(1, "a KEY");
+      break;
+    case "list":
+      if (extra.length > 0 || value !== undefined) {
+        throw new CliError(`keel kv list takes at most a PREFIX; got an extra argument "${value}"`);
       }
-      const response = await request(keyUrl(key), { method: "PUT", body: value });
-      if (!response.ok) return await failWith(response);
-      process.stdout.write(flags.boolean("json") ? await response.text() + "\n" : "ok\n");
-      return 0;
-    }
-    case "delete": {
-      if (key === undefined) throw new CliError("keel kv delete needs a KEY");
-      const response = await request(keyUrl(key), { method: "DELETE" });
-      if (!response.ok) return await failWith(response);
-      process.stdout.write(await response.text() + "\n");
-      return 0;
-    }
-    case "list": {
-      const response = await request(`${base}/v1/kv?prefix=${encodeURIComponent(key ?? "")}`);
-      if (!response.ok) return await failWith(response);
-      const body = await response.json() as {
-        items: { key: string; value?: string; value_base64?: string }[];
-      };
-      if (flags.boolean("json")) {
-        process.stdout.write(JSON.stringify(body, null, 2) + "\n");
-        return 0;
-      }
-      for (const item of body.items) {
-        process.stdout.write(`${item.key}\t${item.value ?? `base64:${item.value_base64}`}\n`);
-      }
-      return 0;
-    }
+      break;
     default:
       throw new CliError(
         `keel kv needs get, put, delete or list; got ${
@@ -166,11 +404,97 @@ async function kv(base: string, flags: Flags): Promise<number> {
         }`,
       );
   }
+  if (key === "" && verb !== "list") throw new CliError("KEY must not be empty");
+  const target = resolveTarget(flags, io, requestTimeoutMsDefault);
+  const json = flags.boolean("json");
+  const keyUrl = (k: string) => `${target.url}/v1/kv/${encodeURIComponent(k)}`;
+
+  switch (verb) {
+    case "get": {
+      const url = keyUrl(key!) + (flags.boolean("stale") ? "?consistency=stale" : "");
+      const response = await request(url, target.timeoutMs);
+      if (response.status === 404) {
+        const error = await readApiError(response);
+        if (error.code === "not_found") throw new CommandError(`Key "${key}" not found`);
+        throw new CommandError(describeApiError(url, error));
+      }
+      if (!response.ok) return await failWith(url, response);
+      const body = new Uint8Array(await response.arrayBuffer());
+      if (json) {
+        const text = new TextDecoder("utf-8", { fatal: false }).decode(body);
+        const index = response.headers.get("keel-mod-index");
+        writeJson(io, { key, value: text, mod_index: index === null ? null : Number(index) });
+      } else {
+        io.out(body);
+        if (io.isTTY) io.out("\n");
+      }
+      return 0;
+    }
+    case "put": {
+      const body = value === "-" ? await io.readStdin() : value!;
+      const url = keyUrl(key!);
+      const response = await request(url, target.timeoutMs, { method: "PUT", body });
+      if (!response.ok) return await failWith(url, response);
+      const result = await readJson<{ index?: number }>(url, response);
+      if (json) writeJson(io, result);
+      else io.out(`ok, index ${dash(result.index)}\n`);
+      return 0;
+    }
+    case "delete": {
+      const url = keyUrl(key!);
+      const response = await request(url, target.timeoutMs, { method: "DELETE" });
+      if (!response.ok) return await failWith(url, response);
+      const result = await readJson<{ deleted?: boolean; index?: number }>(url, response);
+      if (json) writeJson(io, result);
+      else {
+        io.out(
+          `${result.deleted === false ? "no such key" : "deleted"}, index ${dash(result.index)}\n`,
+        );
+      }
+      return 0;
+    }
+    case "list": {
+      const query = new URLSearchParams({ prefix: key ?? "" });
+      const limit = flags.string("limit");
+      if (limit !== undefined) {
+        const count = Number(limit);
+        if (!Number.isInteger(count) || count < 1 || count > kvListLimitMax) {
+          throw new CliError(
+            `--limit must be a whole number from 1 to ${kvListLimitMax}; got "${limit}"`,
+          );
+        }
+        query.set("limit", String(count));
+      }
+      const after = flags.string("after");
+      if (after !== undefined) query.set("after", after);
+      const url = `${target.url}/v1/kv?${query}`;
+      const response = await request(url, target.timeoutMs);
+      if (!response.ok) return await failWith(url, response);
+      const result = await readJson<{
+        items: { key: string; value?: string; value_base64?: string }[];
+        more?: boolean;
+      }>(url, response);
+      if (json) {
+        writeJson(io, result);
+        return 0;
+      }
+      const rows = [["KEY", "VALUE"]];
+      for (const item of result.items) {
+        rows.push([item.key, oneLine(item.value ?? `base64:${item.value_base64 ?? ""}`)]);
+      }
+      if (result.items.length > 0) io.out(table(rows));
+      const last = result.items.at(-1);
+      if (result.more === true && last !== undefined) {
+        io.err(`(more keys follow: --after ${JSON.stringify(last.key)})\n`);
+      }
+      return 0;
+    }
+  }
+  return 0;
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-  return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd()).join(
-    "\n",
-  ) + "\n";
+// A value shown in a table stays on one line and within reason.
+function oneLine(text: string): string {
+  const flat = text.replace(/[\r\n\t]/g, " ");
+  return flat.length > 80 ? flat.slice(0, 79) + "…" : flat;
 }

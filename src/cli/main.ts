@@ -3,61 +3,109 @@
 
 import { version } from "../version.ts";
 import { checkConfig } from "./check_config.ts";
-import { clientCommand } from "./client.ts";
+import { adminCommand } from "./admin.ts";
+import { CommandError, defaultUrl, kvCommand, statusCommand } from "./client.ts";
+import { drillCommand } from "./drill.ts";
 import { CliError, Flags } from "./flags.ts";
+import { membersCommand } from "./members.ts";
+import { type Io, processIo } from "./output.ts";
 import { run, runOptions } from "./run.ts";
 
 export const usage = `keel ${version} — a replicated state-machine node in one executable
 
 Usage:
   keel run --config FILE [--name NAME] [--data-dir DIR] [--log-format json|text]
+           [--log-level debug|info|warn|error] [--peer-listen HOST:PORT] [--http-listen HOST:PORT]
   keel check-config FILE
-  keel status  [--url URL | --config FILE --name NAME] [--json]
-  keel kv get KEY [--stale]        [--url URL | --config FILE --name NAME]
-  keel kv put KEY VALUE            [--url URL | --config FILE --name NAME]
-  keel kv delete KEY               [--url URL | --config FILE --name NAME]
-  keel kv list [PREFIX]            [--url URL | --config FILE --name NAME] [--json]
+  keel status                          [NODE] [--json]
+  keel members                         [NODE] [--json]
+  keel snapshot                        [NODE] [TOKEN] [--json]
+  keel step-down [--to NAME]           [NODE] [TOKEN] [--json]
+  keel suspend | resume | shutdown     [NODE] [TOKEN] [--json]
+  keel drill failover [--kill]         [NODE] [TOKEN] [--json]
+  keel kv get KEY [--stale]            [NODE] [--json]
+  keel kv put KEY VALUE|-              [NODE] [--json]
+  keel kv delete KEY                   [NODE] [--json]
+  keel kv list [PREFIX] [--limit N] [--after KEY]  [NODE] [--json]
   keel version
   keel help
+
+  NODE  = --url URL | --config FILE --name NAME      (and --timeout DURATION)
+  TOKEN = --token TOKEN                              (admin commands)
 
 Commands:
   run           Start this host's member of the cluster named in FILE. --name picks the
                 member (default: the host name); --data-dir overrides storage.dir/NAME.
                 Logs are JSON lines on stderr (--log-format text for people).
+                --peer-listen / --http-listen bind elsewhere than the configured
+                endpoints (behind a proxy or NAT, or 0.0.0.0:PORT when members are
+                addressed by DNS names); peers still dial the configured ones.
   check-config  Validate FILE, print its fingerprint and every problem and warning.
-  status        Show a node's view of the cluster (GET /status).
-  kv            Read and write the built-in key-value service over HTTP.
+  status        One node's view of the cluster (GET /status): role, term, leader, indexes,
+                and per member its role as known, address, connection, match index, lag.
+  members       Every member's own view side by side: role, term, leader, commit and
+                applied index, reachable, and readiness (GET /readyz) with failing checks.
+                Asks each member directly (--timeout per member, default 2s).
+  snapshot      Take a snapshot now and compact the log (POST /admin/snapshot).
+  step-down     Hand leadership to another member (--to NAME, or the most caught-up one)
+                and wait until it leads. Sent to a follower, it goes on to the leader.
+  suspend       Make client writes on the node fail with 503 until resume.
+  resume        Accept client writes again.
+  shutdown      Stop the node gracefully; a leader hands over leadership first.
+  drill failover
+                Rehearse losing the leader: a probe writer PUTs keel-drill/probe every
+                ~20ms while the leader is asked to step down, or with --kill while you
+                kill it yourself (the drill only watches and needs no token). Reports the
+                old and new leader, how long writes were unavailable, and the probe
+                writes attempted and failed. --timeout bounds the watch for a new leader
+                (default 30s).
+  kv            Read and write the built-in key-value service. kv put KEY - reads the
+                value from stdin; kv get --stale reads this node's state without a
+                round to the leader.
   version       Print the version.
 
-Finding a node: --url http://HOST:PORT, or --config FILE --name NAME (that member's
-http address), or KEEL_URL in the environment. Default: http://127.0.0.1:7080.
+Finding a node: --url http://HOST:PORT, or --config FILE --name NAME (that member's http
+address), or KEEL_URL in the environment. Default: ${defaultUrl}.
+Admin token (snapshot, step-down, suspend, resume, shutdown, drill): --token TOKEN, or
+KEEL_ADMIN_TOKEN in the environment, or security.admin_token of the --config FILE.
+--timeout bounds each request (default 10s) unless a command says otherwise.
+--json prints the result as JSON on stdout, for scripts.
 
 Exit codes:
   0  success
-  1  the operation failed (node unreachable, request refused, key not found)
+  1  the operation failed (node unreachable, request refused, key not found, drill
+     without a measured failover)
   2  bad arguments or a bad config file
 
 Example (a local 3-node cluster: make run):
   keel run --config examples/local-3.yaml --name node-a --data-dir data/node-a
-  curl -X PUT --data hello http://127.0.0.11:7080/v1/kv/greeting
-  curl http://127.0.0.12:7080/v1/kv/greeting
+  keel members --url http://127.0.0.11:7080
+  keel kv put greeting hello --url http://127.0.0.11:7080
+  keel kv get greeting --config examples/local-3.yaml --name node-b
+  keel drill failover --config examples/local-3.yaml --name node-a --token TOKEN
 `;
 
 /** main runs one command and returns the process exit code. */
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], io: Io = processIo()): Promise<number> {
   const [command, ...rest] = argv;
   try {
+    const dashes = rest.indexOf("--");
+    const options = dashes === -1 ? rest : rest.slice(0, dashes);
+    if (options.includes("--help") || options.includes("-h")) {
+      io.out(usage);
+      return 0;
+    }
     switch (command) {
       case undefined:
       case "help":
       case "--help":
       case "-h":
-        process.stdout.write(usage);
+        io.out(usage);
         return 0;
       case "version":
       case "--version":
       case "-v":
-        process.stdout.write(`keel ${version}\n`);
+        io.out(`keel ${version}\n`);
         return 0;
       case "run": {
         const flags = new Flags(rest, {
@@ -66,12 +114,10 @@ export async function main(argv: string[]): Promise<number> {
           "data-dir": { type: "string" },
           "log-format": { type: "string" },
           "log-level": { type: "string" },
+          "peer-listen": { type: "string" },
+          "http-listen": { type: "string" },
           help: { type: "boolean", short: "h" },
         });
-        if (flags.boolean("help")) {
-          process.stdout.write(usage);
-          return 0;
-        }
         return await run(runOptions(flags));
       }
       case "check-config": {
@@ -81,18 +127,33 @@ export async function main(argv: string[]): Promise<number> {
         });
         const file = flags.positionals[0] ?? flags.string("config");
         if (file === undefined) throw new CliError("keel check-config needs a FILE");
-        return checkConfig(file, flags.boolean("json"));
+        return await checkConfig(file, flags.boolean("json"));
       }
       case "status":
+        return await statusCommand(rest, io);
+      case "members":
+        return await membersCommand(rest, io);
       case "kv":
-        return await clientCommand(command, rest);
+        return await kvCommand(rest, io);
+      case "snapshot":
+      case "step-down":
+      case "suspend":
+      case "resume":
+      case "shutdown":
+        return await adminCommand(command, rest, io);
+      case "drill":
+        return await drillCommand(rest, io);
       default:
         throw new CliError(`Unknown command "${command}"`);
     }
   } catch (error: unknown) {
     if (error instanceof CliError) {
-      process.stderr.write(`keel: ${error.message}\nRun "keel --help" for usage.\n`);
+      io.err(`keel: ${error.message}\nRun "keel --help" for usage.\n`);
       return 2;
+    }
+    if (error instanceof CommandError) {
+      io.err(`keel: ${error.message}\n`);
+      return 1;
     }
     throw error;
   }

@@ -13,6 +13,7 @@ import { KvService } from "../service/kv.ts";
 import { SessionService } from "../service/sessions.ts";
 import { SqliteStorage } from "../storage/sqlite_storage.ts";
 import { TcpTransport } from "../transport/tcp.ts";
+import { registerResolverMetrics, startResolver } from "../resolver/dns.ts";
 import { version } from "../version.ts";
 import { CliError, type Flags } from "./flags.ts";
 
@@ -22,6 +23,10 @@ export interface RunOptions {
   dataDir: string | undefined;
   logFormat: "json" | "text" | undefined;
   logLevel: "debug" | "info" | "warn" | "error" | undefined;
+  /** Listen for peers here instead of on the member's configured peer endpoint. */
+  peerListen: { host: string; port: number } | undefined;
+  /** Serve HTTP here instead of on the member's configured http endpoint. */
+  httpListen: { host: string; port: number } | undefined;
 }
 
 export function runOptions(flags: Flags): RunOptions {
@@ -29,13 +34,28 @@ export function runOptions(flags: Flags): RunOptions {
   if (config === undefined) throw new CliError("keel run needs --config FILE");
   const logFormat = flags.choice("log-format", ["json", "text"] as const);
   const logLevel = flags.choice("log-level", ["debug", "info", "warn", "error"] as const);
+  const peerListen = listenFlag(flags, "peer-listen");
+  const httpListen = listenFlag(flags, "http-listen");
   return {
     config,
     name: flags.string("name"),
     dataDir: flags.string("data-dir"),
     logFormat,
     logLevel,
+    peerListen,
+    httpListen,
   };
+}
+
+function listenFlag(flags: Flags, name: string): { host: string; port: number } | undefined {
+  const text = flags.string(name);
+  if (text === undefined) return undefined;
+  const match = /^(.+):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[2]);
+  if (match === null || port < 1 || port > 65535) {
+    throw new CliError(`--${name} must be HOST:PORT; got "${text}"`);
+  }
+  return { host: match[1]!.replace(/^\[|\]$/g, ""), port };
 }
 
 /** run starts a node and resolves when it has stopped (signal or fatal error). */
@@ -76,6 +96,13 @@ export async function run(options: RunOptions): Promise<number> {
   let identity;
   try {
     identity = storage.identity(name);
+    if (storage.isEmpty() && identity.status !== "recovering") {
+      // R2: an empty node is recovering, durably, before any network I/O. It turns normal
+      // only by forming a brand-new cluster with every other member (all empty), or by
+      // being fenced in as the replacement of this member.
+      storage.setStatus("recovering");
+      identity = storage.identity(name);
+    }
   } catch (error: unknown) {
     log.error("cannot use this data dir", { dataDir, error });
     storage.close();
@@ -99,7 +126,7 @@ export async function run(options: RunOptions): Promise<number> {
   const transportLog = log.child({ component: "transport" });
   const transport = new TcpTransport({
     self: { name, incarnation: identity.incarnation },
-    listen: { host: member.peer.host, port: member.peer.port },
+    listen: options.peerListen ?? { host: member.peer.host, port: member.peer.port },
     peers: config.members.filter((m) => m.name !== name).map((m) => ({
       name: m.name,
       host: m.peer.host,
@@ -110,8 +137,39 @@ export async function run(options: RunOptions): Promise<number> {
     fingerprintFields: fingerprintFields(config),
     log: (level, message, fields) => transportLog[level](message, fields),
     random: Math.random,
+    localState: () => ({
+      hasState: node !== undefined && (node.raft.term > 0 || node.raft.lastIndex > 0),
+      recovering: node === undefined ? identity.status === "recovering" : node.raft.recovering,
+    }),
+    checkPeer: (peer, incarnation, recovering) =>
+      node?.raft.fencedOut(peer, { incarnation, recovering }) ?? null,
   });
-  const node = new KeelNode({ config, name, identity, storage, transport, service, log, version });
+  // Declared before the node exists: the transport's callbacks above read it late.
+  // deno-lint-ignore prefer-const
+  let node: KeelNode | undefined;
+  // Resolve the members' DNS names before the transport first dials (waits at most ~2 s),
+  // then every resolver.refresh; a changed address redials that peer.
+  const resolver = await startResolver({
+    config,
+    self: name,
+    transport,
+    log: log.child({ component: "resolver" }),
+  });
+  let requestShutdown = (): void => {};
+  node = new KeelNode({
+    config,
+    name,
+    identity,
+    storage,
+    transport,
+    service,
+    log,
+    version,
+    adminToken: config.security.adminToken,
+    onShutdown: () => requestShutdown(),
+    resolution: () => resolver.state(),
+  });
+  registerResolverMetrics(node.registry, resolver);
   try {
     await node.start();
   } catch (error: unknown) {
@@ -119,11 +177,13 @@ export async function run(options: RunOptions): Promise<number> {
       error,
       peer: `${member.peer.host}:${member.peer.port}`,
     });
+    resolver.stop();
     storage.close();
     return 1;
   }
   const app = createApp({
     node,
+    ops: node,
     kv,
     bodyBytesMax: config.http.bodyBytesMax,
     forwardTimeoutMs: config.http.requestTimeoutMs,
@@ -132,8 +192,8 @@ export async function run(options: RunOptions): Promise<number> {
   let server: ReturnType<typeof Bun.serve>;
   try {
     server = Bun.serve({
-      hostname: member.http.host,
-      port: member.http.port,
+      hostname: options.httpListen?.host ?? member.http.host,
+      port: options.httpListen?.port ?? member.http.port,
       fetch: app.fetch,
       maxRequestBodySize: config.http.bodyBytesMax + 1024,
       idleTimeout: 60,
@@ -155,6 +215,7 @@ export async function run(options: RunOptions): Promise<number> {
     });
   } catch (error: unknown) {
     log.error("cannot listen for HTTP", { error, http: `${member.http.host}:${member.http.port}` });
+    resolver.stop();
     await node.stop();
     storage.close();
     return 1;
@@ -168,11 +229,17 @@ export async function run(options: RunOptions): Promise<number> {
       stopping = true;
       log.info("stopping", { signal });
       await server.stop(true);
+      resolver.stop();
       await node.stop();
       storage.close();
       resolve(0);
     };
+    requestShutdown = () => void stop("admin shutdown");
     process.on("SIGINT", () => void stop("SIGINT"));
-    process.on("SIGTERM", () => void stop("SIGTERM"));
+    // SIGTERM (systemd stop, kill) is a graceful shutdown: a leader hands over first.
+    process.on("SIGTERM", () => {
+      log.info("SIGTERM received");
+      void node.shutdown();
+    });
   });
 }

@@ -17,6 +17,8 @@ export const electionTimeoutHeartbeatsMin = 5;
 export const snapshotEntriesMin = 10;
 export const snapshotEntriesMax = 100_000_000;
 export const bodyBytesMax = 64 * 1024 * 1024;
+/** A security.admin_token_file holds one token; anything bigger is the wrong file. */
+export const adminTokenFileBytesMax = 4096;
 // The syntax-error line search reparses every prefix of the file; skip it for big files.
 const syntaxLineSearchLinesMax = 500;
 const syntaxLineSearchBytesMax = 64 * 1024;
@@ -51,7 +53,7 @@ const keys = {
   raft: ["tick", "heartbeat_interval", "election_timeout", "snapshot_entries"],
   resolver: ["refresh", "servers"],
   http: ["body_bytes_max", "request_timeout"],
-  security: ["secret_file", "admin_token"],
+  security: ["secret_file", "admin_token", "admin_token_file"],
   log: ["level", "format"],
 } as const;
 
@@ -260,9 +262,20 @@ function validate(
 
   const security = readSection(root, "security", keys.security, problems);
   const secretFile = readString(security, "secret_file", "security", problems);
-  const adminToken = readString(security, "admin_token", "security", problems, {
+  let adminToken = readString(security, "admin_token", "security", problems, {
     secret: true,
   });
+  const adminTokenFile = readString(security, "admin_token_file", "security", problems);
+  if (adminTokenFile !== undefined) {
+    if (hasValue(security, "admin_token")) {
+      problems.push({
+        path: "security.admin_token_file",
+        message: 'give only one of "admin_token" and "admin_token_file"',
+      });
+    } else {
+      adminToken = readAdminTokenFile(adminTokenFile, problems, warnings);
+    }
+  }
   if (secretFile === undefined && !hasValue(security, "secret_file")) {
     warnings.push({
       path: "security.secret_file",
@@ -445,6 +458,54 @@ function readServers(resolver: Mapping, problems: ConfigProblem[]): string[] {
     }
   }
   return servers;
+}
+
+/**
+ * readAdminTokenFile reads the admin token from a file (a path relative to the working
+ * directory), so it need not sit in the shared cluster file. Surrounding whitespace and
+ * the final newline are ignored; the token itself must not contain whitespace.
+ */
+function readAdminTokenFile(
+  path: string,
+  problems: ConfigProblem[],
+  warnings: ConfigProblem[],
+): string | undefined {
+  const at = "security.admin_token_file";
+  const file = quote(path);
+  let text: string;
+  try {
+    const stat = statSync(path);
+    if (stat.size > adminTokenFileBytesMax) {
+      const limit = `the maximum of ${adminTokenFileBytesMax} bytes for a token`;
+      problems.push({ path: at, message: `${file} is ${stat.size} bytes, more than ${limit}` });
+      return undefined;
+    }
+    // Bits 0o077: the group or others may read or write the token.
+    if (process.platform !== "win32" && (stat.mode & 0o077) !== 0) {
+      const mode = (stat.mode & 0o777).toString(8);
+      warnings.push({
+        path: at,
+        message: `${file} is accessible to other users (mode ${mode}); chmod 600 it`,
+      });
+    }
+    text = readFileSync(path, "utf8");
+  } catch (error: unknown) {
+    problems.push({ path: at, message: `cannot read ${file}: ${describeFileError(error)}` });
+    return undefined;
+  }
+  const token = text.trim();
+  if (token === "") {
+    problems.push({ path: at, message: `${file} is empty: it must hold the token` });
+    return undefined;
+  }
+  if (/\s/.test(token)) {
+    problems.push({
+      path: at,
+      message: `${file} must hold one token without spaces or line breaks`,
+    });
+    return undefined;
+  }
+  return token;
 }
 
 // --- Readers --------------------------------------------------------------------------

@@ -28,7 +28,11 @@ export interface Config {
   raft: RaftTiming;
   resolver: { refreshMs: number; servers: string[] };
   http: { bodyBytesMax: number; requestTimeoutMs: number };
-  security: { secretFile: string | undefined; adminToken: string | undefined };
+  security: {
+    secretFile: string | undefined;
+    /** From security.admin_token, or read from security.admin_token_file at load. */
+    adminToken: string | undefined;
+  };
   log: { level: "debug" | "info" | "warn" | "error"; format: "json" | "text" };
 }
 

@@ -330,6 +330,20 @@ export class Raft {
     return !recovering;
   }
 
+  /**
+   * fencedOut says why a host must be refused at the handshake (R7), judged by committed
+   * fences only: a superseded incarnation, or a normal host whose incarnation the table
+   * does not name. Null when the host may link.
+   */
+  fencedOut(name: NodeId, sender: Sender): string | null {
+    const entry = this.log.fences.tableAt(this.log.commitIndex)[name];
+    if (entry === undefined || entry.incarnation === sender.incarnation) return null;
+    if (entry.superseded.includes(sender.incarnation) || !sender.recovering) {
+      return `incarnation ${sender.incarnation} of ${name} was replaced by ${entry.incarnation} (fence at index ${entry.index})`;
+    }
+    return null;
+  }
+
   /** restoreFences replaces the incarnation table after a snapshot is installed. */
   restoreFences(table: FenceTable | undefined): void {
     this.log.fences.resetBase(table);
@@ -909,6 +923,10 @@ export class Raft {
     ) {
       return;
     }
+    progress.respondedSinceHeartbeat = true;
+    // An answer to an older chunk (a duplicate, or one overtaken by a resend) is stale:
+    // acting on it would start a second chain of chunks.
+    if (message.success && !message.done && message.offset <= progress.snapshotOffset) return;
     progress.snapshotChunkSent = false;
     if (message.done && message.success) {
       progress.matchIndex = Math.max(progress.matchIndex, meta.index);
@@ -1010,8 +1028,15 @@ export class Raft {
   }
 
   #sendSnapshotChunk(to: NodeId, progress: Progress): void {
-    const meta = progress.pendingSnapshot;
+    let meta = progress.pendingSnapshot;
     if (meta === undefined || progress.snapshotChunkSent) return;
+    const latest = this.#config.snapshots.latest();
+    if (latest !== undefined && latest.index !== meta.index) {
+      // A newer snapshot replaced the one being sent (storage keeps only the latest):
+      // start over with it.
+      progress.becomeSnapshot(latest);
+      meta = latest;
+    }
     const length = Math.min(this.#config.snapshotChunkBytes, meta.bytes - progress.snapshotOffset);
     const data = this.#config.snapshots.readChunk(meta.index, progress.snapshotOffset, length);
     assert(data.byteLength === length, "snapshot source returned a short chunk");
@@ -1031,9 +1056,10 @@ export class Raft {
   #broadcastHeartbeat(): void {
     for (const peer of this.peers) {
       const progress = this.#progress.get(peer)!;
+      const responded = progress.respondedSinceHeartbeat;
       progress.respondedSinceHeartbeat = false;
-      if (progress.state === "snapshot") {
-        // Resend a chunk whose answer may have been lost.
+      if (progress.state === "snapshot" && !responded) {
+        // No answer for a whole heartbeat interval: the chunk or its answer was lost.
         progress.snapshotChunkSent = false;
         this.#sendSnapshotChunk(peer, progress);
       }

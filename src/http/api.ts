@@ -43,3 +43,62 @@ export interface NodeApi {
   /** status is the JSON shown on GET /status. */
   status(): unknown;
 }
+
+/** Check is one named health or readiness condition, as shown on /healthz and /readyz. */
+export interface Check {
+  name: string;
+  ok: boolean;
+  /** Why, for people: "leader node-b heard 40 ms ago", "storage write failed: disk I/O error". */
+  detail: string;
+}
+
+export type AdminResult<T> =
+  | ({ ok: true } & T)
+  | {
+    ok: false;
+    code: "not_leader" | "no_leader" | "unknown_member" | "timeout" | "unavailable" | "bad_request";
+    message: string;
+    leader: LeaderInfo | null;
+  };
+
+/**
+ * OpsApi is what the health, metrics and admin endpoints see of a node (DESIGN §8).
+ * Implemented by node/node.ts; faked in tests.
+ */
+export interface OpsApi {
+  /** health: the process runs and storage accepts a write (GET /healthz). */
+  health(): Check[];
+  /**
+   * readiness: leader known and heard within the election timeout, applied up to the
+   * leader's commit (within a small bound), not recovering, not fenced, storage healthy.
+   * Every check is listed, passing or not (GET /readyz).
+   */
+  readiness(): Check[];
+  isLeader(): boolean;
+  /** Metrics of the node in Prometheus text format; the HTTP layer appends its own. */
+  metricsText(): string;
+  /** snapshotNow takes a snapshot of applied state now and compacts the log. */
+  snapshotNow(): Promise<AdminResult<{ index: number; bytes: number }>>;
+  /**
+   * stepDown transfers leadership (to `to`, or the most caught-up follower) and resolves
+   * once another member leads, or fails with timeout after about an election timeout.
+   */
+  stepDown(to: string | undefined): Promise<AdminResult<{ leader: string }>>;
+  /** suspend makes client writes fail with 503 "suspended" until resume. */
+  suspend(): void;
+  resume(): void;
+  suspended(): boolean;
+  /** shutdown stops the process gracefully; a leader hands over leadership first. */
+  shutdown(): Promise<void>;
+  /** Token required as "Authorization: Bearer TOKEN" on admin routes; undefined disables them. */
+  adminToken: string | undefined;
+  /** Recent notable events (elections, leader changes, address changes), newest last. */
+  events(): OpsEvent[];
+}
+
+export interface OpsEvent {
+  /** Milliseconds since the epoch. */
+  at: number;
+  kind: "leader-changed" | "election-started" | "snapshot-taken" | "snapshot-installed" | "peer-connected" | "peer-disconnected" | "address-changed" | "fence" | "recovery";
+  message: string;
+}

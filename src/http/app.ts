@@ -1,12 +1,17 @@
-// The HTTP app: client API and status, with JSON errors everywhere. It sees the node only
-// through NodeApi, so it is tested through app.request() with a fake node.
+// The HTTP app: client API, status, health, readiness, metrics, admin and the dashboard,
+// with JSON errors everywhere. It sees the node only through NodeApi and OpsApi, so it is
+// tested through app.request() with a fake node.
 
 import { Hono } from "hono";
 import { AssertionError } from "../lib/assert.ts";
 import type { KvService } from "../service/kv.ts";
-import type { NodeApi } from "./api.ts";
+import { registerAdminRoutes } from "./admin.ts";
+import type { NodeApi, OpsApi } from "./api.ts";
 import { type FetchLike, forwardTimeoutMsDefault, registerClientApi } from "./client_api.ts";
+import { registerDashboard } from "./dashboard/dashboard.ts";
 import { errorResponse, HttpError } from "./errors.ts";
+import { HttpMetrics, httpMetricsMiddleware } from "./metrics_http.ts";
+import { registerOpsRoutes } from "./ops.ts";
 
 /** AppDeps is what createApp needs. */
 export interface AppDeps {
@@ -20,6 +25,13 @@ export interface AppDeps {
   forwardTimeoutMs?: number;
   /** Receives unexpected errors before the 500 answer; defaults to console.error. */
   logError?: (message: string, error: unknown) => void;
+  /**
+   * The operator surface: /healthz, /readyz, /metrics, /admin/* and the dashboard at /.
+   * Without it those routes are absent (404), which load balancers read as not ready.
+   */
+  ops?: OpsApi;
+  /** Where request counts and latencies are recorded; a fresh registry by default. */
+  httpMetrics?: HttpMetrics;
 }
 
 /** createApp builds the client-facing HTTP app. */
@@ -27,6 +39,10 @@ export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
   const logError = deps.logError ??
     ((message: string, error: unknown) => console.error(message, error));
+  const httpMetrics = deps.httpMetrics ?? new HttpMetrics();
+
+  // First, so that it wraps every route, the not-found handler and errors.
+  app.use("*", httpMetricsMiddleware(httpMetrics));
 
   registerClientApi(app, {
     node: deps.node,
@@ -36,7 +52,17 @@ export function createApp(deps: AppDeps): Hono {
     forwardTimeoutMs: deps.forwardTimeoutMs ?? forwardTimeoutMsDefault,
   });
 
-  app.get("/status", (c) => c.json(deps.node.status() as object));
+  // Readable from any origin: the dashboard served by one member reads all the others.
+  app.get(
+    "/status",
+    (c) => c.json(deps.node.status() as object, 200, { "access-control-allow-origin": "*" }),
+  );
+
+  if (deps.ops !== undefined) {
+    registerOpsRoutes(app, { ops: deps.ops, httpMetrics, logError });
+    registerAdminRoutes(app, { ops: deps.ops, logError });
+    registerDashboard(app);
+  }
 
   app.notFound((c) =>
     errorResponse("not_found", `No route for ${c.req.method} ${new URL(c.req.url).pathname}`)

@@ -5,42 +5,73 @@
 
 import { raftDefaults } from "../consensus/config.ts";
 import { Raft, type RaftStatus } from "../consensus/raft.ts";
-import type { Entry, Message, NodeId, Ready, SnapshotMeta } from "../consensus/types.ts";
+import type { Entry, Message, NodeId, Ready, Sender, SnapshotMeta } from "../consensus/types.ts";
 import type { Config, MemberConfig } from "../config/types.ts";
 import type {
+  AdminResult,
+  Check,
   LeaderInfo,
   NodeApi,
+  OpsApi,
+  OpsEvent,
   ReadBarrierResult,
   SessionKey,
   SubmitResult,
 } from "../http/api.ts";
 import { assert } from "../lib/assert.ts";
 import type { Logger } from "../lib/log.ts";
+import { type Histogram, Registry } from "../lib/metrics.ts";
 import type { Service } from "../service/service.ts";
 import { decodeSessionResult, encodeEnvelope } from "../service/sessions.ts";
-import type { Identity, NodeStorage } from "../storage/storage.ts";
+import { decodeFence } from "../consensus/fences.ts";
+import { decodeSnapshot, encodeSnapshot } from "./snapshot_envelope.ts";
+import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
 import type { Transport } from "../transport/transport.ts";
+import type { MemberResolution } from "../resolver/dns.ts";
+
+/** RecoveryTransport is the part of the TCP transport the replacement protocol uses. */
+export interface RecoveryTransport extends Transport {
+  handshakes(): Array<
+    { name: NodeId; incarnation: string; hasState: boolean; recovering: boolean; at: number }
+  >;
+  onRefused(handler: (name: NodeId, reason: string, fenced: boolean) => void): void;
+  closeInbound(name: NodeId, incarnation?: string): void;
+  rehandshake(reason: string): void;
+}
 
 /** Entries kept behind a snapshot so a briefly lagging follower needs no snapshot. */
 export const snapshotTrailingEntries = 5000;
 /** Client requests waiting for commit or a read index, per node. */
 export const pendingRequestsMax = 100_000;
+/** Events kept for /admin/events and the dashboard. */
+export const eventsMax = 200;
+/** A follower is ready while its applied index trails the leader's commit by at most this. */
+export const readyApplyLagMax = 1000;
+/** Storage write probes for /healthz and /readyz are cached this long. */
+export const storageProbeIntervalMs = 1000;
 
 export interface NodeDeps {
   config: Config;
   name: NodeId;
   identity: Identity;
   storage: NodeStorage;
-  transport: Transport;
+  transport: RecoveryTransport;
   /** The replicated state machine (sessions wrapper around the user's service). */
   service: Service;
   log: Logger;
   version: string;
   random?: () => number;
+  /** Token for the admin API; undefined disables it. */
+  adminToken?: string | undefined;
+  /** Called by shutdown() once leadership is handed over: stop the process. */
+  onShutdown?: () => void;
+  /** The re-resolver's per-member state (resolver/dns.ts), shown in /status. */
+  resolution?: () => readonly MemberResolution[];
 }
 
 interface PendingWrite {
   term: number;
+  proposedAt: number;
   resolve: (result: SubmitResult) => void;
   timer: ReturnType<typeof setTimeout>;
 }
@@ -64,7 +95,7 @@ export interface NodeCounters {
   messagesReceived: number;
 }
 
-export class KeelNode implements NodeApi {
+export class KeelNode implements NodeApi, OpsApi {
   readonly name: NodeId;
   readonly raft: Raft;
   readonly counters: NodeCounters = {
@@ -80,7 +111,7 @@ export class KeelNode implements NodeApi {
   readonly #deps: NodeDeps;
   readonly #members: Map<NodeId, MemberConfig>;
   readonly #startedAt = Date.now();
-  #inbox: Message[] = [];
+  #inbox: Array<{ message: Message; sender: Sender }> = [];
   #scheduled = false;
   #ticker: ReturnType<typeof setInterval> | undefined;
   #lastTickAt = 0;
@@ -97,6 +128,33 @@ export class KeelNode implements NodeApi {
   #stopped = false;
   /** When the leader was last heard (ms since epoch), for readiness. */
   #leaderHeardAt = 0;
+  /** Highest commit index the leader has told us (appendEntries and heartbeats). */
+  #leaderCommitSeen = 0;
+  #suspended = false;
+  /** Durable lifecycle status: "recovering" until bootstrapped or fenced in (R2, R6). */
+  #status: NodeStatus;
+  /** Why this host is fenced (R7), for /readyz and the log. */
+  #fencedReason: string | null = null;
+  /** The decision an empty node made at start: form a new cluster, or join as a replacement. */
+  #bootstrap: "undecided" | "forming" | "replacement" | "not-empty" = "not-empty";
+  #bootstrapLoggedAt = 0;
+  /** Latest time each (member, incarnation) was heard, to spot two live hosts with one name (R8). */
+  #heard = new Map<NodeId, Map<string, { first: number; last: number }>>();
+  #alarms: string[] = [];
+  /** Catch-up progress of a replacement (bytes of snapshot staged, when it started). */
+  #recovery = {
+    startedAt: 0,
+    snapshotBytesDone: 0,
+    snapshotBytesTotal: 0,
+    samples: [] as Array<[number, number]>,
+  };
+  #events: OpsEvent[] = [];
+  #storageProbe: { at: number; error: string | null } = { at: 0, error: null };
+  readonly adminToken: string | undefined;
+  readonly registry = new Registry();
+  readonly #fsyncSeconds: Histogram;
+  readonly #commitSeconds: Histogram;
+  readonly #snapshotSeconds: Histogram;
 
   constructor(deps: NodeDeps) {
     this.#deps = deps;
@@ -105,7 +163,11 @@ export class KeelNode implements NodeApi {
     const storage = deps.storage;
     const restored = storage.load();
     const snapshot = storage.readSnapshot();
-    if (snapshot !== undefined) deps.service.restore(snapshot.data);
+    if (snapshot !== undefined) {
+      const decoded = decodeSnapshot(snapshot.data);
+      deps.service.restore(decoded.service);
+      restored.fences = decoded.fences;
+    }
     this.#appliedIndex = snapshot?.meta.index ?? 0;
     this.#appliedTerm = snapshot?.meta.term ?? 0;
     this.#snapshotIndex = this.#appliedIndex;
@@ -122,8 +184,34 @@ export class KeelNode implements NodeApi {
         latest: () => storage.latestSnapshot(),
         readChunk: (index, offset, length) => storage.readSnapshotChunk(index, offset, length),
       },
+      incarnation: deps.identity.incarnation,
+      recovering: deps.identity.status === "recovering",
     }, restored);
+    this.#status = deps.identity.status;
+    if (
+      this.#status === "recovering" && restored.hardState.term === 0 &&
+      restored.entries.length === 0 && snapshot === undefined
+    ) {
+      this.#bootstrap = "undecided";
+    } else if (this.#status === "recovering") {
+      this.#bootstrap = "replacement";
+      this.#recovery.startedAt = Date.now();
+    }
     this.#lastRole = this.raft.role;
+    this.adminToken = deps.adminToken;
+    this.#fsyncSeconds = this.registry.histogram(
+      "keel_fsync_seconds",
+      "Duration of one durable log write (one transaction, one fsync)",
+    );
+    this.#commitSeconds = this.registry.histogram(
+      "keel_append_seconds",
+      "Leader: time from proposal to applied, per client write",
+    );
+    this.#snapshotSeconds = this.registry.histogram(
+      "keel_snapshot_seconds",
+      "Duration of taking a snapshot",
+    );
+    this.#registerGauges();
     deps.log.info("node restored", {
       incarnation: deps.identity.incarnation,
       term: restored.hardState.term,
@@ -137,10 +225,14 @@ export class KeelNode implements NodeApi {
 
   async start(): Promise<void> {
     const transport = this.#deps.transport;
-    transport.onMessage((message) => {
+    transport.onMessage((message, sender) => {
       this.counters.messagesReceived++;
-      this.#inbox.push(message);
+      this.#inbox.push({ message, sender });
+      this.#noteHeard(message.from, sender.incarnation);
       this.#schedule();
+    });
+    transport.onRefused((name, reason, fenced) => {
+      if (fenced) this.#becomeFenced(`member ${name} refused this host: ${reason}`);
     });
     transport.onPeerDown((name) => {
       this.raft.peerDown(name);
@@ -198,10 +290,16 @@ export class KeelNode implements NodeApi {
     if (this.#stopped) return;
     const inbox = this.#inbox;
     this.#inbox = [];
-    for (const message of inbox) {
+    this.#maybeBootstrap();
+    for (const { message, sender } of inbox) {
       if (message.to !== this.name) continue;
-      this.raft.step(message);
-      if (message.from === this.raft.leader) this.#leaderHeardAt = Date.now();
+      this.raft.step(message, sender);
+      if (message.from === this.raft.leader) {
+        this.#leaderHeardAt = Date.now();
+        if (message.type === "appendEntries" || message.type === "heartbeat") {
+          this.#leaderCommitSeen = Math.max(this.#leaderCommitSeen, message.commitIndex);
+        }
+      }
     }
     for (let rounds = 0; this.raft.hasReady() && rounds < 64; rounds++) {
       this.#handleReady(this.raft.ready());
@@ -216,8 +314,35 @@ export class KeelNode implements NodeApi {
     const chunk = ready.snapshotChunk;
     if (chunk !== undefined) storage.stageSnapshotChunk(chunk.snapshot, chunk.offset, chunk.data);
     if (ready.installSnapshot !== undefined) this.#installSnapshot(ready.installSnapshot);
-    if (ready.hardState !== undefined || ready.entries.length > 0) {
-      storage.persist({ hardState: ready.hardState, entries: ready.entries });
+    if (chunk !== undefined && this.#status === "recovering") {
+      this.#recovery.snapshotBytesDone = chunk.offset + chunk.data.byteLength;
+      this.#recovery.snapshotBytesTotal = chunk.snapshot.bytes;
+      this.#sampleRecovery();
+    }
+    const status: NodeStatus | undefined = ready.becameNormal ? "normal" : undefined;
+    if (ready.hardState !== undefined || ready.entries.length > 0 || status !== undefined) {
+      const started = performance.now();
+      // R6: the status change and the adopted vote are one write.
+      storage.persist({ hardState: ready.hardState, entries: ready.entries, status });
+      this.#fsyncSeconds.observe((performance.now() - started) / 1000);
+    }
+    if (status === "normal") {
+      this.#status = "normal";
+      this.#deps.transport.rehandshake("this replacement is now a voting member");
+      const seconds = this.#recovery.startedAt
+        ? ((Date.now() - this.#recovery.startedAt) / 1000).toFixed(1)
+        : "?";
+      this.#event(
+        "recovery",
+        `${this.name} (incarnation ${this.#deps.identity.incarnation}) is a voting member again after ${seconds} s`,
+      );
+      this.#deps.log.info("replacement caught up and fenced in: now a voting member", {
+        incarnation: this.#deps.identity.incarnation,
+        term: this.raft.term,
+        votedFor: this.raft.votedFor,
+        appliedIndex: this.#appliedIndex,
+        seconds,
+      });
     }
     // 2. Send, only now that what the messages promise is durable.
     for (const message of ready.messages) {
@@ -244,7 +369,9 @@ export class KeelNode implements NodeApi {
       "installed snapshot must read back",
     );
     try {
-      this.#deps.service.restore(snapshot.data);
+      const decoded = decodeSnapshot(snapshot.data);
+      this.#deps.service.restore(decoded.service);
+      this.raft.restoreFences(decoded.fences);
     } catch (error: unknown) {
       // Serving state that differs from the log's would split the replicas: stop instead.
       this.#deps.log.error("snapshot restore failed; stopping", { index: meta.index, error });
@@ -254,6 +381,10 @@ export class KeelNode implements NodeApi {
     this.#appliedTerm = meta.term;
     this.#snapshotIndex = meta.index;
     this.counters.snapshotsInstalled++;
+    this.#event(
+      "snapshot-installed",
+      `installed the leader's snapshot at index ${meta.index} (${meta.bytes} bytes)`,
+    );
     this.#deps.log.info("snapshot installed", {
       index: meta.index,
       term: meta.term,
@@ -275,6 +406,8 @@ export class KeelNode implements NodeApi {
     let result: Uint8Array | undefined;
     if (entry.kind === "command") {
       result = this.#deps.service.apply(entry.data, { index: entry.index, term: entry.term });
+    } else if (entry.kind === "fence") {
+      this.#onFenceApplied(entry);
     }
     this.#appliedIndex = entry.index;
     this.#appliedTerm = entry.term;
@@ -290,6 +423,7 @@ export class KeelNode implements NodeApi {
       });
       return;
     }
+    this.#commitSeconds.observe((performance.now() - write.proposedAt) / 1000);
     const decoded = decodeSessionResult(result);
     if (decoded.type === "rejected") {
       write.resolve({ ok: false, code: "rejected", message: decoded.message });
@@ -308,7 +442,10 @@ export class KeelNode implements NodeApi {
   takeSnapshot(): SnapshotMeta | undefined {
     if (this.#appliedIndex <= this.#snapshotIndex) return undefined;
     const started = performance.now();
-    const data = this.#deps.service.snapshot();
+    const data = encodeSnapshot(
+      this.raft.fenceTableAt(this.#appliedIndex),
+      this.#deps.service.snapshot(),
+    );
     const meta: SnapshotMeta = {
       index: this.#appliedIndex,
       term: this.#appliedTerm,
@@ -320,6 +457,8 @@ export class KeelNode implements NodeApi {
     if (point >= 1) storage.compactLog(point);
     this.#snapshotIndex = meta.index;
     this.counters.snapshotsTaken++;
+    this.#snapshotSeconds.observe((performance.now() - started) / 1000);
+    this.#event("snapshot-taken", `snapshot at index ${meta.index} (${meta.bytes} bytes)`);
     this.#deps.log.info("snapshot taken", {
       index: meta.index,
       bytes: meta.bytes,
@@ -330,10 +469,16 @@ export class KeelNode implements NodeApi {
   }
 
   #observeRole(): void {
+    if (this.raft.fenced !== null && this.#fencedReason === null) {
+      this.#becomeFenced(this.raft.fenced);
+    }
     const role = this.raft.role;
     const leader = this.raft.leader;
     if (role !== this.#lastRole) {
-      if (role === "candidate") this.counters.electionsStarted++;
+      if (role === "candidate") {
+        this.counters.electionsStarted++;
+        this.#event("election-started", `${this.name} campaigns in term ${this.raft.term}`);
+      }
       if (role === "leader") {
         this.#deps.log.info("became leader", { term: this.raft.term });
       } else if (this.#lastRole === "leader") {
@@ -344,6 +489,7 @@ export class KeelNode implements NodeApi {
     if (leader !== this.#lastLeader) {
       if (leader !== null) {
         this.counters.leaderChanges++;
+        this.#event("leader-changed", `${leader} leads term ${this.raft.term}`);
         this.#deps.log.info("leader changed", {
           term: this.raft.term,
           leader,
@@ -391,7 +537,12 @@ export class KeelNode implements NodeApi {
         const write = this.#pendingWrites.get(proposed.index);
         if (write !== undefined) this.#failWrite(proposed.index, write, undefined);
       }, this.#deps.config.http.requestTimeoutMs);
-      this.#pendingWrites.set(proposed.index, { term: proposed.term, resolve, timer });
+      this.#pendingWrites.set(proposed.index, {
+        term: proposed.term,
+        proposedAt: performance.now(),
+        resolve,
+        timer,
+      });
     });
   }
 
@@ -512,14 +663,499 @@ export class KeelNode implements NodeApi {
     return result;
   }
 
+  // ---- Replacement protocol (DESIGN §3) -------------------------------------------------------
+
+  /**
+   * maybeBootstrap settles what an empty node is (R1). It starts recovering (R2); when
+   * every configured member has linked and said it is empty too, they form a new cluster
+   * together. Any member with cluster state makes this node a replacement, to be fenced
+   * in by the leader. Until then it waits, and says what it waits for; it never forms a
+   * cluster alone.
+   */
+  #maybeBootstrap(): void {
+    if (this.#bootstrap !== "undecided" || this.#fencedReason !== null) return;
+    if (this.raft.term !== 0 || this.raft.lastIndex !== 0 || !this.raft.recovering) {
+      this.#bootstrap = "not-empty";
+      return;
+    }
+    const handshakes = new Map(this.#deps.transport.handshakes().map((h) => [h.name, h]));
+    const withState = [...handshakes.values()].filter((h) => h.hasState);
+    if (withState.length > 0) {
+      this.#bootstrap = "replacement";
+      this.#recovery.startedAt = Date.now();
+      this.#event(
+        "recovery",
+        `${this.name} found cluster state on ${
+          withState.map((h) => h.name).join(", ")
+        }: joining as a replacement`,
+      );
+      this.#deps.log.warn(
+        "empty data dir and the cluster has state: joining as a replacement of this member",
+        {
+          incarnation: this.#deps.identity.incarnation,
+          peersWithState: withState.map((h) => h.name),
+        },
+      );
+      return;
+    }
+    const peers = this.raft.peers;
+    const reached = peers.filter((peer) => handshakes.has(peer));
+    if (reached.length === peers.length) {
+      this.#deps.storage.setStatus("normal");
+      this.#status = "normal";
+      this.raft.bootstrapNormal();
+      this.#bootstrap = "forming";
+      this.#deps.transport.rehandshake("this node is no longer recovering");
+      this.#event(
+        "recovery",
+        `all ${this.raft.members.length} members are empty: forming a new cluster`,
+      );
+      this.#deps.log.info("every member is reachable and empty: forming a new cluster", {
+        members: this.raft.members,
+      });
+      return;
+    }
+    const now = Date.now();
+    if (now - this.#bootstrapLoggedAt >= 5000) {
+      this.#bootstrapLoggedAt = now;
+      this.#deps.log.info("empty data dir: waiting for every member before forming a cluster", {
+        reached: reached,
+        waitingFor: peers.filter((peer) => !handshakes.has(peer)),
+      });
+    }
+  }
+
+  #becomeFenced(reason: string): void {
+    if (this.#fencedReason !== null) return;
+    this.#fencedReason = reason;
+    this.raft.markFenced(reason);
+    this.#event("fence", `this host is fenced: ${reason}`);
+    this.#deps.log.error(
+      "this host's incarnation was replaced by another host: it no longer serves",
+      {
+        incarnation: this.#deps.identity.incarnation,
+        reason,
+      },
+    );
+    for (const [index, write] of this.#pendingWrites) {
+      this.#failWrite(index, write, "This host is fenced");
+    }
+  }
+
+  #onFenceApplied(entry: Entry): void {
+    const fence = decodeFence(entry);
+    this.#event(
+      "fence",
+      `fence committed at index ${entry.index}: ${fence.name} is incarnation ${fence.incarnation}`,
+    );
+    this.#deps.log.info("fence committed", {
+      member: fence.name,
+      incarnation: fence.incarnation,
+      index: entry.index,
+    });
+    if (fence.name !== this.name) {
+      // Links from the replaced host must handshake again, and are then refused (R7).
+      this.#deps.transport.closeInbound(fence.name);
+    }
+  }
+
+  /**
+   * noteHeard raises an alarm when two hosts speak for one member at once (R8): an older
+   * incarnation is still heard after a newer one first spoke. A host that died before its
+   * replacement started is not heard again, so it raises nothing.
+   */
+  #noteHeard(name: NodeId, incarnation: string): void {
+    const now = Date.now();
+    let byIncarnation = this.#heard.get(name);
+    if (byIncarnation === undefined) {
+      byIncarnation = new Map();
+      this.#heard.set(name, byIncarnation);
+    }
+    const seen = byIncarnation.get(incarnation);
+    if (seen === undefined) {
+      byIncarnation.set(incarnation, { first: now, last: now });
+      if (byIncarnation.size > 8) byIncarnation.delete(byIncarnation.keys().next().value!);
+      return;
+    }
+    seen.last = now;
+    const newer = [...byIncarnation].filter(([other, times]) =>
+      other !== incarnation && times.first > seen.first
+    );
+    if (newer.length === 0) return;
+    const alarm =
+      `two live hosts claim member ${name}: incarnation ${incarnation} still speaks after ${
+        newer.map(([other]) => other).join(", ")
+      } appeared`;
+    if (!this.#alarms.includes(alarm)) {
+      this.#alarms.push(alarm);
+      if (this.#alarms.length > 20) this.#alarms.shift();
+      this.#deps.log.error("alarm", { alarm, member: name });
+      this.#event("fence", alarm);
+    }
+  }
+
+  #sampleRecovery(): void {
+    const samples = this.#recovery.samples;
+    samples.push([Date.now(), this.#recovery.snapshotBytesDone]);
+    if (samples.length > 20) samples.shift();
+  }
+
+  /** recovery is the replacement's catch-up progress for /status, or null when normal. */
+  recovery(): RecoveryView | null {
+    if (this.#status !== "recovering" && this.#fencedReason === null) return null;
+    const samples = this.#recovery.samples;
+    const first = samples[0];
+    const last = samples[samples.length - 1];
+    const rate = first !== undefined && last !== undefined && last[0] > first[0]
+      ? (last[1] - first[1]) / ((last[0] - first[0]) / 1000)
+      : null;
+    const bytesLeft = this.#recovery.snapshotBytesTotal - this.#recovery.snapshotBytesDone;
+    const leaderCommit = this.#leaderCommitSeen;
+    return {
+      state: this.#fencedReason !== null
+        ? "fenced"
+        : this.#bootstrap === "undecided"
+        ? "waiting-for-members"
+        : "catching-up",
+      fencedReason: this.#fencedReason,
+      startedAt: this.#recovery.startedAt || null,
+      snapshotBytesDone: this.#recovery.snapshotBytesDone,
+      snapshotBytesTotal: this.#recovery.snapshotBytesTotal,
+      entriesDone: this.#appliedIndex,
+      entriesTotal: leaderCommit,
+      bytesPerSecond: rate === null ? null : Math.round(rate),
+      etaSeconds: rate !== null && rate > 0 && bytesLeft > 0 ? Math.round(bytesLeft / rate) : null,
+    };
+  }
+
+  // ---- OpsApi -------------------------------------------------------------------------------
+
+  #event(kind: OpsEvent["kind"], message: string): void {
+    this.#events.push({ at: Date.now(), kind, message });
+    if (this.#events.length > eventsMax) this.#events.splice(0, this.#events.length - eventsMax);
+  }
+
+  /** recordEvent lets adapters (transport, resolver) add to the event list. */
+  recordEvent(kind: OpsEvent["kind"], message: string): void {
+    this.#event(kind, message);
+  }
+
+  events(): OpsEvent[] {
+    return this.#events.slice();
+  }
+
+  #storageCheck(): Check {
+    const now = Date.now();
+    if (now - this.#storageProbe.at >= storageProbeIntervalMs) {
+      let error: string | null = null;
+      try {
+        this.#deps.storage.probeWrite();
+      } catch (caught: unknown) {
+        error = caught instanceof Error ? caught.message : String(caught);
+      }
+      this.#storageProbe = { at: now, error };
+    }
+    const error = this.#storageProbe.error;
+    return {
+      name: "storage_writable",
+      ok: error === null,
+      detail: error === null ? "storage accepts writes" : `storage write failed: ${error}`,
+    };
+  }
+
+  health(): Check[] {
+    return [
+      {
+        name: "process",
+        ok: !this.#stopped,
+        detail: this.#stopped ? "node is stopping" : "running",
+      },
+      this.#storageCheck(),
+    ];
+  }
+
+  readiness(): Check[] {
+    const leader = this.raft.leader;
+    const electionTimeoutMs = this.#deps.config.raft.electionTimeoutMs;
+    const heardAgo = this.leaderHeardMsAgo();
+    const isLeader = this.raft.role === "leader";
+    const leaderCommit = isLeader ? this.raft.commitIndex : this.#leaderCommitSeen;
+    const lag = Math.max(0, leaderCommit - this.#appliedIndex);
+    const recovering = this.#status === "recovering";
+    return [
+      {
+        name: "leader_known",
+        ok: leader !== null,
+        detail: leader === null
+          ? "no leader is known"
+          : `leader is ${leader} in term ${this.raft.term}`,
+      },
+      {
+        name: "leader_recent",
+        ok: heardAgo !== null && heardAgo <= electionTimeoutMs,
+        detail: heardAgo === null
+          ? "no leader to hear from"
+          : isLeader
+          ? "this node is the leader"
+          : `leader heard ${heardAgo} ms ago (limit ${electionTimeoutMs} ms)`,
+      },
+      {
+        name: "applied_caught_up",
+        ok: leader !== null && lag <= readyApplyLagMax,
+        detail:
+          `applied ${this.#appliedIndex}, leader commit ${leaderCommit} (lag ${lag}, limit ${readyApplyLagMax})`,
+      },
+      {
+        name: "not_recovering",
+        ok: !recovering,
+        detail: recovering
+          ? this.#bootstrap === "undecided"
+            ? "empty: waiting for every member before forming a cluster"
+            : "catching up as a replacement; not yet a voter"
+          : "normal member",
+      },
+      {
+        name: "not_fenced",
+        ok: this.#fencedReason === null,
+        detail: this.#fencedReason === null
+          ? "incarnation is current"
+          : `fenced: ${this.#fencedReason}`,
+      },
+      this.#storageCheck(),
+      {
+        name: "not_stopping",
+        ok: !this.#stopped,
+        detail: this.#stopped ? "node is stopping" : "running",
+      },
+    ];
+  }
+
+  isLeader(): boolean {
+    return this.raft.role === "leader";
+  }
+
+  metricsText(): string {
+    return this.registry.render();
+  }
+
+  #registerGauges(): void {
+    const r = this.registry;
+    const raft = this.raft;
+    r.gauge("keel_term", "Current Raft term", () => [[{}, raft.term]]);
+    r.gauge(
+      "keel_commit_index",
+      "Highest log index known committed",
+      () => [[{}, raft.commitIndex]],
+    );
+    r.gauge(
+      "keel_applied_index",
+      "Highest log index applied to the service",
+      () => [[{}, this.#appliedIndex]],
+    );
+    r.gauge("keel_last_index", "Last index in the local log", () => [[{}, raft.lastIndex]]);
+    r.gauge(
+      "keel_role",
+      "1 for this node's current role",
+      () =>
+        (["follower", "preCandidate", "candidate", "leader"] as const).map((
+          role,
+        ) => [{ role }, raft.role === role ? 1 : 0]),
+    );
+    r.gauge(
+      "keel_leader_changes_total",
+      "Times this node saw a new leader",
+      () => [[{}, this.counters.leaderChanges]],
+    );
+    r.gauge(
+      "keel_elections_started_total",
+      "Elections this node started as candidate",
+      () => [[{}, this.counters.electionsStarted]],
+    );
+    r.gauge(
+      "keel_proposals_total",
+      "Client writes proposed on this node as leader",
+      () => [[{}, this.counters.proposals]],
+    );
+    r.gauge(
+      "keel_reads_served_total",
+      "Linearizable reads served",
+      () => [[{}, this.counters.readsServed]],
+    );
+    r.gauge(
+      "keel_messages_sent_total",
+      "Peer messages sent",
+      () => [[{}, this.counters.messagesSent]],
+    );
+    r.gauge(
+      "keel_messages_received_total",
+      "Peer messages received",
+      () => [[{}, this.counters.messagesReceived]],
+    );
+    r.gauge(
+      "keel_snapshots_taken_total",
+      "Snapshots taken",
+      () => [[{}, this.counters.snapshotsTaken]],
+    );
+    r.gauge(
+      "keel_snapshots_installed_total",
+      "Snapshots received from a leader and installed",
+      () => [[{}, this.counters.snapshotsInstalled]],
+    );
+    r.gauge(
+      "keel_snapshot_bytes",
+      "Size of the latest snapshot",
+      () => [[{}, this.#deps.storage.latestSnapshot()?.bytes ?? 0]],
+    );
+    r.gauge(
+      "keel_snapshot_index",
+      "Log index of the latest snapshot",
+      () => [[{}, this.#deps.storage.latestSnapshot()?.index ?? 0]],
+    );
+    r.gauge(
+      "keel_storage_bytes",
+      "Database and WAL size on disk",
+      () => [[{}, this.#deps.storage.sizeBytes()]],
+    );
+    r.gauge("keel_peer_lag_entries", "Leader: entries a follower is behind", () => {
+      const progress = raft.status().progress;
+      return Object.entries(progress).map((
+        [peer, p],
+      ) => [{ peer }, Math.max(0, raft.lastIndex - p.matchIndex)]);
+    });
+    r.gauge(
+      "keel_peer_connected",
+      "1 when the outbound link to a peer is up",
+      () =>
+        this.#deps.transport.links().map((link) => [{ peer: link.name }, link.connected ? 1 : 0]),
+    );
+    r.gauge(
+      "keel_peer_dropped_messages_total",
+      "Messages dropped because a peer's queue was full",
+      () => this.#deps.transport.links().map((link) => [{ peer: link.name }, link.droppedMessages]),
+    );
+    r.gauge(
+      "keel_pending_writes",
+      "Client writes waiting to commit",
+      () => [[{}, this.#pendingWrites.size]],
+    );
+    r.gauge(
+      "keel_suspended",
+      "1 while client writes are suspended",
+      () => [[{}, this.#suspended ? 1 : 0]],
+    );
+    r.gauge(
+      "keel_process_resident_memory_bytes",
+      "Resident set size of the process",
+      () => [[{}, process.memoryUsage.rss()]],
+    );
+    r.gauge(
+      "keel_uptime_seconds",
+      "Seconds since the node started",
+      () => [[{}, (Date.now() - this.#startedAt) / 1000]],
+    );
+  }
+
+  async snapshotNow(): Promise<AdminResult<{ index: number; bytes: number }>> {
+    const meta = this.takeSnapshot();
+    const latest = meta ?? this.#deps.storage.latestSnapshot();
+    if (latest === undefined) {
+      return {
+        ok: false,
+        code: "unavailable",
+        message: "Nothing applied yet to snapshot",
+        leader: this.leader(),
+      };
+    }
+    return { ok: true, index: latest.index, bytes: latest.bytes };
+  }
+
+  async stepDown(to: string | undefined): Promise<AdminResult<{ leader: string }>> {
+    if (to !== undefined && !this.#members.has(to)) {
+      return {
+        ok: false,
+        code: "unknown_member",
+        message: `No member named "${to}"`,
+        leader: this.leader(),
+      };
+    }
+    const result = this.transferLeadership(to);
+    if (!result.ok) {
+      const leader = this.leader();
+      if (result.reason === "already-leader") {
+        return { ok: false, code: "bad_request", message: `${to} is already the leader`, leader };
+      }
+      if (result.reason === "not-leader") {
+        return {
+          ok: false,
+          code: leader === null ? "no_leader" : "not_leader",
+          message: leader === null
+            ? "No leader is known"
+            : `Only the leader steps down; the leader is ${leader.name}`,
+          leader,
+        };
+      }
+      if (result.reason === "not-voter") {
+        return {
+          ok: false,
+          code: "unavailable",
+          message: `${to} is not a voting member yet (recovering)`,
+          leader,
+        };
+      }
+      return { ok: false, code: "unknown_member", message: `No member named "${to}"`, leader };
+    }
+    const deadline = Date.now() + this.#deps.config.raft.electionTimeoutMs * 3;
+    while (Date.now() < deadline) {
+      const leader = this.raft.leader;
+      if (leader !== null && leader !== this.name) return { ok: true, leader };
+      await Bun.sleep(10);
+    }
+    return {
+      ok: false,
+      code: "timeout",
+      message: "Leadership did not move within three election timeouts",
+      leader: this.leader(),
+    };
+  }
+
+  suspend(): void {
+    if (!this.#suspended) this.#deps.log.info("client writes suspended");
+    this.#suspended = true;
+  }
+
+  resume(): void {
+    if (this.#suspended) this.#deps.log.info("client writes resumed");
+    this.#suspended = false;
+  }
+
+  suspended(): boolean {
+    return this.#suspended;
+  }
+
+  async shutdown(): Promise<void> {
+    this.#deps.log.info("shutdown requested", { role: this.raft.role });
+    if (this.raft.role === "leader" && this.raft.peers.length > 0) {
+      const moved = await this.stepDown(undefined);
+      if (moved.ok) {
+        this.#deps.log.info("handed over leadership before shutdown", { leader: moved.leader });
+      } else {this.#deps.log.warn("could not hand over leadership before shutdown", {
+          reason: moved.message,
+        });}
+    }
+    this.#deps.onShutdown?.();
+  }
+
   status(): NodeStatusView {
     const raft: RaftStatus = this.raft.status();
     const links = new Map(this.#deps.transport.links().map((link) => [link.name, link]));
     const snapshot = this.#deps.storage.latestSnapshot();
+    const resolutions = new Map((this.#deps.resolution?.() ?? []).map((r) => [r.name, r]));
     return {
       name: this.name,
       incarnation: this.#deps.identity.incarnation,
-      status: this.#deps.identity.status,
+      status: this.#fencedReason !== null ? "fenced" : this.#status,
+      recovery: this.recovery(),
+      alarms: this.#alarms.slice(),
       version: this.#deps.version,
       clusterName: this.#deps.config.clusterName,
       role: raft.role,
@@ -538,6 +1174,10 @@ export class KeelNode implements NodeApi {
       leaderHeardMsAgo: this.leaderHeardMsAgo(),
       pendingWrites: this.#pendingWrites.size,
       pendingReads: this.#pendingReads.size,
+      suspended: this.#suspended,
+      leaderCommitSeen: this.raft.role === "leader"
+        ? this.raft.commitIndex
+        : this.#leaderCommitSeen,
       counters: { ...this.counters },
       members: this.#deps.config.members.map((member) => {
         const link = links.get(member.name);
@@ -558,6 +1198,8 @@ export class KeelNode implements NodeApi {
             ? null
             : Math.max(0, raft.lastIndex - progress.matchIndex),
           replication: progress?.state ?? null,
+          counted: self ? !raft.recovering : progress?.counted ?? null,
+          resolution: resolutions.get(member.name) ?? null,
         };
       }),
     };
@@ -568,6 +1210,8 @@ export interface NodeStatusView {
   name: string;
   incarnation: string;
   status: string;
+  recovery: RecoveryView | null;
+  alarms: string[];
   version: string;
   clusterName: string;
   role: string;
@@ -586,8 +1230,22 @@ export interface NodeStatusView {
   leaderHeardMsAgo: number | null;
   pendingWrites: number;
   pendingReads: number;
+  suspended: boolean;
+  leaderCommitSeen: number;
   counters: NodeCounters;
   members: MemberStatusView[];
+}
+
+export interface RecoveryView {
+  state: "waiting-for-members" | "catching-up" | "fenced";
+  fencedReason: string | null;
+  startedAt: number | null;
+  snapshotBytesDone: number;
+  snapshotBytesTotal: number;
+  entriesDone: number;
+  entriesTotal: number;
+  bytesPerSecond: number | null;
+  etaSeconds: number | null;
 }
 
 export interface MemberStatusView {
@@ -601,6 +1259,10 @@ export interface MemberStatusView {
   matchIndex: number | null;
   lag: number | null;
   replication: string | null;
+  /** Leader: whether this member's acknowledgements count toward commit (R3, R5). */
+  counted: boolean | null;
+  /** DNS resolution of the peer endpoint; null for this node itself or an IP endpoint. */
+  resolution: MemberResolution | null;
 }
 
 function formatHost(host: string): string {

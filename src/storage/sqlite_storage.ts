@@ -85,17 +85,29 @@ export class SqliteStorage implements NodeStorage {
   readonly path: string;
   readonly #db: Database;
   readonly #sql: ReturnType<typeof prepareStatements>;
-  readonly #persist: { immediate: (hardState: HardState | undefined, entries: Entry[]) => void };
+  readonly #persist: {
+    immediate: (
+      hardState: HardState | undefined,
+      entries: Entry[],
+      status: NodeStatus | undefined,
+    ) => void;
+  };
   #closed = false;
 
   private constructor(path: string, db: Database) {
     this.path = path;
     this.#db = db;
     this.#sql = prepareStatements(db);
-    this.#persist = db.transaction((hardState: HardState | undefined, entries: Entry[]) => {
-      if (hardState !== undefined) this.#writeHardState(hardState);
-      if (entries.length > 0) this.#writeEntries(entries);
-    });
+    this.#persist = db.transaction(
+      (hardState: HardState | undefined, entries: Entry[], status: NodeStatus | undefined) => {
+        if (hardState !== undefined) this.#writeHardState(hardState);
+        if (entries.length > 0) this.#writeEntries(entries);
+        if (status !== undefined) {
+          const changes = this.#sql.updateStatus.run({ status }).changes;
+          assert(changes === 1, "identity must be created before its status is set");
+        }
+      },
+    );
   }
 
   /**
@@ -210,8 +222,10 @@ export class SqliteStorage implements NodeStorage {
   }
 
   persist(batch: PersistBatch): void {
-    if (batch.hardState === undefined && batch.entries.length === 0) return;
-    this.#persist.immediate(batch.hardState, batch.entries);
+    if (batch.hardState === undefined && batch.entries.length === 0 && batch.status === undefined) {
+      return;
+    }
+    this.#persist.immediate(batch.hardState, batch.entries, batch.status);
   }
 
   saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void {

@@ -15,6 +15,8 @@ export interface PersistBatch {
   hardState: HardState | undefined;
   /** Appended after dropping any stored entries with index >= entries[0].index. */
   entries: Entry[];
+  /** A status change written in the same transaction (R6: turning normal with the vote). */
+  status?: NodeStatus | undefined;
 }
 
 /**

@@ -460,7 +460,7 @@ function readEntries(reader: Reader, prevLogIndex: number): Entry[] {
 function helloBytesUpperBound(hello: Hello): number {
   let bytes = varintBytesMax * 2 + nameBytesUpperBound(hello.clusterName) +
     nameBytesUpperBound(hello.fingerprint) + nameBytesUpperBound(hello.name) +
-    nameBytesUpperBound(hello.incarnation) + 2 + hello.nonce.byteLength + hello.auth.byteLength;
+    nameBytesUpperBound(hello.incarnation) + 3 + hello.nonce.byteLength + hello.auth.byteLength;
   for (const [field, hash] of Object.entries(hello.fingerprintFields)) {
     bytes += nameBytesUpperBound(field) + nameBytesUpperBound(hash);
   }
@@ -485,6 +485,7 @@ function writeHello(writer: Writer, hello: Hello): void {
   writer.name(hello.incarnation, "incarnation");
   writer.shortBytes(hello.nonce, "nonce");
   writer.shortBytes(hello.auth, "auth");
+  writer.u8((hello.hasState ? 1 : 0) | (hello.recovering ? 2 : 0));
 }
 
 function readHello(reader: Reader): Hello {
@@ -514,11 +515,28 @@ function readHello(reader: Reader): Hello {
     incarnation: reader.name("incarnation"),
     nonce: reader.shortBytes("nonce"),
     auth: reader.shortBytes("auth"),
+    ...stateOnly(readStateFlags(reader, 0b011)),
   };
 }
 
+function stateOnly(
+  flags: { hasState: boolean; recovering: boolean },
+): { hasState: boolean; recovering: boolean } {
+  return { hasState: flags.hasState, recovering: flags.recovering };
+}
+
+/** readStateFlags reads the hasState/recovering/fenced bits, refusing unknown bits. */
+function readStateFlags(
+  reader: Reader,
+  allowed: number,
+): { hasState: boolean; recovering: boolean; fenced: boolean } {
+  const flags = reader.u8("state flags");
+  if ((flags & ~allowed) !== 0) throw new DecodeError(`Unknown state flags ${flags}`);
+  return { hasState: (flags & 1) !== 0, recovering: (flags & 2) !== 0, fenced: (flags & 4) !== 0 };
+}
+
 function helloReplyBytesUpperBound(reply: HelloReply): number {
-  let bytes = 3 + 2 + 3 * (reply.reason?.length ?? 0) + varintBytesMax +
+  let bytes = 4 + 2 + 3 * (reply.reason?.length ?? 0) + varintBytesMax +
     nameBytesUpperBound(reply.name) + nameBytesUpperBound(reply.incarnation);
   for (const field of reply.differingFields ?? []) bytes += nameBytesUpperBound(field);
   return bytes;
@@ -539,6 +557,7 @@ function writeHelloReply(writer: Writer, reply: HelloReply): void {
   }
   writer.name(reply.name, "name");
   writer.name(reply.incarnation, "incarnation");
+  writer.u8((reply.hasState ? 1 : 0) | (reply.recovering ? 2 : 0) | (reply.fenced ? 4 : 0));
 }
 
 function readHelloReply(reader: Reader): HelloReply {
@@ -555,11 +574,9 @@ function readHelloReply(reader: Reader): HelloReply {
     differingFields = [];
     for (let i = 0; i < count; i++) differingFields.push(reader.name("differing field"));
   }
-  const reply: HelloReply = {
-    accepted,
-    name: reader.name("name"),
-    incarnation: reader.name("incarnation"),
-  };
+  const name = reader.name("name");
+  const incarnation = reader.name("incarnation");
+  const reply: HelloReply = { accepted, name, incarnation, ...readStateFlags(reader, 0b111) };
   if (reason !== undefined) reply.reason = reason;
   if (differingFields !== undefined) reply.differingFields = differingFields;
   return reply;

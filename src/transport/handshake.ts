@@ -26,6 +26,10 @@ export interface Hello {
    * accepting side's own proof over this nonce.
    */
   auth: Uint8Array;
+  /** The sender has cluster state (a term, an entry or a snapshot): not a blank node. */
+  hasState: boolean;
+  /** The sender is a replacement still catching up (R2). */
+  recovering: boolean;
 }
 
 /** HelloReply answers a Hello. The connection carries messages only after accepted: true. */
@@ -37,6 +41,11 @@ export interface HelloReply {
   /** The replying member's own name and incarnation. */
   name: NodeId;
   incarnation: string;
+  /** The replying member's state, as in Hello. */
+  hasState: boolean;
+  recovering: boolean;
+  /** Set on a refusal because the dialler's incarnation was replaced (R7). */
+  fenced: boolean;
 }
 
 /** LocalHandshakeInfo is what a member checks an incoming Hello against. */

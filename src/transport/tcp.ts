@@ -16,7 +16,7 @@
 
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import { assert } from "../lib/assert.ts";
-import type { Message, NodeId } from "../consensus/types.ts";
+import type { Message, NodeId, Sender } from "../consensus/types.ts";
 import type { PeerLinkState, Transport } from "./transport.ts";
 import {
   DecodeError,
@@ -70,6 +70,23 @@ export interface TcpTransportOptions {
   log: TransportLog;
   /** random returns a float in [0, 1): backoff jitter only. */
   random: () => number;
+  /** This node's state, sent in every handshake (for unanimous bootstrap, R1). */
+  localState?: () => { hasState: boolean; recovering: boolean };
+  /**
+   * checkPeer may refuse a handshaking host: it returns a reason when the incarnation is
+   * fenced out (R7); the refusal tells the host so (HelloReply.fenced).
+   */
+  checkPeer?: (name: NodeId, incarnation: string, recovering: boolean) => string | null;
+}
+
+/** PeerHandshake is what the latest handshake with a member said, either direction. */
+export interface PeerHandshake {
+  name: NodeId;
+  incarnation: string;
+  hasState: boolean;
+  recovering: boolean;
+  /** Milliseconds since the epoch. */
+  at: number;
 }
 
 type LinkState = "idle" | "connecting" | "handshaking" | "established";
@@ -92,6 +109,7 @@ interface InboundConn {
   /** The name and incarnation from an accepted Hello; null until then. */
   peerName: NodeId | null;
   incarnation: string | null;
+  recovering: boolean;
   helloTimer: Timer | null;
   closed: boolean;
 }
@@ -141,7 +159,9 @@ export class TcpTransport implements Transport {
   readonly #inbound = new Set<InboundConn>();
   /** The accepted inbound connection of each peer name. */
   readonly #inboundByName = new Map<NodeId, InboundConn>();
-  readonly #messageHandlers: Array<(message: Message) => void> = [];
+  readonly #messageHandlers: Array<(message: Message, sender: Sender) => void> = [];
+  readonly #refusedHandlers: Array<(name: NodeId, reason: string, fenced: boolean) => void> = [];
+  readonly #handshakes = new Map<NodeId, PeerHandshake>();
   readonly #peerDownHandlers: Array<(name: NodeId) => void> = [];
   #listener: TCPSocketListener<InboundConn | undefined> | null = null;
   #started = false;
@@ -214,7 +234,35 @@ export class TcpTransport implements Transport {
     }
   }
 
-  onMessage(handler: (message: Message) => void): void {
+  /** onRefused fires when a peer refuses our handshake; fenced says we were replaced. */
+  onRefused(handler: (name: NodeId, reason: string, fenced: boolean) => void): void {
+    this.#refusedHandlers.push(handler);
+  }
+
+  /** handshakes returns the latest handshake information per peer. */
+  handshakes(): PeerHandshake[] {
+    return [...this.#handshakes.values()];
+  }
+
+  /**
+   * closeInbound closes the inbound links of a member (all, or one incarnation's), so
+   * the host must handshake again: a replaced incarnation then learns it is fenced.
+   */
+  closeInbound(name: NodeId, incarnation?: string): void {
+    for (const conn of [...this.#inbound]) {
+      if (
+        conn.peerName === name && (incarnation === undefined || conn.incarnation === incarnation)
+      ) {
+        this.#endInbound(conn);
+      }
+    }
+  }
+
+  #localState(): { hasState: boolean; recovering: boolean } {
+    return this.#options.localState?.() ?? { hasState: false, recovering: false };
+  }
+
+  onMessage(handler: (message: Message, sender: Sender) => void): void {
     this.#messageHandlers.push(handler);
   }
 
@@ -257,6 +305,24 @@ export class TcpTransport implements Transport {
     } else {
       this.#clearTimer(link, "redialTimer");
       this.#dial(link);
+    }
+  }
+
+  /**
+   * rehandshake redials every outbound link at once so peers learn this node's new
+   * state (a replacement that turned normal, a founding member of a new cluster). It is
+   * not a peer failure: onPeerDown does not fire.
+   */
+  rehandshake(reason: string): void {
+    if (!this.#started || this.#closed) return;
+    for (const link of this.#links.values()) {
+      link.failures = 0;
+      if (link.conn !== null) {
+        this.#disconnect(link, reason, "info", true, true);
+      } else {
+        this.#clearTimer(link, "redialTimer");
+        this.#dial(link);
+      }
     }
   }
 
@@ -356,6 +422,7 @@ export class TcpTransport implements Transport {
       incarnation: this.#options.self.incarnation,
       nonce,
       auth: new Uint8Array(0),
+      ...this.#localState(),
     };
     this.#write(link, socket, encodeHelloFrame(hello));
   }
@@ -383,11 +450,26 @@ export class TcpTransport implements Transport {
       if (!reply.accepted) {
         const differingFields = reply.differingFields ?? [];
         const reason = `Peer "${link.name}" refused our handshake: ${reply.reason ?? "no reason"}`;
-        this.#log("warn", reason, { peer: link.name, address: conn.address, differingFields });
+        this.#log("warn", reason, {
+          peer: link.name,
+          address: conn.address,
+          differingFields,
+          fenced: reply.fenced,
+        });
         link.lastError = reason;
         this.#disconnect(link, reason, "none");
+        for (const handler of this.#refusedHandlers) {
+          handler(link.name, reply.reason ?? reason, reply.fenced);
+        }
         return;
       }
+      this.#handshakes.set(link.name, {
+        name: link.name,
+        incarnation: reply.incarnation,
+        hasState: reply.hasState,
+        recovering: reply.recovering,
+        at: Date.now(),
+      });
       this.#clearTimer(link, "handshakeTimer");
       link.incarnation = reply.incarnation;
       link.state = "established";
@@ -466,6 +548,7 @@ export class TcpTransport implements Transport {
     reason: string,
     logLevel: LogLevel | "none" = "info",
     redialNow = false,
+    quiet = false,
   ): void {
     const conn = link.conn;
     const wasEstablished = link.state === "established";
@@ -485,7 +568,7 @@ export class TcpTransport implements Transport {
       this.#log(level, `Cannot link to peer "${link.name}": ${reason}`, fields);
     }
     link.lastError = reason;
-    if (wasEstablished) {
+    if (wasEstablished && !quiet) {
       for (const handler of this.#peerDownHandlers) handler(link.name);
     }
     // A handler may have closed the transport or moved the peer (and redialled).
@@ -565,6 +648,7 @@ export class TcpTransport implements Transport {
       decoder: new FrameDecoder(),
       peerName: null,
       incarnation: null,
+      recovering: false,
       helloTimer: null,
       closed: false,
     };
@@ -608,14 +692,40 @@ export class TcpTransport implements Transport {
           return;
         }
       }
+      const sender: Sender = { incarnation: conn.incarnation ?? "", recovering: conn.recovering };
       for (const message of frame.messages) {
-        for (const handler of this.#messageHandlers) handler(message);
+        for (const handler of this.#messageHandlers) handler(message, sender);
       }
     }
   }
 
   #onHello(conn: InboundConn, hello: Hello): void {
     const self = this.#options.self;
+    const local = this.#localState();
+    const fencedReason = checkHello(hello, this.#local).ok
+      ? this.#options.checkPeer?.(hello.name, hello.incarnation, hello.recovering) ?? null
+      : null;
+    if (fencedReason !== null) {
+      this.#log(
+        "warn",
+        `Refused fenced peer "${hello.name}" from ${conn.remoteAddress}: ${fencedReason}`,
+        {
+          peer: hello.name,
+          remoteAddress: conn.remoteAddress,
+          incarnation: hello.incarnation,
+        },
+      );
+      conn.socket.write(encodeHelloReplyFrame({
+        accepted: false,
+        reason: fencedReason,
+        name: self.name,
+        incarnation: self.incarnation,
+        ...local,
+        fenced: true,
+      }));
+      this.#endInbound(conn);
+      return;
+    }
     const check = checkHello(hello, this.#local);
     if (!check.ok) {
       this.#log(
@@ -633,6 +743,8 @@ export class TcpTransport implements Transport {
         differingFields: check.differingFields,
         name: self.name,
         incarnation: self.incarnation,
+        ...local,
+        fenced: false,
       }));
       this.#endInbound(conn);
       return;
@@ -641,6 +753,14 @@ export class TcpTransport implements Transport {
     conn.helloTimer = null;
     conn.peerName = hello.name;
     conn.incarnation = hello.incarnation;
+    conn.recovering = hello.recovering;
+    this.#handshakes.set(hello.name, {
+      name: hello.name,
+      incarnation: hello.incarnation,
+      hasState: hello.hasState,
+      recovering: hello.recovering,
+      at: Date.now(),
+    });
     const previous = this.#inboundByName.get(hello.name);
     if (previous !== undefined) {
       // The peer redialled before we saw its old connection close (a restart), or two
@@ -669,6 +789,8 @@ export class TcpTransport implements Transport {
       accepted: true,
       name: self.name,
       incarnation: self.incarnation,
+      ...local,
+      fenced: false,
     }));
     this.#log("info", `Accepted the link of peer "${hello.name}" from ${conn.remoteAddress}`, {
       peer: hello.name,

@@ -1,4 +1,4 @@
-import type { Message, NodeId } from "../consensus/types.ts";
+import type { Message, NodeId, Sender } from "../consensus/types.ts";
 
 /** PeerLinkState is what /status shows about one peer connection. */
 export interface PeerLinkState {
@@ -17,8 +17,8 @@ export interface Transport {
   start(): Promise<void>;
   /** send queues a message for its `to` member; it drops it when that queue is full. */
   send(message: Message): void;
-  /** onMessage receives every decoded message from a handshaken peer. */
-  onMessage(handler: (message: Message) => void): void;
+  /** onMessage receives every decoded message from a handshaken peer, with its sender. */
+  onMessage(handler: (message: Message, sender: Sender) => void): void;
   /** onPeerDown fires when an established link to a member is lost. */
   onPeerDown(handler: (name: NodeId) => void): void;
   links(): PeerLinkState[];

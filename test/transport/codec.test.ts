@@ -148,6 +148,8 @@ const hello: Hello = {
   incarnation: "3b1f9c0e",
   nonce: allBytes.subarray(0, 16),
   auth: new Uint8Array(0),
+  hasState: true,
+  recovering: false,
 };
 
 const refusal: HelloReply = {
@@ -156,9 +158,19 @@ const refusal: HelloReply = {
   differingFields: ["members", "ünïcode"],
   name: "node-b",
   incarnation: "77",
+  hasState: true,
+  recovering: false,
+  fenced: true,
 };
 
-const acceptance: HelloReply = { accepted: true, name: "node-b", incarnation: "77" };
+const acceptance: HelloReply = {
+  accepted: true,
+  name: "node-b",
+  incarnation: "77",
+  hasState: false,
+  recovering: true,
+  fenced: false,
+};
 
 /** expectDecodeError fails unless fn throws a DecodeError, and returns its message. */
 function expectDecodeError(fn: () => unknown): string {

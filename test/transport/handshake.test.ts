@@ -24,6 +24,8 @@ const hello: Hello = {
   incarnation: "inc-1",
   nonce: new Uint8Array(16),
   auth: new Uint8Array(0),
+  hasState: true,
+  recovering: false,
 };
 
 describe("checkHello", () => {

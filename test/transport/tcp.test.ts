@@ -308,6 +308,8 @@ describe("TcpTransport", () => {
       incarnation: "c-1",
       nonce: new Uint8Array(16),
       auth: new Uint8Array(0),
+      hasState: false,
+      recovering: true,
     });
     for (const message of [heartbeat("a", "b", 1), heartbeat("c", "a", 1)]) {
       const raw = await rawConnect("127.0.0.42", 17152);

@@ -1,0 +1,1035 @@
+// bench measures a fresh local 3-node cluster of the compiled binary: acknowledged writes/s
+// and latency at 1, 16 and 64 concurrent clients (to the leader, and 16 spread over every
+// member so followers forward), linearizable reads/s, failover time (kill -9 the leader ->
+// next acknowledged write) and RSS per node. Prints a table; writes JSON to
+// bench-results/bench-<timestamp>.json. Timings are reported, never asserted.
+//
+//   bun scripts/bench.ts [--duration=SECONDS] [--failovers=N] [--quick] [--binary=dist/keel]
+
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statfsSync,
+  writeFileSync,
+} from "node:fs";
+import { cpus, loadavg, platform, release, tmpdir, totalmem } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import type { Subprocess } from "bun";
+import {
+  type BenchMember,
+  benchMembers,
+  clusterYaml,
+  countInto,
+  filesystemName,
+  fixed,
+  formatTable,
+  httpUrl,
+  type LatencySummary,
+  type MachineCpuTicks,
+  machineCpuTicks,
+  maxGapMs,
+  median,
+  procCpuTicks,
+  rssKb,
+  sumCounts,
+  summarize,
+} from "./bench_lib.ts";
+
+const usage = `Usage: bun scripts/bench.ts [options]     (or: make bench BENCH_ARGS="...")
+
+Starts a fresh 3-node keel cluster on 127.0.0.51-53 (peer port 7070, HTTP port 7080) in a
+temp dir, with the default raft timings, and measures:
+  write    PUT /v1/kv/bench-<client>-<i> (100-byte values) to the leader, 1/16/64 clients
+  write    16 clients spread over all three members (followers forward to the leader)
+  read     64 clients GET an acknowledged key on the leader (linearizable, ReadIndex)
+  failover kill -9 the leader, time until a probe write is acknowledged; restart it
+  rss      VmRSS of every node at idle and right after the 64-client write phase
+Each load phase is a warm-up, then a measured run. Only 2xx answers count as acknowledged.
+
+Options:
+  --duration=SECONDS   measured seconds per load phase (default 5)
+  --warmup=SECONDS     warm-up seconds before each load phase (default 1)
+  --failovers=N        leader kills (kill -9) to time (default 3; 0 skips)
+  --freezes=N          leader freezes (SIGSTOP: silent, connections left open, as a host
+                       losing power) to time (default 3; 0 skips)
+  --quick              CI smoke run: 1 s phases, 1 failover, 1 freeze; exit 0 if it completed
+  --binary=PATH        keel executable (default dist/keel)
+  --tmp=DIR            parent of the temp dir (default the OS temp dir); use a real disk:
+                       on tmpfs an fsync costs nothing
+  --out=DIR            where the JSON goes (default bench-results)
+  --keep-logs          copy the node logs next to the JSON (always done after a problem)
+  -h, --help           this text
+`;
+
+// ---- Limits -------------------------------------------------------------------------------
+
+/** Bound on one load request; above the server's 5 s request timeout, so its answer wins. */
+const requestTimeoutMs = 10_000;
+/** Pause after a failed request, so an erroring cluster is not hammered in a tight loop. */
+const errorBackoffMs = 10;
+/** How long the cluster may take to elect its first leader, or a restarted node to catch up. */
+const settleTimeoutMs = 30_000;
+/** Failover probes: an attempt per surviving node every probeIntervalMs, each bounded. */
+const probeIntervalMs = 10;
+const probeTimeoutMs = 500;
+/** A failover not over by then is reported as failed (and the run goes on). */
+const failoverTimeoutMs = 30_000;
+/** Acknowledged keys kept for the read phase. */
+const readKeysMax = 10_000;
+const valueBytes = 100;
+/** How long the idle cluster's CPU use is measured for. */
+const idleCpuWindowMs = 2_000;
+/** How long a node gets to stop on SIGTERM at the end before it is killed. */
+const stopTimeoutMs = 5_000;
+
+// ---- Arguments ----------------------------------------------------------------------------
+
+interface Options {
+  durationMs: number;
+  warmupMs: number;
+  failovers: number;
+  freezes: number;
+  quick: boolean;
+  binary: string;
+  tmpParent: string;
+  outDir: string;
+  keepLogs: boolean;
+}
+
+function fail(message: string): never {
+  console.error(`bench: ${message}`);
+  console.error('Run "bun scripts/bench.ts --help" for usage.');
+  process.exit(2);
+}
+
+function parseOptions(): Options {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: Bun.argv.slice(2),
+      options: {
+        duration: { type: "string" },
+        warmup: { type: "string" },
+        failovers: { type: "string" },
+        freezes: { type: "string" },
+        quick: { type: "boolean", default: false },
+        binary: { type: "string", default: "dist/keel" },
+        tmp: { type: "string", default: tmpdir() },
+        out: { type: "string", default: "bench-results" },
+        "keep-logs": { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+      strict: true,
+    });
+  } catch (error: unknown) {
+    fail(error instanceof Error ? error.message : String(error));
+  }
+  const values = parsed.values;
+  if (values.help) {
+    process.stdout.write(usage);
+    process.exit(0);
+  }
+  const quick = values.quick === true;
+  /** seconds reads a flag given in seconds and returns milliseconds. */
+  const seconds = (name: string, text: string | undefined, fallbackMs: number): number => {
+    if (text === undefined) return fallbackMs;
+    const value = Number(text);
+    if (!(value > 0 && value <= 3600)) {
+      fail(`--${name} must be seconds in (0, 3600], got "${text}"`);
+    }
+    return value * 1000;
+  };
+  const rounds = (name: string, text: string | undefined): number => {
+    if (text === undefined) return quick ? 1 : 3;
+    const count = Number(text);
+    if (!Number.isSafeInteger(count) || count < 0 || count > 100) {
+      fail(`--${name} must be an integer from 0 to 100, got "${text}"`);
+    }
+    return count;
+  };
+  const binary = resolve(values.binary);
+  if (!existsSync(binary)) fail(`No keel binary at "${binary}"; run "make build" first`);
+  return {
+    durationMs: seconds("duration", values.duration, quick ? 1000 : 5000),
+    warmupMs: seconds("warmup", values.warmup, 1000),
+    failovers: rounds("failovers", values.failovers),
+    freezes: rounds("freezes", values.freezes),
+    quick,
+    binary,
+    tmpParent: resolve(values.tmp),
+    outDir: resolve(values.out),
+    keepLogs: values["keep-logs"] === true,
+  };
+}
+
+// ---- The cluster --------------------------------------------------------------------------
+
+/** StatusView is the part of GET /status the benchmark reads. */
+interface StatusView {
+  name: string;
+  role: string;
+  term: number;
+  leader: string | null;
+  commitIndex: number;
+  appliedIndex: number;
+  counters: { leaderChanges: number; electionsStarted: number; snapshotsTaken: number };
+  members: { name: string; connected: boolean; lag: number | null }[];
+}
+
+/** UnexpectedExit is a node that exited without the benchmark killing it: a bug signal. */
+interface UnexpectedExit {
+  name: string;
+  code: number | null;
+  signal: string | null;
+  atMs: number;
+}
+
+/** Cluster runs the member processes and knows how to ask them about their state. */
+class Cluster {
+  readonly dir: string;
+  readonly configPath: string;
+  readonly unexpectedExits: UnexpectedExit[] = [];
+  readonly #binary: string;
+  readonly #processes = new Map<string, Subprocess>();
+  readonly #killing = new Set<string>();
+  readonly #startedAt = performance.now();
+
+  constructor(binary: string, tmpParent: string) {
+    this.#binary = binary;
+    this.dir = mkdtempSync(join(tmpParent, "keel-bench-"));
+    this.configPath = join(this.dir, "cluster.yaml");
+    writeFileSync(this.configPath, clusterYaml(benchMembers, join(this.dir, "data")));
+  }
+
+  logPath(name: string): string {
+    return join(this.dir, `${name}.log`);
+  }
+
+  pid(name: string): number | undefined {
+    return this.#processes.get(name)?.pid;
+  }
+
+  start(member: BenchMember): void {
+    if (this.#processes.has(member.name)) {
+      throw new Error(`Node "${member.name}" is already running`);
+    }
+    const log = openSync(this.logPath(member.name), "a");
+    try {
+      const child = Bun.spawn([
+        this.#binary,
+        "run",
+        "--config",
+        this.configPath,
+        "--name",
+        member.name,
+        "--data-dir",
+        join(this.dir, "data", member.name),
+      ], { stdin: "ignore", stdout: log, stderr: log });
+      this.#processes.set(member.name, child);
+      void child.exited.then(() => {
+        if (this.#processes.get(member.name) !== child) return;
+        this.#processes.delete(member.name);
+        if (this.#killing.delete(member.name)) return;
+        const exit: UnexpectedExit = {
+          name: member.name,
+          code: child.exitCode,
+          signal: child.signalCode === null ? null : String(child.signalCode),
+          atMs: Math.round(performance.now() - this.#startedAt),
+        };
+        this.unexpectedExits.push(exit);
+        console.error(
+          `bench: ${member.name} exited unexpectedly (code ${exit.code}, signal ${exit.signal}); ` +
+            `see ${this.logPath(member.name)}`,
+        );
+      });
+    } finally {
+      closeSync(log);
+    }
+  }
+
+  /** kill sends SIGKILL to one node and waits for it to be gone. */
+  async kill(name: string): Promise<void> {
+    const child = this.#processes.get(name);
+    if (child === undefined) return;
+    this.#killing.add(name);
+    child.kill("SIGKILL");
+    await child.exited;
+  }
+
+  /** stop asks every node to stop (SIGTERM) and kills those that do not in time. */
+  async stop(): Promise<string[]> {
+    const slow: string[] = [];
+    const stopping = [...this.#processes].map(async ([name, child]) => {
+      this.#killing.add(name);
+      child.kill("SIGTERM");
+      const stopped = await Promise.race([
+        child.exited.then(() => true),
+        Bun.sleep(stopTimeoutMs).then(() => false),
+      ]);
+      if (!stopped) {
+        slow.push(name);
+        child.kill("SIGKILL");
+        await child.exited;
+      }
+    });
+    await Promise.all(stopping);
+    return slow;
+  }
+
+  /** freeze stops a node with SIGSTOP: alive, connections open, silent. kill ends it. */
+  freeze(name: string): void {
+    this.#processes.get(name)?.kill("SIGSTOP");
+  }
+
+  /** killAllNow is the synchronous last resort of the exit handler. */
+  killAllNow(): void {
+    for (const [name, child] of this.#processes) {
+      this.#killing.add(name);
+      child.kill("SIGKILL");
+    }
+  }
+
+  running(): BenchMember[] {
+    return benchMembers.filter((member) => this.#processes.has(member.name));
+  }
+
+  async status(member: BenchMember): Promise<StatusView | undefined> {
+    try {
+      const response = await fetch(`${httpUrl(member)}/status`, {
+        signal: AbortSignal.timeout(1000),
+      });
+      if (!response.ok) return undefined;
+      return await response.json() as StatusView;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * settle waits until every running node reports the same non-null leader, and that
+   * leader sees every running follower connected with no lag. Returns the leader.
+   */
+  async settle(): Promise<BenchMember> {
+    const deadline = performance.now() + settleTimeoutMs;
+    let last = "no answer yet";
+    while (performance.now() < deadline) {
+      const running = this.running();
+      const statuses = await Promise.all(running.map((member) => this.status(member)));
+      const leaders = new Set(statuses.map((status) => status?.leader ?? null));
+      const name = leaders.size === 1 ? [...leaders][0] : null;
+      const leader = benchMembers.find((member) => member.name === name);
+      const leaderStatus = statuses.find((status) => status?.name === name);
+      if (leader !== undefined && leaderStatus !== undefined) {
+        const behind = leaderStatus.members.filter((member) =>
+          running.some((r) => r.name === member.name) && (!member.connected || member.lag !== 0)
+        );
+        if (behind.length === 0) return leader;
+        last = `leader ${name}; not caught up: ${behind.map((b) => b.name).join(", ")}`;
+      } else {
+        last = `leaders seen: ${JSON.stringify(statuses.map((status) => status?.leader ?? "?"))}`;
+      }
+      await Bun.sleep(50);
+    }
+    throw new Error(`Cluster did not settle within ${settleTimeoutMs} ms (${last})`);
+  }
+
+  /** cpuTicks is each running node's CPU time so far, by pid. */
+  cpuTicks(): Map<number, number> {
+    const ticks = new Map<number, number>();
+    for (const child of this.#processes.values()) {
+      try {
+        const value = procCpuTicks(readFileSync(`/proc/${child.pid}/stat`, "utf8"));
+        if (value !== undefined) ticks.set(child.pid, value);
+      } catch {
+        // exited meanwhile
+      }
+    }
+    return ticks;
+  }
+
+  rss(): Record<string, number | null> {
+    const result: Record<string, number | null> = {};
+    for (const member of benchMembers) {
+      const pid = this.pid(member.name);
+      let kb: number | undefined;
+      if (pid !== undefined) {
+        try {
+          kb = rssKb(readFileSync(`/proc/${pid}/status`, "utf8"));
+        } catch {
+          kb = undefined;
+        }
+      }
+      result[member.name] = kb === undefined ? null : Math.round(kb / 1024 * 10) / 10;
+    }
+    return result;
+  }
+}
+
+// ---- Load ---------------------------------------------------------------------------------
+
+type Outcome = { ok: true } | { ok: false; error: string };
+
+/** Linux reports process and machine CPU time in USER_HZ ticks, 100 a second. */
+const cpuTicksPerSecond = 100;
+
+/** CpuSample is the CPU time used so far by the nodes, this process and the machine. */
+interface CpuSample {
+  at: number;
+  nodeTicks: Map<number, number>;
+  generatorUs: number;
+  machine: MachineCpuTicks | undefined;
+}
+
+/** CpuUse is CPU used over a window, in cores (CPU-seconds per second). */
+interface CpuUse {
+  /** The three keel nodes together. */
+  keel: number;
+  /** This process: the load generator. */
+  generator: number;
+  /** Everything else on the machine (other work sharing it makes the numbers noisy). */
+  other: number | null;
+  iowait: number | null;
+  steal: number | null;
+}
+
+function sampleCpu(cluster: Cluster): CpuSample {
+  let machine: MachineCpuTicks | undefined;
+  try {
+    machine = machineCpuTicks(readFileSync("/proc/stat", "utf8"));
+  } catch {
+    machine = undefined;
+  }
+  const usage = process.cpuUsage();
+  return {
+    at: performance.now(),
+    nodeTicks: cluster.cpuTicks(),
+    generatorUs: usage.user + usage.system,
+    machine,
+  };
+}
+
+function cpuBetween(before: CpuSample, after: CpuSample): CpuUse {
+  const seconds = (after.at - before.at) / 1000;
+  const cores = (value: number): number => Math.round(value / seconds * 100) / 100;
+  let keelTicks = 0;
+  for (const [pid, ticks] of after.nodeTicks) {
+    keelTicks += ticks - (before.nodeTicks.get(pid) ?? ticks);
+  }
+  const keel = keelTicks / cpuTicksPerSecond;
+  const generator = (after.generatorUs - before.generatorUs) / 1e6;
+  const machineBefore = before.machine;
+  const machineAfter = after.machine;
+  if (machineBefore === undefined || machineAfter === undefined) {
+    return {
+      keel: cores(keel),
+      generator: cores(generator),
+      other: null,
+      iowait: null,
+      steal: null,
+    };
+  }
+  const busy = (machineAfter.busy - machineBefore.busy) / cpuTicksPerSecond;
+  return {
+    keel: cores(keel),
+    generator: cores(generator),
+    other: cores(Math.max(0, busy - keel - generator)),
+    iowait: cores((machineAfter.iowait - machineBefore.iowait) / cpuTicksPerSecond),
+    steal: cores((machineAfter.steal - machineBefore.steal) / cpuTicksPerSecond),
+  };
+}
+
+/** PhaseResult is one measured load phase. */
+interface PhaseResult extends LatencySummary {
+  phase: string;
+  clients: number;
+  target: string;
+  durationS: number;
+  acknowledged: number;
+  opsPerSec: number;
+  errors: number;
+  errorKinds: Record<string, number>;
+  /** Longest time in which no request at all was acknowledged: a cluster-wide stall. */
+  maxGapMs: number;
+  cpu: CpuUse;
+  /** Snapshots the leader took in the phase (warm-up included); each pauses its event loop. */
+  leaderSnapshots: number | null;
+  /** Term and leader on the leader-to-be before and after; a change under load is a signal. */
+  leaderBefore: string | null;
+  leaderAfter: string | null;
+  termBefore: number | null;
+  termAfter: number | null;
+}
+
+const value = new TextEncoder().encode("v".repeat(valueBytes - 10) + "0123456789");
+/** Acknowledged write keys, for the read phase. */
+const writtenKeys: string[] = [];
+/** Next key number per client, so keys stay distinct across phases. */
+const nextKeyNumber = new Map<number, number>();
+
+async function outcomeOf(
+  response: Response,
+  check?: (body: ArrayBuffer) => string | undefined,
+): Promise<Outcome> {
+  const body = await response.arrayBuffer();
+  if (response.status >= 200 && response.status < 300) {
+    const problem = check?.(body);
+    return problem === undefined ? { ok: true } : { ok: false, error: problem };
+  }
+  let code = "";
+  try {
+    const json = JSON.parse(new TextDecoder().decode(body)) as { error?: { code?: string } };
+    code = json.error?.code ?? "";
+  } catch {
+    code = "non-json";
+  }
+  return { ok: false, error: `${response.status} ${code}`.trim() };
+}
+
+function thrownError(error: unknown): string {
+  if (error instanceof Error) {
+    if (error.name === "TimeoutError" || error.name === "AbortError") return "client timeout";
+    const code = (error as { code?: unknown }).code;
+    return typeof code === "string" ? code : error.name;
+  }
+  return String(error);
+}
+
+async function put(base: string, key: string, timeoutMs: number): Promise<Outcome> {
+  try {
+    const response = await fetch(`${base}/v1/kv/${encodeURIComponent(key)}`, {
+      method: "PUT",
+      body: value,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    return await outcomeOf(response);
+  } catch (error: unknown) {
+    return { ok: false, error: thrownError(error) };
+  }
+}
+
+async function get(base: string, key: string): Promise<Outcome> {
+  try {
+    const response = await fetch(`${base}/v1/kv/${encodeURIComponent(key)}`, {
+      signal: AbortSignal.timeout(requestTimeoutMs),
+    });
+    return await outcomeOf(
+      response,
+      (body) =>
+        body.byteLength === valueBytes ? undefined : `wrong value (${body.byteLength} bytes)`,
+    );
+  } catch (error: unknown) {
+    return { ok: false, error: thrownError(error) };
+  }
+}
+
+/** Request is one client's i-th operation in a phase. */
+type Request = (client: number) => Promise<Outcome>;
+
+/**
+ * drive runs `clients` closed loops for durationMs: each sends a request, waits for the
+ * answer, and sends the next. Latencies of acknowledged requests are returned.
+ */
+async function drive(
+  clients: number,
+  durationMs: number,
+  request: Request,
+): Promise<
+  { latenciesMs: number[]; errorKinds: Record<string, number>; elapsedMs: number; maxGapMs: number }
+> {
+  const latenciesMs: number[] = [];
+  const acknowledgedAt: number[] = [];
+  const errorKinds: Record<string, number> = {};
+  const started = performance.now();
+  const end = started + durationMs;
+  const loop = async (client: number): Promise<void> => {
+    while (performance.now() < end) {
+      const sent = performance.now();
+      const outcome = await request(client);
+      const took = performance.now() - sent;
+      if (outcome.ok) {
+        latenciesMs.push(took);
+        acknowledgedAt.push(sent + took);
+      } else {
+        countInto(errorKinds, outcome.error);
+        await Bun.sleep(errorBackoffMs);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)));
+  const ended = performance.now();
+  return {
+    latenciesMs,
+    errorKinds,
+    elapsedMs: ended - started,
+    maxGapMs: maxGapMs(started, acknowledgedAt, Math.min(ended, end)),
+  };
+}
+
+function writeRequest(targetFor: (client: number) => string): Request {
+  return async (client) => {
+    const number = nextKeyNumber.get(client) ?? 0;
+    nextKeyNumber.set(client, number + 1);
+    const key = `bench-${client}-${number}`;
+    const outcome = await put(targetFor(client), key, requestTimeoutMs);
+    if (outcome.ok && writtenKeys.length < readKeysMax) writtenKeys.push(key);
+    return outcome;
+  };
+}
+
+function readRequest(base: string): Request {
+  const counters = new Map<number, number>();
+  return (client) => {
+    const number = counters.get(client) ?? 0;
+    counters.set(client, number + 1);
+    const key = writtenKeys[(client * 7919 + number) % writtenKeys.length] as string;
+    return get(base, key);
+  };
+}
+
+async function phase(
+  cluster: Cluster,
+  options: Options,
+  name: string,
+  clients: number,
+  target: string,
+  request: Request,
+): Promise<PhaseResult> {
+  console.error(`bench: ${name}, ${clients} client(s), ${target}`);
+  const leader = await cluster.settle();
+  const before = await cluster.status(leader);
+  await drive(clients, options.warmupMs, request);
+  const cpuBefore = sampleCpu(cluster);
+  const measured = await drive(clients, options.durationMs, request);
+  const cpu = cpuBetween(cpuBefore, sampleCpu(cluster));
+  const after = await cluster.status(leader);
+  const summary = summarize(measured.latenciesMs);
+  const errors = sumCounts(measured.errorKinds);
+  const result: PhaseResult = {
+    phase: name,
+    clients,
+    target,
+    durationS: Math.round(measured.elapsedMs) / 1000,
+    acknowledged: summary.count,
+    opsPerSec: summary.count / (measured.elapsedMs / 1000),
+    errors,
+    errorKinds: measured.errorKinds,
+    ...summary,
+    maxGapMs: measured.maxGapMs,
+    cpu,
+    leaderSnapshots: before === undefined || after === undefined
+      ? null
+      : after.counters.snapshotsTaken - before.counters.snapshotsTaken,
+    leaderBefore: before?.leader ?? null,
+    leaderAfter: after?.leader ?? null,
+    termBefore: before?.term ?? null,
+    termAfter: after?.term ?? null,
+  };
+  if (errors > 0) console.error(`bench:   errors: ${JSON.stringify(measured.errorKinds)}`);
+  if (result.leaderBefore !== result.leaderAfter || result.termBefore !== result.termAfter) {
+    console.error(
+      `bench:   leadership changed under load: ${result.leaderBefore} (term ${result.termBefore}) -> ` +
+        `${result.leaderAfter} (term ${result.termAfter})`,
+    );
+  }
+  return result;
+}
+
+// ---- Failover -----------------------------------------------------------------------------
+
+/**
+ * FailoverMode is how the leader is taken away. "kill" is kill -9: the kernel resets its
+ * connections at once, and the followers take that as a hint to campaign early. "freeze"
+ * is SIGSTOP: the connections stay open and silent, as when a host loses power or the
+ * network splits, so the followers must wait out an election timeout.
+ */
+type FailoverMode = "kill" | "freeze";
+
+/** FailoverResult is one leader taken away. */
+interface FailoverResult {
+  mode: FailoverMode;
+  round: number;
+  leader: string;
+  /** Signal -> first acknowledged probe write, ms; null if none within failoverTimeoutMs. */
+  ms: number | null;
+  acknowledgedBy: string | null;
+  newLeader: string | null;
+  probes: number;
+  probeErrors: Record<string, number>;
+  /** Restart of the old leader -> cluster settled again with it caught up, ms. */
+  rejoinMs: number | null;
+}
+
+/** Probes in flight to one node at most; probeTimeoutMs / probeIntervalMs is about 50. */
+const probesInFlightMax = 64;
+
+async function failover(
+  cluster: Cluster,
+  mode: FailoverMode,
+  round: number,
+): Promise<FailoverResult> {
+  const leader = await cluster.settle();
+  const survivors = benchMembers.filter((member) => member.name !== leader.name);
+  const probeErrors: Record<string, number> = {};
+  const inFlight = new Map<string, number>();
+  let probes = 0;
+  let acknowledgedAt: number | undefined;
+  let acknowledgedBy: string | null = null;
+  console.error(
+    `bench: failover ${mode} ${round}: ${mode === "kill" ? "kill -9" : "SIGSTOP"} ${leader.name}`,
+  );
+  const signalledAt = performance.now();
+  if (mode === "kill") {
+    await cluster.kill(leader.name);
+  } else {
+    cluster.freeze(leader.name);
+  }
+  // A new probe to every survivor each interval, not waiting for the previous one: a probe
+  // stuck on a follower that still forwards to the old leader must not delay the next.
+  while (acknowledgedAt === undefined && performance.now() - signalledAt < failoverTimeoutMs) {
+    for (const member of survivors) {
+      const busy = inFlight.get(member.name) ?? 0;
+      if (busy >= probesInFlightMax) continue;
+      inFlight.set(member.name, busy + 1);
+      const key = `failover-${mode}-${round}-${probes++}`;
+      void put(httpUrl(member), key, probeTimeoutMs).then((outcome) => {
+        inFlight.set(member.name, (inFlight.get(member.name) ?? 1) - 1);
+        if (outcome.ok) {
+          if (acknowledgedAt === undefined) {
+            acknowledgedAt = performance.now();
+            acknowledgedBy = member.name;
+          }
+        } else if (acknowledgedAt === undefined) {
+          countInto(probeErrors, outcome.error);
+        }
+      });
+    }
+    await Bun.sleep(probeIntervalMs);
+  }
+  const ms = acknowledgedAt === undefined
+    ? null
+    : Math.round((acknowledgedAt - signalledAt) * 10) / 10;
+  const statuses = await Promise.all(survivors.map((member) => cluster.status(member)));
+  const newLeader = statuses.find((status) => status?.leader !== null)?.leader ?? null;
+  console.error(
+    ms === null
+      ? `bench:   no write acknowledged within ${failoverTimeoutMs} ms`
+      : `bench:   write acknowledged after ${ms} ms (new leader ${newLeader}); restarting ${leader.name}`,
+  );
+  if (mode === "freeze") await cluster.kill(leader.name);
+  const restartedAt = performance.now();
+  cluster.start(leader);
+  let rejoinMs: number | null = null;
+  try {
+    await cluster.settle();
+    rejoinMs = Math.round(performance.now() - restartedAt);
+  } catch (error: unknown) {
+    console.error(`bench:   ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return {
+    mode,
+    round,
+    leader: leader.name,
+    ms,
+    acknowledgedBy,
+    newLeader,
+    probes,
+    probeErrors,
+    rejoinMs,
+  };
+}
+
+// ---- Report -------------------------------------------------------------------------------
+
+function keelVersion(binary: string): string {
+  const result = Bun.spawnSync([binary, "--version"], { stdout: "pipe", stderr: "pipe" });
+  if (result.exitCode !== 0) {
+    throw new Error(`"${binary} --version" exited with code ${result.exitCode}`);
+  }
+  return result.stdout.toString().trim();
+}
+
+/**
+ * sourceInfo is the binary, the commit of the git work tree around it (presumably what it
+ * was built from) and whether that tree's src/ has uncommitted edits.
+ */
+function sourceInfo(
+  binary: string,
+): { binary: string; commit: string | null; srcModified: boolean | null } {
+  const run = (args: string[]): string | null => {
+    try {
+      const result = Bun.spawnSync(["git", "-C", dirname(binary), ...args], {
+        stdout: "pipe",
+        stderr: "ignore",
+      });
+      return result.exitCode === 0 ? result.stdout.toString().trim() : null;
+    } catch {
+      return null;
+    }
+  };
+  const status = run(["status", "--porcelain", "--", "../src"]);
+  return {
+    binary,
+    commit: run(["rev-parse", "HEAD"]),
+    srcModified: status === null ? null : status !== "",
+  };
+}
+
+function machineInfo(binary: string, dir: string): Record<string, unknown> {
+  const cpuList = cpus();
+  return {
+    os: `${platform()} ${release()}`,
+    cpus: cpuList.length,
+    cpuModel: cpuList[0]?.model ?? "unknown",
+    totalMemoryMiB: Math.round(totalmem() / 1024 / 1024),
+    bun: Bun.version,
+    keel: keelVersion(binary),
+    dataFilesystem: filesystemName(statfsSync(dir).type),
+    /** Load average before the cluster starts: other work on the machine skews results. */
+    loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
+  };
+}
+
+function phaseTable(phases: readonly PhaseResult[]): string {
+  return formatTable(
+    [
+      "phase",
+      "clients",
+      "ops/s",
+      "p50 ms",
+      "p99 ms",
+      "max ms",
+      "max gap ms",
+      "errors",
+      "cpu keel/gen/other",
+    ],
+    phases.map((p) => [
+      `${p.phase} (${p.target})`,
+      String(p.clients),
+      fixed(p.opsPerSec, 0),
+      fixed(p.p50Ms, 2),
+      fixed(p.p99Ms, 2),
+      fixed(p.maxMs, 1),
+      fixed(p.maxGapMs, 1),
+      String(p.errors),
+      `${fixed(p.cpu.keel, 2)}/${fixed(p.cpu.generator, 2)}/${fixed(p.cpu.other ?? NaN, 2)}`,
+    ]),
+  );
+}
+
+/** FailoverSummary is the median and range of the rounds of one mode. */
+interface FailoverSummary {
+  rounds: number;
+  failed: number;
+  medianMs: number | null;
+  minMs: number | null;
+  maxMs: number | null;
+}
+
+function failoverSummary(results: readonly FailoverResult[]): FailoverSummary {
+  const times = results.flatMap((result) => result.ms === null ? [] : [result.ms]);
+  return {
+    rounds: results.length,
+    failed: results.length - times.length,
+    medianMs: times.length === 0 ? null : median(times),
+    minMs: times.length === 0 ? null : Math.min(...times),
+    maxMs: times.length === 0 ? null : Math.max(...times),
+  };
+}
+
+const failoverLabels: Record<FailoverMode, string> = {
+  kill: "failover, kill -9 leader -> next acknowledged write",
+  freeze: "failover, SIGSTOP leader -> next acknowledged write",
+};
+
+function failoverLine(mode: FailoverMode, results: readonly FailoverResult[]): string {
+  const summary = failoverSummary(results);
+  const each = results.map((result) => result.ms === null ? "none" : `${result.ms}`).join(", ");
+  return `${failoverLabels[mode]}: median ${fixed(summary.medianMs ?? NaN, 0)} ms, range ` +
+    `${fixed(summary.minMs ?? NaN, 0)}-${fixed(summary.maxMs ?? NaN, 0)} ms (${each})`;
+}
+
+// ---- Main ---------------------------------------------------------------------------------
+
+let cluster: Cluster | undefined;
+
+process.on("exit", () => {
+  if (cluster === undefined) return;
+  cluster.killAllNow();
+  rmSync(cluster.dir, { recursive: true, force: true });
+});
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    console.error(`bench: ${signal}; stopping the cluster`);
+    process.exit(130);
+  });
+}
+
+function keepLogs(options: Options, stamp: string): string | undefined {
+  if (cluster === undefined) return undefined;
+  const dir = join(options.outDir, `bench-${stamp}-logs`);
+  mkdirSync(dir, { recursive: true });
+  for (const member of benchMembers) {
+    try {
+      copyFileSync(cluster.logPath(member.name), join(dir, `${member.name}.log`));
+    } catch {
+      // never started
+    }
+  }
+  return dir;
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions();
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const startedAt = new Date().toISOString();
+  const version = keelVersion(options.binary);
+  cluster = new Cluster(options.binary, options.tmpParent);
+  const machine = machineInfo(options.binary, cluster.dir);
+  console.error(`bench: ${version}, ${machine.cpus} CPU(s), temp dir ${cluster.dir}`);
+  try {
+    for (const member of benchMembers) cluster.start(member);
+    const firstLeader = await cluster.settle();
+    console.error(`bench: cluster up, leader ${firstLeader.name}`);
+    await Bun.sleep(500);
+    const rssIdle = cluster.rss();
+    // CPU of an idle cluster: heartbeats and ticks only; much more would mean a busy loop.
+    const idleBefore = sampleCpu(cluster);
+    await Bun.sleep(idleCpuWindowMs);
+    const cpuIdle = cpuBetween(idleBefore, sampleCpu(cluster));
+
+    const phases: PhaseResult[] = [];
+    let rssAfterLoad: Record<string, number | null> = {};
+    for (const clients of [1, 16, 64]) {
+      const leader = await cluster.settle();
+      phases.push(
+        await phase(
+          cluster,
+          options,
+          "write",
+          clients,
+          "leader",
+          writeRequest(() => httpUrl(leader)),
+        ),
+      );
+      if (clients === 64) rssAfterLoad = cluster.rss();
+    }
+    phases.push(
+      await phase(
+        cluster,
+        options,
+        "write",
+        16,
+        "all nodes, forwarded",
+        writeRequest((client) =>
+          httpUrl(benchMembers[client % benchMembers.length] as BenchMember)
+        ),
+      ),
+    );
+    if (writtenKeys.length === 0) throw new Error("No write was acknowledged; nothing to read");
+    const readLeader = await cluster.settle();
+    phases.push(
+      await phase(cluster, options, "read", 64, "leader", readRequest(httpUrl(readLeader))),
+    );
+
+    const failovers: FailoverResult[] = [];
+    for (let round = 1; round <= options.failovers; round++) {
+      failovers.push(await failover(cluster, "kill", round));
+    }
+    const freezes: FailoverResult[] = [];
+    for (let round = 1; round <= options.freezes; round++) {
+      freezes.push(await failover(cluster, "freeze", round));
+    }
+
+    const slowToStop = await cluster.stop();
+    const unexpectedExits = cluster.unexpectedExits;
+    const report = {
+      startedAt,
+      options: {
+        durationS: options.durationMs / 1000,
+        warmupS: options.warmupMs / 1000,
+        failovers: options.failovers,
+        freezes: options.freezes,
+        quick: options.quick,
+        valueBytes,
+        raft: "defaults (tick 10ms, heartbeat 100ms, election 1s)",
+      },
+      machine,
+      source: sourceInfo(options.binary),
+      phases,
+      failover: {
+        kill: { ...failoverSummary(failovers), results: failovers },
+        freeze: { ...failoverSummary(freezes), results: freezes },
+      },
+      rssMiB: { idle: rssIdle, afterWrite64: rssAfterLoad },
+      cpuIdle,
+      problems: { unexpectedExits, slowToStop },
+    };
+
+    mkdirSync(options.outDir, { recursive: true });
+    const jsonPath = join(options.outDir, `bench-${stamp}.json`);
+    writeFileSync(jsonPath, JSON.stringify(report, null, 2) + "\n");
+
+    const out: string[] = [];
+    out.push(
+      `keel benchmark: ${version}, ${machine.cpus} x ${machine.cpuModel}, ` +
+        `${machine.totalMemoryMiB} MiB, bun ${machine.bun}, data on ${machine.dataFilesystem}`,
+    );
+    out.push(
+      `3 nodes + load generator on one machine; ${options.durationMs / 1000} s per phase ` +
+        `after ${options.warmupMs / 1000} s warm-up; ${valueBytes}-byte values`,
+    );
+    out.push("", phaseTable(phases));
+    out.push(
+      "max gap: longest time with no request acknowledged; cpu: cores used by the 3 keel " +
+        "nodes / the load generator / everything else",
+      "",
+    );
+    if (failovers.length > 0) out.push(failoverLine("kill", failovers));
+    if (freezes.length > 0) out.push(failoverLine("freeze", freezes));
+    const rssLine = (label: string, rss: Record<string, number | null>): string =>
+      `rss ${label}: ${
+        Object.entries(rss).map(([name, mib]) => `${name} ${mib ?? "?"} MiB`).join(", ")
+      }`;
+    out.push(rssLine("idle", rssIdle), rssLine("after 64-client writes", rssAfterLoad));
+    out.push(
+      `cpu idle (${idleCpuWindowMs / 1000} s, no load): keel nodes ${
+        fixed(cpuIdle.keel, 2)
+      } cores, ` +
+        `other ${fixed(cpuIdle.other ?? NaN, 2)} cores`,
+    );
+    const failed = [...failovers, ...freezes].filter((result) =>
+      result.ms === null || result.rejoinMs === null
+    );
+    const problems = unexpectedExits.length + slowToStop.length + failed.length;
+    if (failed.length > 0) {
+      out.push(`PROBLEM: failovers without a write or a rejoin: ${JSON.stringify(failed)}`);
+    }
+    if (unexpectedExits.length > 0) {
+      out.push(`PROBLEM: nodes exited unexpectedly: ${JSON.stringify(unexpectedExits)}`);
+    }
+    if (slowToStop.length > 0) {
+      out.push(
+        `PROBLEM: did not stop within ${stopTimeoutMs} ms of SIGTERM: ${slowToStop.join(", ")}`,
+      );
+    }
+    out.push("", `results: ${jsonPath}`);
+    if (options.keepLogs || problems > 0) out.push(`logs: ${keepLogs(options, stamp)}`);
+    console.log(out.join("\n"));
+    return 0;
+  } catch (error: unknown) {
+    console.error(
+      `bench: failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}`,
+    );
+    console.error(`bench: node logs kept in ${keepLogs(options, stamp)}`);
+    return 1;
+  }
+}
+
+process.exit(await main());

@@ -1,0 +1,131 @@
+// sim runs the deterministic cluster simulator for one seed (or a range of seeds) and
+// prints a summary line per seed. Exit code 1 on a violation, 2 on bad arguments.
+//
+//   bun scripts/sim.ts --seed=N [--nodes=3|5] [--ticks=N] [--profile=NAME] [--seeds=N]
+//                      [--bug=NAME] [--verbose]
+
+import { parseArgs } from "node:util";
+import {
+  type BugName,
+  defaultProfile,
+  defaultTicks,
+  faultProfiles,
+  type HarnessBugs,
+  type ProfileName,
+  runSimulation,
+  type SimOptions,
+  type SimResult,
+} from "../test/sim/cluster.ts";
+
+const usage =
+  "Usage: bun scripts/sim.ts --seed=N [--nodes=3|5] [--ticks=N] [--profile=NAME] [--seeds=N] [--bug=NAME] [--verbose]";
+const bugNames: BugName[] = [
+  "ackBeforeCommit",
+  "forgetVoteOnRestart",
+  "sendBeforePersist",
+  "staleSnapshot",
+];
+
+function fail(message: string): never {
+  console.error(message);
+  console.error(usage);
+  process.exit(2);
+}
+
+function integer(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 0) {
+    fail(`Option --${name} must be a non-negative integer, got "${text}"`);
+  }
+  return value;
+}
+
+function summary(options: SimOptions, result: SimResult): string {
+  const s = result.stats;
+  return [
+    `seed=${options.seed}`,
+    `nodes=${options.nodes}`,
+    `profile=${options.profile}`,
+    result.ok ? "ok" : "FAILED",
+    `ticks=${s.ticks}`,
+    `leaders=${s.leadersElected}`,
+    `maxTerm=${s.maxTerm}`,
+    `proposed=${s.proposed}`,
+    `acked=${s.acknowledged}`,
+    `reads=${s.readsServed}/${s.readsIssued}`,
+    `transfers=${s.transfersAccepted}/${s.transfersRequested}`,
+    `snapshots=${s.snapshotsTaken}+${s.snapshotsInstalled}installed`,
+    `faults: crashes=${s.crashes}(${s.crashesBeforeSend} before send)`,
+    `partitions=${s.partitions}`,
+    `dropped=${s.messagesDropped}`,
+    `duplicated=${s.messagesDuplicated}`,
+    `delayed=${s.messagesDelayed}`,
+    `of=${s.messagesSent}`,
+  ].join(" ");
+}
+
+const { values } = (() => {
+  try {
+    return parseArgs({
+      options: {
+        seed: { type: "string" },
+        nodes: { type: "string" },
+        ticks: { type: "string" },
+        profile: { type: "string" },
+        seeds: { type: "string" },
+        bug: { type: "string", multiple: true },
+        verbose: { type: "boolean", default: false },
+        help: { type: "boolean", default: false },
+      },
+      strict: true,
+    });
+  } catch (error: unknown) {
+    fail(error instanceof Error ? error.message : String(error));
+  }
+})();
+
+if (values.help) {
+  console.log(usage);
+  console.log(`Profiles: ${Object.keys(faultProfiles).join(", ")} (default ${defaultProfile})`);
+  console.log(`Bugs (to prove the checks bite): ${bugNames.join(", ")}`);
+  process.exit(0);
+}
+if (values.seed === undefined) fail("Option --seed is required");
+const seed = integer("seed", values.seed, 0);
+const nodes = integer("nodes", values.nodes, 3);
+if (nodes !== 3 && nodes !== 5) fail(`Option --nodes must be 3 or 5, got "${values.nodes}"`);
+const ticks = integer("ticks", values.ticks, defaultTicks);
+const seeds = integer("seeds", values.seeds, 1);
+const profile = values.profile ?? defaultProfile;
+if (!(profile in faultProfiles)) {
+  fail(`Unknown profile "${profile}"; expected one of ${Object.keys(faultProfiles).join(", ")}`);
+}
+const bugs: HarnessBugs = {};
+for (const bug of values.bug ?? []) {
+  if (!bugNames.includes(bug as BugName)) {
+    fail(`Unknown bug "${bug}"; expected one of ${bugNames.join(", ")}`);
+  }
+  bugs[bug as BugName] = true;
+}
+
+let failed = 0;
+for (let i = 0; i < seeds; i++) {
+  const options: SimOptions = {
+    seed: seed + i,
+    nodes,
+    ticks,
+    faults: faultProfiles[profile as ProfileName],
+    profile,
+    bugs,
+  };
+  if (values.verbose) options.log = (line) => console.log(line);
+  const result = runSimulation(options);
+  console.log(summary(options, result));
+  if (!result.ok) {
+    failed++;
+    console.error(result.failure);
+  }
+}
+if (seeds > 1) console.log(`${seeds - failed} of ${seeds} seeds passed`);
+process.exit(failed > 0 ? 1 : 0);
