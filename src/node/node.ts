@@ -634,7 +634,14 @@ export class KeelNode implements NodeApi, OpsApi {
     if (name === null) return null;
     const member = this.#members.get(name);
     if (member === undefined) return null;
-    return { name, httpUrl: `http://${formatHost(member.http.host)}:${member.http.port}` };
+    // A DNS-named member is reached at the address the re-resolver found for it.
+    const resolved = member.http.host === member.peer.host
+      ? this.#deps.resolution?.().find((r) => r.name === name)?.address ?? null
+      : null;
+    return {
+      name,
+      httpUrl: `http://${formatHost(resolved ?? member.http.host)}:${member.http.port}`,
+    };
   }
 
   get appliedIndex(): number {

@@ -28,6 +28,12 @@ export interface ClusterOptions {
   electionTimeout?: string;
   heartbeatInterval?: string;
   snapshotEntries?: number;
+  /**
+   * Address members by DNS names (node-a.<domain>) served by a test DNS server: the
+   * config names them, resolver.servers points at the server, and each process binds
+   * its member's current IP with --peer-listen / --http-listen.
+   */
+  dns?: { server: string; domain: string; refresh?: string };
 }
 
 export interface Member {
@@ -70,7 +76,12 @@ export class TestCluster {
     for (let i = 0; i < size; i++) {
       const name = `node-${String.fromCharCode(97 + i)}`;
       const ip = `127.0.0.${options.ipBase + i}`;
-      lines.push(`  - name: ${name}`, `    peer: ${ip}:${peerPort}`, `    http: ${ip}:${httpPort}`);
+      const host = options.dns ? `${name}.${options.dns.domain}` : ip;
+      lines.push(
+        `  - name: ${name}`,
+        `    peer: ${host}:${peerPort}`,
+        `    http: ${host}:${httpPort}`,
+      );
       this.members.push({
         name,
         ip,
@@ -88,6 +99,13 @@ export class TestCluster {
       "log:",
       "  level: info",
     );
+    if (options.dns) {
+      lines.push(
+        "resolver:",
+        `  refresh: ${options.dns.refresh ?? "1s"}`,
+        `  servers: ["${options.dns.server}"]`,
+      );
+    }
     if (options.extraYaml) lines.push(options.extraYaml);
     this.configPath = join(this.dir, "cluster.yaml");
     writeFileSync(this.configPath, lines.join("\n") + "\n");
@@ -114,12 +132,27 @@ export class TestCluster {
         name,
         "--data-dir",
         member.dataDir,
+        ...(this.options.dns
+          ? [
+            "--peer-listen",
+            `${member.ip}:${this.options.peerPort ?? 7070}`,
+            "--http-listen",
+            `${member.ip}:${this.options.httpPort ?? 7080}`,
+          ]
+          : []),
         ...extraArgs,
       ],
       { stdout: "ignore", stderr: "pipe" },
     );
     member.process = child;
     void collect(child.stderr as ReadableStream<Uint8Array>, member.log);
+  }
+
+  /** moveTo gives a member a new host address (its replacement host), for DNS drills. */
+  moveTo(name: string, ip: string): void {
+    const member = this.member(name);
+    member.ip = ip;
+    member.url = `http://${ip}:${this.options.httpPort ?? 7080}`;
   }
 
   startAll(): void {
