@@ -140,9 +140,10 @@ export async function run(options: RunOptions): Promise<number> {
     localState: () => ({
       hasState: node !== undefined && (node.raft.term > 0 || node.raft.lastIndex > 0),
       recovering: node === undefined ? identity.status === "recovering" : node.raft.recovering,
+      term: node?.raft.term ?? 0,
+      lastIndex: node?.raft.lastIndex ?? 0,
     }),
-    checkPeer: (peer, incarnation, recovering) =>
-      node?.raft.fencedOut(peer, { incarnation, recovering }) ?? null,
+    checkPeer: (hello) => node?.checkPeer(hello) ?? null,
   });
   // Declared before the node exists: the transport's callbacks above read it late.
   // deno-lint-ignore prefer-const
@@ -156,6 +157,7 @@ export async function run(options: RunOptions): Promise<number> {
     log: log.child({ component: "resolver" }),
   });
   let requestShutdown = (): void => {};
+  let requestRestart = (): void => {};
   node = new KeelNode({
     config,
     name,
@@ -167,6 +169,7 @@ export async function run(options: RunOptions): Promise<number> {
     version,
     adminToken: config.security.adminToken,
     onShutdown: () => requestShutdown(),
+    onRestartRequired: () => requestRestart(),
     resolution: () => resolver.state(),
   });
   registerResolverMetrics(node.registry, resolver);
@@ -195,7 +198,9 @@ export async function run(options: RunOptions): Promise<number> {
       hostname: options.httpListen?.host ?? member.http.host,
       port: options.httpListen?.port ?? member.http.port,
       fetch: app.fetch,
-      maxRequestBodySize: config.http.bodyBytesMax + 1024,
+      // The handlers answer 413 with a JSON error from Content-Length or the streamed
+      // size; Bun's own limit (a bare 413) is only a backstop well above it.
+      maxRequestBodySize: Math.max(config.http.bodyBytesMax * 4, 16 * 1024 * 1024),
       idleTimeout: 60,
       error(error) {
         // A broken invariant is a bug: crash so the supervisor restarts a clean process.
@@ -224,7 +229,7 @@ export async function run(options: RunOptions): Promise<number> {
 
   return await new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = async (signal: string): Promise<void> => {
+    const stop = async (signal: string, code = 0): Promise<void> => {
       if (stopping) return;
       stopping = true;
       log.info("stopping", { signal });
@@ -232,9 +237,11 @@ export async function run(options: RunOptions): Promise<number> {
       resolver.stop();
       await node.stop();
       storage.close();
-      resolve(0);
+      resolve(code);
     };
     requestShutdown = () => void stop("admin shutdown");
+    // 75 (EX_TEMPFAIL): start again; the data dir has a new incarnation (see --help).
+    requestRestart = () => void stop("restart required", 75);
     process.on("SIGINT", () => void stop("SIGINT"));
     // SIGTERM (systemd stop, kill) is a graceful shutdown: a leader hands over first.
     process.on("SIGTERM", () => {

@@ -19,8 +19,14 @@ export const fingerprintLength = 16;
  * spelling in the file does not matter); the member list, which can be long, is a hash.
  */
 export function fingerprintFields(config: Config): Record<string, string> {
+  // A gossip-addressed member counts by its name and that it is found by gossip: the
+  // addresses gossip learns change with every host replacement and are not part of it.
   const members = config.members
-    .map((member) => `${member.name} ${formatEndpoint(member.peer)} ${formatEndpoint(member.http)}`)
+    .map((member) =>
+      member.peer === undefined || member.http === undefined
+        ? `${member.name} gossip`
+        : `${member.name} ${formatEndpoint(member.peer)} ${formatEndpoint(member.http)}`
+    )
     .join("\n");
   return {
     cluster_name: config.clusterName,

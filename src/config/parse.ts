@@ -3,13 +3,16 @@ import { isIPv4, isIPv6 } from "node:net";
 import { assert } from "../lib/assert.ts";
 import { formatBytes, parseBytes } from "../lib/bytes.ts";
 import { formatDuration, parseDuration } from "../lib/duration.ts";
-import type { Config, ConfigProblem, Endpoint, MemberConfig } from "./types.ts";
+import type { Config, ConfigProblem, Endpoint, GossipConfig, MemberConfig } from "./types.ts";
 
 // Limits. A cluster file is small and written by hand; anything far outside these is a
 // mistake, and the bounds keep validation itself bounded.
 export const configFileBytesMax = 1024 * 1024;
 export const membersMax = 9;
 export const resolverServersMax = 8;
+/** gossip.neighbours lists some members' gossip endpoints: never more than this. */
+export const gossipNeighboursMax = 16;
+export const gossipIntervalMsMin = 100;
 export const tickMsMax = 1000;
 export const durationMsMax = 60 * 60 * 1000;
 export const resolverRefreshMsMin = 100;
@@ -31,6 +34,10 @@ export const configDefaults = {
   electionTimeoutMs: 1000,
   snapshotEntries: 10_000,
   resolverRefreshMs: 5000,
+  gossipPort: 7071,
+  gossipIntervalMs: 1000,
+  gossipFullIntervalMs: 5000,
+  gossipExpiryMs: 15_000,
   httpBodyBytesMax: 1024 * 1024,
   httpRequestTimeoutMs: 5000,
   logLevel: "info",
@@ -47,11 +54,22 @@ const portPattern = /^[0-9]{1,5}$/;
 
 // The keys each mapping may hold, in the file's snake_case.
 const keys = {
-  root: ["cluster_name", "members", "storage", "raft", "resolver", "http", "security", "log"],
+  root: [
+    "cluster_name",
+    "members",
+    "storage",
+    "raft",
+    "resolver",
+    "gossip",
+    "http",
+    "security",
+    "log",
+  ],
   member: ["name", "peer", "http"],
   storage: ["dir"],
   raft: ["tick", "heartbeat_interval", "election_timeout", "snapshot_entries"],
   resolver: ["refresh", "servers"],
+  gossip: ["neighbours", "port", "interval", "full_interval", "expiry"],
   http: ["body_bytes_max", "request_timeout"],
   security: ["secret_file", "admin_token", "admin_token_file"],
   log: ["level", "format"],
@@ -206,6 +224,14 @@ export function memberByName(config: Config, name: string): MemberConfig | undef
   return config.members.find((member) => member.name === name);
 }
 
+/**
+ * gossipAddressed is true for a member listed by name alone: its peer and http addresses
+ * are learned by gossip (the name scheme), not configured.
+ */
+export function gossipAddressed(member: MemberConfig): boolean {
+  return member.peer === undefined;
+}
+
 /** formatEndpoint renders an endpoint as "host:port", with IPv6 hosts in brackets. */
 export function formatEndpoint(endpoint: Endpoint): string {
   return endpoint.host.includes(":")
@@ -254,6 +280,8 @@ function validate(
   }) ?? configDefaults.resolverRefreshMs;
   const servers = readServers(resolver, problems);
 
+  const gossip = readGossip(root, members, problems);
+
   const http = readSection(root, "http", keys.http, problems);
   const bodyBytes = readBytes(http, "body_bytes_max", "http", problems) ??
     configDefaults.httpBodyBytesMax;
@@ -297,6 +325,7 @@ function validate(
     storage: { dir },
     raft,
     resolver: { refreshMs, servers },
+    ...(gossip === undefined ? {} : { gossip }),
     http: { bodyBytesMax: bodyBytes, requestTimeoutMs },
     security: { secretFile, adminToken },
     log: { level, format },
@@ -345,8 +374,20 @@ function readMembers(
         nameOwners.set(name, `${path}.name`);
       }
     }
-    const peer = readEndpoint(fields, "peer", path, problems);
-    const http = readEndpoint(fields, "http", path, problems);
+    // Both endpoints, or neither: a member listed by name alone is found by gossip.
+    const peer = readEndpoint(fields, "peer", path, problems, {});
+    const http = readEndpoint(fields, "http", path, problems, {});
+    const hasPeer = hasValue(fields, "peer");
+    const hasHttp = hasValue(fields, "http");
+    if (fields !== undefined && hasPeer !== hasHttp) {
+      problems.push({
+        path: `${path}.${hasPeer ? "http" : "peer"}`,
+        message: `is required with "${hasPeer ? "peer" : "http"}" ` +
+          "(give both, or neither for a member found by gossip)",
+      });
+      complete = false;
+      continue;
+    }
     // Every endpoint is a listening socket; no two may be the same, whatever their kind.
     for (const [kind, endpoint] of [["peer", peer], ["http", http]] as const) {
       if (endpoint === undefined) continue;
@@ -361,7 +402,7 @@ function readMembers(
         });
       }
     }
-    if (name === undefined || peer === undefined || http === undefined) {
+    if (name === undefined || (hasPeer && (peer === undefined || http === undefined))) {
       complete = false;
       continue;
     }
@@ -431,6 +472,73 @@ function readRaft(
     return undefined;
   }
   return { tickMs, heartbeatIntervalMs, electionTimeoutMs, snapshotEntries };
+}
+
+/**
+ * readGossip reads the `gossip:` section. It is needed (with at least one neighbour) when
+ * any member is listed by name alone; otherwise it is optional and unused by the node.
+ */
+function readGossip(
+  root: Mapping,
+  members: MemberConfig[] | undefined,
+  problems: ConfigProblem[],
+): GossipConfig | undefined {
+  const needed = members?.some(gossipAddressed) ?? false;
+  if (!hasValue(root, "gossip") && !needed) return undefined;
+  const gossip = readSection(root, "gossip", keys.gossip, problems);
+  const list = readList(gossip, "neighbours", "gossip", problems) ?? [];
+  if (list.length > gossipNeighboursMax) {
+    problems.push({
+      path: "gossip.neighbours",
+      message: `must list at most ${gossipNeighboursMax} endpoints, got ${list.length}`,
+    });
+  }
+  const neighbours: Endpoint[] = [];
+  for (const [index, entry] of list.slice(0, gossipNeighboursMax).entries()) {
+    const path = `gossip.neighbours[${index}]`;
+    if (typeof entry !== "string") {
+      problems.push({ path, message: `must be a string "host:port", got ${typeName(entry)}` });
+      continue;
+    }
+    const parsed = parseEndpointText(entry);
+    if (typeof parsed === "string") {
+      problems.push({ path, message: parsed });
+    } else {
+      neighbours.push(parsed);
+    }
+  }
+  if (needed && list.length === 0) {
+    problems.push({
+      path: "gossip.neighbours",
+      message: "must list at least one member's gossip endpoint \"host:port\": " +
+        "members listed by name alone are found by gossip",
+    });
+  }
+  const port = readInteger(gossip, "port", "gossip", problems, { min: 1, max: 65535 }) ??
+    configDefaults.gossipPort;
+  const intervalMs = readDuration(gossip, "interval", "gossip", problems, {
+    minMs: gossipIntervalMsMin,
+  }) ?? configDefaults.gossipIntervalMs;
+  const fullIntervalMs = readDuration(gossip, "full_interval", "gossip", problems, {
+    minMs: gossipIntervalMsMin,
+  }) ?? configDefaults.gossipFullIntervalMs;
+  const expiryMs = readDuration(gossip, "expiry", "gossip", problems) ??
+    configDefaults.gossipExpiryMs;
+  if (fullIntervalMs < intervalMs) {
+    problems.push({
+      path: "gossip.full_interval",
+      message: `must be at least gossip.interval (${formatDuration(intervalMs)})`,
+    });
+  }
+  // An entry that only reaches a node through full syncs (no direct link to its owner)
+  // must outlive a lost sync, or it would expire between two of them.
+  if (expiryMs < 2 * fullIntervalMs) {
+    problems.push({
+      path: "gossip.expiry",
+      message: `must be at least twice gossip.full_interval (${formatDuration(2 * fullIntervalMs)})`,
+    });
+  }
+  return { neighbours, port, intervalMs, fullIntervalMs, expiryMs };
 }
 
 function readServers(resolver: Mapping, problems: ConfigProblem[]): string[] {
@@ -757,8 +865,9 @@ function readEndpoint(
   key: string,
   parent: string,
   problems: ConfigProblem[],
+  options: ReadOptions = { required: true },
 ): Endpoint | undefined {
-  const value = readValue(mapping, key, parent, problems, { required: true });
+  const value = readValue(mapping, key, parent, problems, options);
   if (value === undefined) return undefined;
   const path = childPath(parent, key);
   if (typeof value !== "string") {

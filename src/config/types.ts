@@ -4,12 +4,31 @@ export interface Endpoint {
   port: number;
 }
 
+/**
+ * MemberConfig is one member. peer and http are both set (the member is at those
+ * endpoints, DNS names re-resolved) or both undefined: a gossip-addressed member, whose
+ * addresses are learned from the gossip of the name scheme (resolver/gossip.ts).
+ */
 export interface MemberConfig {
   name: string;
-  /** Peer (Raft) TCP endpoint. */
-  peer: Endpoint;
-  /** HTTP endpoint: client API, health, admin, metrics, dashboard. */
-  http: Endpoint;
+  /** Peer (Raft) TCP endpoint; undefined when the member is gossip-addressed. */
+  peer: Endpoint | undefined;
+  /** HTTP endpoint (client API, health, admin, metrics, dashboard); undefined with peer. */
+  http: Endpoint | undefined;
+}
+
+/** GossipConfig is the `gossip:` section: how gossip-addressed members are found. */
+export interface GossipConfig {
+  /** Bootstrap neighbours: gossip endpoints (DNS names re-resolved, or IPs) of some members. */
+  neighbours: Endpoint[];
+  /** Default gossip port: a node listens on its peer-listen host at this port (UDP). */
+  port: number;
+  /** A node sends its own claim and recent changes this often. */
+  intervalMs: number;
+  /** A node sends its whole table this often. */
+  fullIntervalMs: number;
+  /** An entry not refreshed for this long is no longer gossiped (its address is kept). */
+  expiryMs: number;
 }
 
 export interface RaftTiming {
@@ -27,6 +46,8 @@ export interface Config {
   storage: { dir: string };
   raft: RaftTiming;
   resolver: { refreshMs: number; servers: string[] };
+  /** Present when the file has a `gossip:` section or gossip-addressed members. */
+  gossip?: GossipConfig;
   http: { bodyBytesMax: number; requestTimeoutMs: number };
   security: {
     secretFile: string | undefined;

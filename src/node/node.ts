@@ -34,7 +34,9 @@ export interface RecoveryTransport extends Transport {
   handshakes(): Array<
     { name: NodeId; incarnation: string; hasState: boolean; recovering: boolean; at: number }
   >;
-  onRefused(handler: (name: NodeId, reason: string, fenced: boolean) => void): void;
+  onRefused(
+    handler: (name: NodeId, reason: string, kind: "fenced" | "rolled-back" | null) => void,
+  ): void;
   closeInbound(name: NodeId, incarnation?: string): void;
   rehandshake(reason: string): void;
 }
@@ -65,6 +67,11 @@ export interface NodeDeps {
   adminToken?: string | undefined;
   /** Called by shutdown() once leadership is handed over: stop the process. */
   onShutdown?: () => void;
+  /**
+   * Called when this process must stop and start again: peers saw its data dir go back
+   * in time, and it has taken a new incarnation to rejoin as a replacement.
+   */
+  onRestartRequired?: (reason: string) => void;
   /** The re-resolver's per-member state (resolver/dns.ts), shown in /status. */
   resolution?: () => readonly MemberResolution[];
 }
@@ -141,6 +148,9 @@ export class KeelNode implements NodeApi, OpsApi {
   /** Latest time each (member, incarnation) was heard, to spot two live hosts with one name (R8). */
   #heard = new Map<NodeId, Map<string, { first: number; last: number }>>();
   #alarms: string[] = [];
+  /** Per host ("name@incarnation"): highest term heard, highest index it acknowledged in it. */
+  #highWater = new Map<string, { term: number; index: number }>();
+  #restartRequired = false;
   /** Catch-up progress of a replacement (bytes of snapshot staged, when it started). */
   #recovery = {
     startedAt: 0,
@@ -229,10 +239,12 @@ export class KeelNode implements NodeApi, OpsApi {
       this.counters.messagesReceived++;
       this.#inbox.push({ message, sender });
       this.#noteHeard(message.from, sender.incarnation);
+      this.#noteHighWater(message, sender);
       this.#schedule();
     });
-    transport.onRefused((name, reason, fenced) => {
-      if (fenced) this.#becomeFenced(`member ${name} refused this host: ${reason}`);
+    transport.onRefused((name, reason, kind) => {
+      if (kind === "fenced") this.#becomeFenced(`member ${name} refused this host: ${reason}`);
+      if (kind === "rolled-back") this.#onRolledBack(name, reason);
     });
     transport.onPeerDown((name) => {
       this.raft.peerDown(name);
@@ -730,6 +742,71 @@ export class KeelNode implements NodeApi, OpsApi {
         waitingFor: peers.filter((peer) => !handshakes.has(peer)),
       });
     }
+  }
+
+  /**
+   * noteHighWater remembers, per host, the highest term it spoke in and the highest index
+   * it acknowledged in that term. A correct host never goes below either: its term and
+   * acknowledged entries are durable. A host that comes back below them was restored
+   * from an old copy of its disk, and could vote twice or lose acknowledged entries.
+   */
+  #noteHighWater(message: Message, sender: Sender): void {
+    const key = `${message.from}@${sender.incarnation}`;
+    const mark = this.#highWater.get(key);
+    const index = message.type === "appendEntriesResponse" && message.success
+      ? message.matchIndex
+      : 0;
+    if (mark === undefined || message.term > mark.term) {
+      if (this.#highWater.size >= 64 && mark === undefined) {
+        this.#highWater.delete(this.#highWater.keys().next().value!);
+      }
+      this.#highWater.set(key, { term: message.term, index });
+    } else if (message.term === mark.term && index > mark.index) {
+      mark.index = index;
+    }
+  }
+
+  /** checkPeer judges a handshaking host: fenced out (R7), or rolled back. */
+  checkPeer(
+    hello: {
+      name: NodeId;
+      incarnation: string;
+      recovering: boolean;
+      term: number;
+      lastIndex: number;
+    },
+  ):
+    | { kind: "fenced" | "rolled-back"; reason: string }
+    | null {
+    const fenced = this.raft.fencedOut(hello.name, {
+      incarnation: hello.incarnation,
+      recovering: hello.recovering,
+    });
+    if (fenced !== null) return { kind: "fenced", reason: fenced };
+    const mark = this.#highWater.get(`${hello.name}@${hello.incarnation}`);
+    if (
+      mark !== undefined &&
+      (hello.term < mark.term || (hello.term === mark.term && hello.lastIndex < mark.index))
+    ) {
+      const reason =
+        `its disk went back in time: term ${hello.term} and last index ${hello.lastIndex}, ` +
+        `but it already spoke in term ${mark.term} and acknowledged index ${mark.index}`;
+      this.#event("fence", `${hello.name} refused: ${reason}`);
+      return { kind: "rolled-back", reason };
+    }
+    return null;
+  }
+
+  #onRolledBack(peer: NodeId, reason: string): void {
+    if (this.#restartRequired) return;
+    this.#restartRequired = true;
+    const identity = this.#deps.storage.reincarnate();
+    this.#deps.log.error(
+      "peers saw this data dir go back in time (restored from an old backup?): it took a new incarnation and restarts to rejoin as a replacement",
+      { refusedBy: peer, reason, newIncarnation: identity.incarnation },
+    );
+    this.#becomeFenced(`data dir rolled back; restarting as incarnation ${identity.incarnation}`);
+    this.#deps.onRestartRequired?.(reason);
   }
 
   #becomeFenced(reason: string): void {

@@ -168,6 +168,18 @@ export class SqliteStorage implements NodeStorage {
     }).immediate();
   }
 
+  reincarnate(): Identity {
+    return this.#db.transaction((): Identity => {
+      const row = this.#sql.selectMeta.get();
+      assert(row !== null, "identity must be created before it is replaced");
+      const incarnation = newIncarnation();
+      this.#db.run("UPDATE meta SET incarnation = ?, status = 'recovering' WHERE id = 1", [
+        incarnation,
+      ]);
+      return { name: row.name, incarnation, status: "recovering" };
+    }).immediate();
+  }
+
   setStatus(status: NodeStatus): void {
     const changes = this.#sql.updateStatus.run({ status }).changes;
     assert(changes === 1, "identity must be created before its status is set");

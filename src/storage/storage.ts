@@ -27,6 +27,11 @@ export interface NodeStorage {
   /** identity returns the stored identity, creating one with a fresh incarnation if empty. */
   identity(name: string): Identity;
   setStatus(status: NodeStatus): void;
+  /**
+   * reincarnate gives this data dir a new incarnation and status "recovering", keeping
+   * its log: used when peers saw that the dir was rolled back (restored from a backup).
+   */
+  reincarnate(): Identity;
   /** isEmpty is true for a data dir that has never stored a term, entry or snapshot. */
   isEmpty(): boolean;
   /**

@@ -460,7 +460,8 @@ function readEntries(reader: Reader, prevLogIndex: number): Entry[] {
 function helloBytesUpperBound(hello: Hello): number {
   let bytes = varintBytesMax * 2 + nameBytesUpperBound(hello.clusterName) +
     nameBytesUpperBound(hello.fingerprint) + nameBytesUpperBound(hello.name) +
-    nameBytesUpperBound(hello.incarnation) + 3 + hello.nonce.byteLength + hello.auth.byteLength;
+    nameBytesUpperBound(hello.incarnation) + 3 + 2 * varintBytesMax + hello.nonce.byteLength +
+    hello.auth.byteLength;
   for (const [field, hash] of Object.entries(hello.fingerprintFields)) {
     bytes += nameBytesUpperBound(field) + nameBytesUpperBound(hash);
   }
@@ -486,6 +487,8 @@ function writeHello(writer: Writer, hello: Hello): void {
   writer.shortBytes(hello.nonce, "nonce");
   writer.shortBytes(hello.auth, "auth");
   writer.u8((hello.hasState ? 1 : 0) | (hello.recovering ? 2 : 0));
+  writer.varint(hello.term, "term");
+  writer.varint(hello.lastIndex, "lastIndex");
 }
 
 function readHello(reader: Reader): Hello {
@@ -516,6 +519,8 @@ function readHello(reader: Reader): Hello {
     nonce: reader.shortBytes("nonce"),
     auth: reader.shortBytes("auth"),
     ...stateOnly(readStateFlags(reader, 0b011)),
+    term: reader.varint("term"),
+    lastIndex: reader.varint("lastIndex"),
   };
 }
 
@@ -529,10 +534,15 @@ function stateOnly(
 function readStateFlags(
   reader: Reader,
   allowed: number,
-): { hasState: boolean; recovering: boolean; fenced: boolean } {
+): { hasState: boolean; recovering: boolean; fenced: boolean; rolledBack: boolean } {
   const flags = reader.u8("state flags");
   if ((flags & ~allowed) !== 0) throw new DecodeError(`Unknown state flags ${flags}`);
-  return { hasState: (flags & 1) !== 0, recovering: (flags & 2) !== 0, fenced: (flags & 4) !== 0 };
+  return {
+    hasState: (flags & 1) !== 0,
+    recovering: (flags & 2) !== 0,
+    fenced: (flags & 4) !== 0,
+    rolledBack: (flags & 8) !== 0,
+  };
 }
 
 function helloReplyBytesUpperBound(reply: HelloReply): number {
@@ -557,7 +567,10 @@ function writeHelloReply(writer: Writer, reply: HelloReply): void {
   }
   writer.name(reply.name, "name");
   writer.name(reply.incarnation, "incarnation");
-  writer.u8((reply.hasState ? 1 : 0) | (reply.recovering ? 2 : 0) | (reply.fenced ? 4 : 0));
+  writer.u8(
+    (reply.hasState ? 1 : 0) | (reply.recovering ? 2 : 0) | (reply.fenced ? 4 : 0) |
+      (reply.rolledBack ? 8 : 0),
+  );
 }
 
 function readHelloReply(reader: Reader): HelloReply {
@@ -576,7 +589,7 @@ function readHelloReply(reader: Reader): HelloReply {
   }
   const name = reader.name("name");
   const incarnation = reader.name("incarnation");
-  const reply: HelloReply = { accepted, name, incarnation, ...readStateFlags(reader, 0b111) };
+  const reply: HelloReply = { accepted, name, incarnation, ...readStateFlags(reader, 0b1111) };
   if (reason !== undefined) reply.reason = reason;
   if (differingFields !== undefined) reply.differingFields = differingFields;
   return reply;

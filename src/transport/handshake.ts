@@ -30,6 +30,9 @@ export interface Hello {
   hasState: boolean;
   /** The sender is a replacement still catching up (R2). */
   recovering: boolean;
+  /** The sender's durable term and last log index: peers use them to spot a rolled-back disk. */
+  term: number;
+  lastIndex: number;
 }
 
 /** HelloReply answers a Hello. The connection carries messages only after accepted: true. */
@@ -46,6 +49,8 @@ export interface HelloReply {
   recovering: boolean;
   /** Set on a refusal because the dialler's incarnation was replaced (R7). */
   fenced: boolean;
+  /** Set on a refusal because the dialler's disk went back in time (restored from a backup). */
+  rolledBack: boolean;
 }
 
 /** LocalHandshakeInfo is what a member checks an incoming Hello against. */

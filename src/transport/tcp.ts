@@ -71,12 +71,25 @@ export interface TcpTransportOptions {
   /** random returns a float in [0, 1): backoff jitter only. */
   random: () => number;
   /** This node's state, sent in every handshake (for unanimous bootstrap, R1). */
-  localState?: () => { hasState: boolean; recovering: boolean };
+  localState?: () => LocalState;
   /**
-   * checkPeer may refuse a handshaking host: it returns a reason when the incarnation is
-   * fenced out (R7); the refusal tells the host so (HelloReply.fenced).
+   * checkPeer may refuse a handshaking host: its incarnation is fenced out (R7), or its
+   * disk went back in time (restored from a backup). The refusal tells the host which.
    */
-  checkPeer?: (name: NodeId, incarnation: string, recovering: boolean) => string | null;
+  checkPeer?: (hello: Hello) => PeerRefusal | null;
+}
+
+/** LocalState is what this node says of itself in every handshake. */
+export interface LocalState {
+  hasState: boolean;
+  recovering: boolean;
+  term: number;
+  lastIndex: number;
+}
+
+export interface PeerRefusal {
+  kind: "fenced" | "rolled-back";
+  reason: string;
 }
 
 /** PeerHandshake is what the latest handshake with a member said, either direction. */
@@ -160,7 +173,9 @@ export class TcpTransport implements Transport {
   /** The accepted inbound connection of each peer name. */
   readonly #inboundByName = new Map<NodeId, InboundConn>();
   readonly #messageHandlers: Array<(message: Message, sender: Sender) => void> = [];
-  readonly #refusedHandlers: Array<(name: NodeId, reason: string, fenced: boolean) => void> = [];
+  readonly #refusedHandlers: Array<
+    (name: NodeId, reason: string, kind: PeerRefusal["kind"] | null) => void
+  > = [];
   readonly #handshakes = new Map<NodeId, PeerHandshake>();
   readonly #peerDownHandlers: Array<(name: NodeId) => void> = [];
   #listener: TCPSocketListener<InboundConn | undefined> | null = null;
@@ -234,8 +249,10 @@ export class TcpTransport implements Transport {
     }
   }
 
-  /** onRefused fires when a peer refuses our handshake; fenced says we were replaced. */
-  onRefused(handler: (name: NodeId, reason: string, fenced: boolean) => void): void {
+  /** onRefused fires when a peer refuses our handshake; kind says if we were fenced or rolled back. */
+  onRefused(
+    handler: (name: NodeId, reason: string, kind: PeerRefusal["kind"] | null) => void,
+  ): void {
     this.#refusedHandlers.push(handler);
   }
 
@@ -258,8 +275,9 @@ export class TcpTransport implements Transport {
     }
   }
 
-  #localState(): { hasState: boolean; recovering: boolean } {
-    return this.#options.localState?.() ?? { hasState: false, recovering: false };
+  #localState(): LocalState {
+    return this.#options.localState?.() ??
+      { hasState: false, recovering: false, term: 0, lastIndex: 0 };
   }
 
   onMessage(handler: (message: Message, sender: Sender) => void): void {
@@ -458,8 +476,9 @@ export class TcpTransport implements Transport {
         });
         link.lastError = reason;
         this.#disconnect(link, reason, "none");
+        const kind = reply.fenced ? "fenced" : reply.rolledBack ? "rolled-back" : null;
         for (const handler of this.#refusedHandlers) {
-          handler(link.name, reply.reason ?? reason, reply.fenced);
+          handler(link.name, reply.reason ?? reason, kind);
         }
         return;
       }
@@ -702,26 +721,28 @@ export class TcpTransport implements Transport {
   #onHello(conn: InboundConn, hello: Hello): void {
     const self = this.#options.self;
     const local = this.#localState();
-    const fencedReason = checkHello(hello, this.#local).ok
-      ? this.#options.checkPeer?.(hello.name, hello.incarnation, hello.recovering) ?? null
+    const refusal = checkHello(hello, this.#local).ok
+      ? this.#options.checkPeer?.(hello) ?? null
       : null;
-    if (fencedReason !== null) {
+    if (refusal !== null) {
       this.#log(
         "warn",
-        `Refused fenced peer "${hello.name}" from ${conn.remoteAddress}: ${fencedReason}`,
+        `Refused peer "${hello.name}" from ${conn.remoteAddress} (${refusal.kind}): ${refusal.reason}`,
         {
           peer: hello.name,
           remoteAddress: conn.remoteAddress,
           incarnation: hello.incarnation,
+          refusal: refusal.kind,
         },
       );
       conn.socket.write(encodeHelloReplyFrame({
         accepted: false,
-        reason: fencedReason,
+        reason: refusal.reason,
         name: self.name,
         incarnation: self.incarnation,
         ...local,
-        fenced: true,
+        fenced: refusal.kind === "fenced",
+        rolledBack: refusal.kind === "rolled-back",
       }));
       this.#endInbound(conn);
       return;
@@ -745,6 +766,7 @@ export class TcpTransport implements Transport {
         incarnation: self.incarnation,
         ...local,
         fenced: false,
+        rolledBack: false,
       }));
       this.#endInbound(conn);
       return;
@@ -791,6 +813,7 @@ export class TcpTransport implements Transport {
       incarnation: self.incarnation,
       ...local,
       fenced: false,
+      rolledBack: false,
     }));
     this.#log("info", `Accepted the link of peer "${hello.name}" from ${conn.remoteAddress}`, {
       peer: hello.name,

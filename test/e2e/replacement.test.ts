@@ -157,3 +157,62 @@ test("the old host coming back with its old disk is refused and reports fenced",
     await child.exited;
   }
 }, 60_000);
+
+test(
+  "a data dir restored from an old backup is detected, takes a new incarnation, and rejoins as a replacement",
+  async () => {
+    const leader = await cluster.waitForLeader();
+    const names = cluster.members.map((m) => m.name);
+    const victim = names.find((name) => name !== leader)!;
+    const member = cluster.member(victim);
+    // The "backup": a copy of the data dir taken while the member is stopped.
+    await cluster.kill(victim);
+    const backup = `${member.dataDir}-backup`;
+    cpSync(member.dataDir, backup, { recursive: true });
+    cluster.start(victim);
+    await cluster.waitFor(
+      "the member to be ready again",
+      async () => (await readyz(victim)) === 200 ? true : undefined,
+      20_000,
+    );
+    const before = await cluster.status(victim);
+    for (let i = 0; i < 300; i++) {
+      await cluster.putWithRetry(names, `after-backup-${i}`, `v${i}`, `backup-client:${i + 1}`);
+    }
+    await cluster.waitFor("the member to acknowledge the new writes", async () => {
+      const status = await cluster.status(victim);
+      return status !== undefined && status.appliedIndex >= before!.appliedIndex + 300
+        ? true
+        : undefined;
+    });
+    // Restore the old copy in place, as an operator restoring a backup would.
+    await cluster.kill(victim);
+    rmSync(member.dataDir, { recursive: true, force: true });
+    cpSync(backup, member.dataDir, { recursive: true });
+    cluster.start(victim);
+    const child = member.process!;
+    const code = await Promise.race([child.exited, Bun.sleep(20_000).then(() => "timeout")]);
+    expect(code).toBe(75);
+    member.process = undefined;
+    expect(member.log.join("\n")).toContain("go back in time");
+    // Started again (as a supervisor would), it is a replacement with a new incarnation.
+    cluster.start(victim);
+    const status = await cluster.waitFor(
+      "the restored member to be fenced in as a new incarnation",
+      async () => {
+        const status = await cluster.status(victim) as
+          | (StatusBody & { status: string })
+          | undefined;
+        return status?.status === "normal" && status.incarnation !== before!.incarnation &&
+            (await readyz(victim)) === 200
+          ? status
+          : undefined;
+      },
+      30_000,
+    );
+    expect(status.incarnation).not.toBe(before!.incarnation);
+    const read = await cluster.get(victim, "after-backup-299", "stale");
+    expect(await read.text()).toBe("v299");
+  },
+  90_000,
+);

@@ -150,6 +150,8 @@ const hello: Hello = {
   auth: new Uint8Array(0),
   hasState: true,
   recovering: false,
+  term: 7,
+  lastIndex: 123456,
 };
 
 const refusal: HelloReply = {
@@ -161,6 +163,7 @@ const refusal: HelloReply = {
   hasState: true,
   recovering: false,
   fenced: true,
+  rolledBack: false,
 };
 
 const acceptance: HelloReply = {
@@ -170,6 +173,7 @@ const acceptance: HelloReply = {
   hasState: false,
   recovering: true,
   fenced: false,
+  rolledBack: true,
 };
 
 /** expectDecodeError fails unless fn throws a DecodeError, and returns its message. */

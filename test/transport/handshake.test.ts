@@ -26,6 +26,8 @@ const hello: Hello = {
   auth: new Uint8Array(0),
   hasState: true,
   recovering: false,
+  term: 7,
+  lastIndex: 123456,
 };
 
 describe("checkHello", () => {

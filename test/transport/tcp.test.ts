@@ -310,6 +310,8 @@ describe("TcpTransport", () => {
       auth: new Uint8Array(0),
       hasState: false,
       recovering: true,
+      term: 0,
+      lastIndex: 0,
     });
     for (const message of [heartbeat("a", "b", 1), heartbeat("c", "a", 1)]) {
       const raw = await rawConnect("127.0.0.42", 17152);
