@@ -27,6 +27,13 @@ if (loaded.config === undefined) {
   process.exit(2);
 }
 const config = loaded.config;
+if (config.members.some((m) => m.http === undefined)) {
+  console.error(
+    `${configPath}: scripts/cluster.ts needs every member's peer and http endpoint; ` +
+      "members found by gossip are started with keel run --peer-listen/--http-listen",
+  );
+  process.exit(2);
+}
 const binary = resolve(values.binary!);
 const colors = ["\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[32m", "\x1b[34m"];
 const reset = "\x1b[0m";
@@ -87,7 +94,7 @@ for (const { member, child } of children) {
   });
 }
 
-const urls = config.members.map((m) => `http://${m.http.host}:${m.http.port}`);
+const urls = config.members.map((m) => `http://${m.http!.host}:${m.http!.port}`);
 const deadline = Date.now() + 20_000;
 let leader: string | null = null;
 while (Date.now() < deadline && leader === null) {

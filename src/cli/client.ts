@@ -101,10 +101,20 @@ export function resolveTarget(flags: Flags, io: Io, timeoutMsDefault: number): T
   return { url, token, tokenSource, config, timeoutMs: timeoutFlag(flags) ?? timeoutMsDefault };
 }
 
-/** memberHttpUrl is the base URL of a configured member's HTTP API. */
+/**
+ * memberHttpUrl is the base URL of a configured member's HTTP API. A member listed by name
+ * alone (found by gossip) has none in the file: the caller must pass --url.
+ */
 export function memberHttpUrl(member: MemberConfig): string {
-  const host = member.http.host.includes(":") ? `[${member.http.host}]` : member.http.host;
-  return `http://${host}:${member.http.port}`;
+  const http = member.http;
+  if (http === undefined) {
+    throw new CliError(
+      `member "${member.name}" has no http address in the config (it is found by gossip); ` +
+        "pass --url",
+    );
+  }
+  const host = http.host.includes(":") ? `[${http.host}]` : http.host;
+  return `http://${host}:${http.port}`;
 }
 
 /** normalizeUrl accepts "http://host:port", "https://..." or a bare "host:port". */

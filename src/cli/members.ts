@@ -228,7 +228,9 @@ export async function membersCommand(args: string[], io: Io): Promise<number> {
     throw new CliError(`keel members takes no arguments; got "${flags.positionals[0]}"`);
   }
   const target = resolveTarget(flags, io, memberTimeoutMsDefault);
-  const fallback = target.config?.members.map((m) => ({ name: m.name, url: memberHttpUrl(m) }));
+  // Members found by gossip have no http address in the file: only the status tells it.
+  const fallback = target.config?.members.filter((m) => m.http !== undefined)
+    .map((m) => ({ name: m.name, url: memberHttpUrl(m) }));
   const report = await gatherMembers(target.url, fallback, target.timeoutMs);
   if (flags.boolean("json")) writeJson(io, report);
   else io.out(formatMembers(report));

@@ -20,6 +20,11 @@ export interface RaftConfig {
   /** A float in [0, 1); injected so a simulator seed reproduces a run. */
   random: () => number;
   snapshots: SnapshotSource;
+  /**
+   * Catch-up bound: snapshot bytes sent to one follower per tick (0 or unset: no bound).
+   * Keeps a replacement's catch-up from starving the cluster's own traffic.
+   */
+  snapshotBytesPerTick?: number;
   /** This host's incarnation (R0); messages from peers are checked against fences. */
   incarnation?: string;
   /** Start as a replacement that must be fenced in before it votes (R2, R3). */

@@ -26,6 +26,8 @@ export class Progress {
   snapshotOffset = 0;
   /** A chunk is out and unacknowledged. */
   snapshotChunkSent = false;
+  /** Token bucket of the catch-up bound, in bytes (refilled every tick). */
+  snapshotTokens = 0;
   /** Incarnation of the follower's host as its messages say; null until heard from. */
   incarnation: string | null = null;
   /** That host linked as a replacement still catching up. */

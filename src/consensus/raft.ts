@@ -177,6 +177,16 @@ export class Raft {
 
   #tickLeader(): void {
     this.#heartbeatElapsed++;
+    const perTick = this.#config.snapshotBytesPerTick ?? 0;
+    if (perTick > 0) {
+      for (const [peer, progress] of this.#progress) {
+        if (progress.state !== "snapshot") continue;
+        // The bucket holds at most one chunk plus one tick's worth: bounded bursts.
+        const burst = this.#config.snapshotChunkBytes + perTick;
+        progress.snapshotTokens = Math.min(progress.snapshotTokens + perTick, burst);
+        if (!progress.snapshotChunkSent) this.#sendSnapshotChunk(peer, progress);
+      }
+    }
     this.#electionElapsed++;
     if (this.#electionElapsed >= this.#config.electionTicks) {
       this.#electionElapsed = 0;
@@ -1038,6 +1048,11 @@ export class Raft {
       meta = latest;
     }
     const length = Math.min(this.#config.snapshotChunkBytes, meta.bytes - progress.snapshotOffset);
+    const perTick = this.#config.snapshotBytesPerTick ?? 0;
+    if (perTick > 0) {
+      if (progress.snapshotTokens < length) return; // the next tick refills and sends
+      progress.snapshotTokens -= length;
+    }
     const data = this.#config.snapshots.readChunk(meta.index, progress.snapshotOffset, length);
     assert(data.byteLength === length, "snapshot source returned a short chunk");
     this.#send<InstallSnapshot>({

@@ -317,6 +317,7 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#handleReady(this.raft.ready());
     }
     this.#observeRole();
+    this.#logRecoveryProgress();
     if (this.raft.hasReady()) this.#schedule();
   }
 
@@ -876,6 +877,24 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#deps.log.error("alarm", { alarm, member: name });
       this.#event("fence", alarm);
     }
+  }
+
+  #recoveryLoggedAt = 0;
+
+  /** logRecoveryProgress says every few seconds how a replacement's catch-up is going. */
+  #logRecoveryProgress(): void {
+    if (this.#status !== "recovering" || this.#bootstrap !== "replacement") return;
+    const now = Date.now();
+    if (now - this.#recoveryLoggedAt < 2000) return;
+    this.#recoveryLoggedAt = now;
+    const view = this.recovery();
+    if (view === null) return;
+    this.#deps.log.info("catching up as a replacement", {
+      snapshotBytes: `${view.snapshotBytesDone}/${view.snapshotBytesTotal}`,
+      entries: `${view.entriesDone}/${view.entriesTotal}`,
+      bytesPerSecond: view.bytesPerSecond,
+      etaSeconds: view.etaSeconds,
+    });
   }
 
   #sampleRecovery(): void {

@@ -487,11 +487,12 @@ export interface StartResolverOptions {
 export async function startResolver(options: StartResolverOptions): Promise<ReResolver> {
   const { config } = options;
   const resolver = new ReResolver({
-    members: config.members.filter((member) => member.name !== options.self).map((member) => ({
-      name: member.name,
-      host: member.peer.host,
-      port: member.peer.port,
-    })),
+    // Members listed by name alone have no endpoint to resolve: gossip finds them.
+    members: config.members.flatMap((member) =>
+      member.name === options.self || member.peer === undefined
+        ? []
+        : [{ name: member.name, host: member.peer.host, port: member.peer.port }]
+    ),
     refreshMs: config.resolver.refreshMs,
     lookup: options.lookup ?? createLookup(config.resolver.servers),
     clock: Date,
@@ -528,8 +529,8 @@ export async function checkDnsTtls(
     : "through the system resolver";
   const hosts = new Map<string, string>(); // lower-case host -> path of its first member
   for (const [index, member] of config.members.entries()) {
-    const host = member.peer.host;
-    if (isIP(host) !== 0 || hosts.has(host.toLowerCase())) continue;
+    const host = member.peer?.host;
+    if (host === undefined || isIP(host) !== 0 || hosts.has(host.toLowerCase())) continue;
     hosts.set(host.toLowerCase(), `members[${index}].peer`);
   }
   const found = await Promise.all([...hosts].map(async ([host, path]): Promise<ConfigProblem[]> => {

@@ -156,7 +156,7 @@ members:
     const member = result.config?.members[0];
     expect(member?.peer).toEqual({ host: "node-a.example.com", port: 7070 });
     expect(member?.http).toEqual({ host: "::1", port: 7080 });
-    expect(member === undefined ? "" : formatEndpoint(member.http)).toBe("[::1]:7080");
+    expect(member?.http === undefined ? "" : formatEndpoint(member.http)).toBe("[::1]:7080");
   });
 });
 

@@ -148,6 +148,29 @@ group("replication", () => {
     expect(cluster.node("c").state).toHaveLength(20);
   });
 
+  test("snapshot catch-up respects the per-follower byte bound per tick", () => {
+    const cluster = new TestCluster(abc, { snapshotChunkBytes: 16, snapshotBytesPerTick: 16 });
+    cluster.elect("a");
+    cluster.isolate("c");
+    for (let i = 0; i < 20; i++) cluster.propose("a", `value-${i}`);
+    cluster.deliver();
+    cluster.tickAll(2);
+    cluster.node("a").takeSnapshot();
+    const bytes = cluster.node("a").disk.snapshot!.meta.bytes;
+    cluster.heal();
+    let ticks = 0;
+    while (cluster.node("c").state.length < 20 && ticks < 500) {
+      cluster.log = [];
+      cluster.tickAll(1);
+      ticks++;
+      const chunks = cluster.log.filter((line) => line.startsWith("a->c installSnapshot")).length;
+      expect(chunks).toBeLessThanOrEqual(1);
+    }
+    expect(cluster.node("c").state).toHaveLength(20);
+    // At 16 bytes a tick, the snapshot cannot arrive in fewer ticks than bytes / 16.
+    expect(ticks).toBeGreaterThanOrEqual(Math.floor(bytes / 16));
+  });
+
   test("a restarted follower keeps its vote and log (hard state is durable)", () => {
     const cluster = new TestCluster(abc);
     cluster.elect("a");
