@@ -320,6 +320,13 @@ class Cluster {
     const deadline = performance.now() + settleTimeoutMs;
     let last = "no answer yet";
     while (performance.now() < deadline) {
+      // Numbers from a cluster that lost a member on its own would mean nothing.
+      const exited = this.unexpectedExits[0];
+      if (exited !== undefined) {
+        throw new Error(
+          `Node "${exited.name}" exited unexpectedly (code ${exited.code}, signal ${exited.signal})`,
+        );
+      }
       const running = this.running();
       const statuses = await Promise.all(running.map((member) => this.status(member)));
       const leaders = new Set(statuses.map((status) => status?.leader ?? null));
@@ -341,12 +348,12 @@ class Cluster {
   }
 
   /** cpuTicks is each running node's CPU time so far, by pid. */
-  cpuTicks(): Map<number, number> {
-    const ticks = new Map<number, number>();
-    for (const child of this.#processes.values()) {
+  cpuTicks(): Map<number, { name: string; ticks: number }> {
+    const ticks = new Map<number, { name: string; ticks: number }>();
+    for (const [name, child] of this.#processes) {
       try {
         const value = procCpuTicks(readFileSync(`/proc/${child.pid}/stat`, "utf8"));
-        if (value !== undefined) ticks.set(child.pid, value);
+        if (value !== undefined) ticks.set(child.pid, { name, ticks: value });
       } catch {
         // exited meanwhile
       }
@@ -382,7 +389,7 @@ const cpuTicksPerSecond = 100;
 /** CpuSample is the CPU time used so far by the nodes, this process and the machine. */
 interface CpuSample {
   at: number;
-  nodeTicks: Map<number, number>;
+  nodeTicks: Map<number, { name: string; ticks: number }>;
   generatorUs: number;
   machine: MachineCpuTicks | undefined;
 }
@@ -391,6 +398,8 @@ interface CpuSample {
 interface CpuUse {
   /** The three keel nodes together. */
   keel: number;
+  /** Each node; one node is one event loop, so near 1 core means that node is saturated. */
+  nodes: Record<string, number>;
   /** This process: the load generator. */
   generator: number;
   /** Everything else on the machine (other work sharing it makes the numbers noisy). */
@@ -419,8 +428,11 @@ function cpuBetween(before: CpuSample, after: CpuSample): CpuUse {
   const seconds = (after.at - before.at) / 1000;
   const cores = (value: number): number => Math.round(value / seconds * 100) / 100;
   let keelTicks = 0;
-  for (const [pid, ticks] of after.nodeTicks) {
-    keelTicks += ticks - (before.nodeTicks.get(pid) ?? ticks);
+  const nodes: Record<string, number> = {};
+  for (const [pid, { name, ticks }] of after.nodeTicks) {
+    const used = ticks - (before.nodeTicks.get(pid)?.ticks ?? ticks);
+    keelTicks += used;
+    nodes[name] = cores(used / cpuTicksPerSecond);
   }
   const keel = keelTicks / cpuTicksPerSecond;
   const generator = (after.generatorUs - before.generatorUs) / 1e6;
@@ -429,6 +441,7 @@ function cpuBetween(before: CpuSample, after: CpuSample): CpuUse {
   if (machineBefore === undefined || machineAfter === undefined) {
     return {
       keel: cores(keel),
+      nodes,
       generator: cores(generator),
       other: null,
       iowait: null,
@@ -438,6 +451,7 @@ function cpuBetween(before: CpuSample, after: CpuSample): CpuUse {
   const busy = (machineAfter.busy - machineBefore.busy) / cpuTicksPerSecond;
   return {
     keel: cores(keel),
+    nodes,
     generator: cores(generator),
     other: cores(Math.max(0, busy - keel - generator)),
     iowait: cores((machineAfter.iowait - machineBefore.iowait) / cpuTicksPerSecond),

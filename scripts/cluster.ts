@@ -86,12 +86,24 @@ async function stopAll(code: number): Promise<never> {
 }
 process.on("SIGINT", () => void stopAll(0));
 process.on("SIGTERM", () => void stopAll(0));
-for (const { member, child } of children) {
-  void child.exited.then((code) => {
-    if (stopping) return;
-    console.error(`${member.name} exited with code ${code}; stopping the cluster`);
-    void stopAll(1);
-  });
+// A member that dies (kill -9 it to try a failover) leaves the others running; say how to
+// start it again. The cluster stops only on Ctrl-C, or when every member is gone.
+for (const entry of children) {
+  const watch = (child: ReturnType<typeof Bun.spawn>): void => {
+    void child.exited.then((code) => {
+      if (stopping) return;
+      const { member } = entry;
+      console.error(
+        `${member.name} exited (code ${code}). Start it again with:\n  ${binary} run --config ${configPath} --name ${member.name} --data-dir ${
+          join(values.data!, member.name)
+        }\nor press Ctrl-C to stop the cluster.`,
+      );
+      if (children.every(({ child }) => child.exitCode !== null || child.signalCode !== null)) {
+        void stopAll(1);
+      }
+    });
+  };
+  watch(entry.child);
 }
 
 const urls = config.members.map((m) => `http://${m.http!.host}:${m.http!.port}`);

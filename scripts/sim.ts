@@ -1,12 +1,17 @@
 // sim runs the deterministic cluster simulator for one seed (or a range of seeds) and
 // prints a summary line per seed. Exit code 1 on a violation, 2 on bad arguments.
 //
-//   bun scripts/sim.ts --seed=N [--nodes=3|5] [--ticks=N] [--profile=NAME] [--seeds=N]
-//                      [--bug=NAME] [--verbose]
+//   bun scripts/sim.ts [--seed=N] [--seeds=N] [--nodes=3|5] [--ticks=N] [--profile=NAME]
+//                      [--bug=NAME] [--unsafe=RULE] [--skip-check=NAME] [--verbose]
+//
+// --seed is the first seed (default 1); --seeds how many to run from there (default 1).
+// --unsafe turns a safety rule of the core off (config.ts RaftConfig.unsafe), to see the
+// checks catch what the rule prevents; --skip-check turns a direct rule check off.
 
 import { parseArgs } from "node:util";
 import {
   type BugName,
+  type CheckName,
   defaultProfile,
   defaultTicks,
   faultProfiles,
@@ -15,16 +20,21 @@ import {
   runSimulation,
   type SimOptions,
   type SimResult,
+  type SkippedChecks,
+  type UnsafeName,
+  type UnsafeRules,
 } from "../test/sim/cluster.ts";
 
-const usage =
-  "Usage: bun scripts/sim.ts --seed=N [--nodes=3|5] [--ticks=N] [--profile=NAME] [--seeds=N] [--bug=NAME] [--verbose]";
+const usage = "Usage: bun scripts/sim.ts [--seed=N] [--seeds=N] [--nodes=3|5] [--ticks=N] " +
+  "[--profile=NAME] [--bug=NAME] [--unsafe=RULE] [--skip-check=NAME] [--verbose]";
 const bugNames: BugName[] = [
   "ackBeforeCommit",
   "forgetVoteOnRestart",
   "sendBeforePersist",
   "staleSnapshot",
 ];
+const unsafeNames: UnsafeName[] = ["recoveringVotes", "fenceCountsReplaced"];
+const checkNames: CheckName[] = ["recoveringGrants"];
 
 function fail(message: string): never {
   console.error(message);
@@ -58,6 +68,11 @@ function summary(options: SimOptions, result: SimResult): string {
     `snapshots=${s.snapshotsTaken}+${s.snapshotsInstalled}installed`,
     `faults: crashes=${s.crashes}(${s.crashesBeforeSend} before send)`,
     `partitions=${s.partitions}`,
+    `wipes=${s.wipes}(${s.zombies} zombies, ${s.replacementsNormal} normal, ${s.fencesCommitted} fences)`,
+    `fenced=${s.hostsFenced}`,
+    `restores=${s.backupsRestored}`,
+    `refused=${s.messagesRefused}`,
+    `late=${s.messagesDelayedAcrossFence}`,
     `dropped=${s.messagesDropped}`,
     `duplicated=${s.messagesDuplicated}`,
     `delayed=${s.messagesDelayed}`,
@@ -75,6 +90,8 @@ const { values } = (() => {
         profile: { type: "string" },
         seeds: { type: "string" },
         bug: { type: "string", multiple: true },
+        unsafe: { type: "string", multiple: true },
+        "skip-check": { type: "string", multiple: true },
         verbose: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -89,10 +106,11 @@ if (values.help) {
   console.log(usage);
   console.log(`Profiles: ${Object.keys(faultProfiles).join(", ")} (default ${defaultProfile})`);
   console.log(`Bugs (to prove the checks bite): ${bugNames.join(", ")}`);
+  console.log(`Unsafe rules (core safety rules turned off): ${unsafeNames.join(", ")}`);
+  console.log(`Checks that can be skipped: ${checkNames.join(", ")}`);
   process.exit(0);
 }
-if (values.seed === undefined) fail("Option --seed is required");
-const seed = integer("seed", values.seed, 0);
+const seed = integer("seed", values.seed, 1);
 const nodes = integer("nodes", values.nodes, 3);
 if (nodes !== 3 && nodes !== 5) fail(`Option --nodes must be 3 or 5, got "${values.nodes}"`);
 const ticks = integer("ticks", values.ticks, defaultTicks);
@@ -108,6 +126,20 @@ for (const bug of values.bug ?? []) {
   }
   bugs[bug as BugName] = true;
 }
+const unsafe: UnsafeRules = {};
+for (const rule of values.unsafe ?? []) {
+  if (!unsafeNames.includes(rule as UnsafeName)) {
+    fail(`Unknown unsafe rule "${rule}"; expected one of ${unsafeNames.join(", ")}`);
+  }
+  unsafe[rule as UnsafeName] = true;
+}
+const skipChecks: SkippedChecks = {};
+for (const check of values["skip-check"] ?? []) {
+  if (!checkNames.includes(check as CheckName)) {
+    fail(`Unknown check "${check}"; expected one of ${checkNames.join(", ")}`);
+  }
+  skipChecks[check as CheckName] = true;
+}
 
 let failed = 0;
 for (let i = 0; i < seeds; i++) {
@@ -118,6 +150,8 @@ for (let i = 0; i < seeds; i++) {
     faults: faultProfiles[profile as ProfileName],
     profile,
     bugs,
+    unsafe,
+    skipChecks,
   };
   if (values.verbose) options.log = (line) => console.log(line);
   const result = runSimulation(options);

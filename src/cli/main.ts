@@ -16,6 +16,7 @@ export const usage = `keel ${version} — a replicated state-machine node in one
 Usage:
   keel run --config FILE [--name NAME] [--data-dir DIR] [--log-format json|text]
            [--log-level debug|info|warn|error] [--peer-listen HOST:PORT] [--http-listen HOST:PORT]
+           [--gossip-listen HOST:PORT]
   keel check-config FILE
   keel status                          [NODE] [--json]
   keel members                         [NODE] [--json]
@@ -40,6 +41,9 @@ Commands:
                 --peer-listen / --http-listen bind elsewhere than the configured
                 endpoints (behind a proxy or NAT, or 0.0.0.0:PORT when members are
                 addressed by DNS names); peers still dial the configured ones.
+                A member listed by name alone (found by gossip) must pass both: they
+                are the addresses it advertises. --gossip-listen: where gossip (UDP)
+                listens, default the --peer-listen host at gossip.port.
   check-config  Validate FILE, print its fingerprint and every problem and warning.
   status        One node's view of the cluster (GET /status): role, term, leader, indexes,
                 and per member its role as known, address, connection, match index, lag.
@@ -116,6 +120,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
           "log-level": { type: "string" },
           "peer-listen": { type: "string" },
           "http-listen": { type: "string" },
+          "gossip-listen": { type: "string" },
           help: { type: "boolean", short: "h" },
         });
         return await run(runOptions(flags));

@@ -3,7 +3,7 @@
 
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { formatProblems, loadConfig, memberByName } from "../config/parse.ts";
+import { formatProblems, gossipAddressed, loadConfig, memberByName } from "../config/parse.ts";
 import { fingerprint, fingerprintFields } from "../config/fingerprint.ts";
 import { createApp } from "../http/app.ts";
 import { AssertionError } from "../lib/assert.ts";
@@ -14,6 +14,13 @@ import { SessionService } from "../service/sessions.ts";
 import { SqliteStorage } from "../storage/sqlite_storage.ts";
 import { TcpTransport } from "../transport/tcp.ts";
 import { registerResolverMetrics, startResolver } from "../resolver/dns.ts";
+import {
+  type GossipAgent,
+  pendingPeerAddress,
+  registerGossipMetrics,
+  startGossip,
+} from "../resolver/gossip.ts";
+import { isWildcard } from "../resolver/gossip_wire.ts";
 import { version } from "../version.ts";
 import { CliError, type Flags } from "./flags.ts";
 
@@ -27,6 +34,8 @@ export interface RunOptions {
   peerListen: { host: string; port: number } | undefined;
   /** Serve HTTP here instead of on the member's configured http endpoint. */
   httpListen: { host: string; port: number } | undefined;
+  /** Gossip (UDP) here; default: the peer-listen host at gossip.port. */
+  gossipListen?: { host: string; port: number } | undefined;
 }
 
 export function runOptions(flags: Flags): RunOptions {
@@ -36,6 +45,7 @@ export function runOptions(flags: Flags): RunOptions {
   const logLevel = flags.choice("log-level", ["debug", "info", "warn", "error"] as const);
   const peerListen = listenFlag(flags, "peer-listen");
   const httpListen = listenFlag(flags, "http-listen");
+  const gossipListen = listenFlag(flags, "gossip-listen");
   return {
     config,
     name: flags.string("name"),
@@ -44,6 +54,7 @@ export function runOptions(flags: Flags): RunOptions {
     logLevel,
     peerListen,
     httpListen,
+    gossipListen,
   };
 }
 
@@ -74,6 +85,28 @@ export async function run(options: RunOptions): Promise<number> {
         config.members.map((m) => `"${m.name}"`).join(", ")
       }` +
         (options.name === undefined ? " (pass --name; the default is the host name)" : "") + "\n",
+    );
+    return 2;
+  }
+  // Where this node listens. A member listed by name alone (found by gossip) has no
+  // configured endpoint: --peer-listen and --http-listen are also what it advertises.
+  const peerAt = options.peerListen ?? member.peer;
+  const httpAt = options.httpListen ?? member.http;
+  const gossipOn = config.gossip !== undefined && config.members.some(gossipAddressed);
+  const gossipAt = options.gossipListen ??
+    (peerAt === undefined ? undefined : { host: peerAt.host, port: config.gossip?.port ?? 0 });
+  if (peerAt === undefined || httpAt === undefined || gossipAt === undefined) {
+    process.stderr.write(
+      `${options.config}: member "${name}" is found by gossip (no peer and http in the file): ` +
+        "pass --peer-listen HOST:PORT and --http-listen HOST:PORT, the addresses it advertises\n",
+    );
+    return 2;
+  }
+  const advertised = gossipAddressed(member) ? [peerAt, httpAt, gossipAt] : [gossipAt];
+  if (gossipOn && advertised.some((endpoint) => isWildcard(endpoint.host))) {
+    process.stderr.write(
+      `member "${name}" advertises its listen addresses by gossip: --peer-listen, ` +
+        "--http-listen and --gossip-listen must be addresses peers can reach, not 0.0.0.0 or ::\n",
     );
     return 2;
   }
@@ -114,8 +147,8 @@ export async function run(options: RunOptions): Promise<number> {
     incarnation: identity.incarnation,
     dataDir,
     fingerprint: fingerprint(config),
-    peer: `${member.peer.host}:${member.peer.port}`,
-    http: `${member.http.host}:${member.http.port}`,
+    peer: `${(member.peer ?? peerAt).host}:${(member.peer ?? peerAt).port}`,
+    http: `${(member.http ?? httpAt).host}:${(member.http ?? httpAt).port}`,
   });
   if (config.security.secretFile === undefined) {
     log.warn("dev mode: no security.secret_file, peer links are not authenticated");
@@ -126,11 +159,11 @@ export async function run(options: RunOptions): Promise<number> {
   const transportLog = log.child({ component: "transport" });
   const transport = new TcpTransport({
     self: { name, incarnation: identity.incarnation },
-    listen: options.peerListen ?? { host: member.peer.host, port: member.peer.port },
+    listen: peerAt,
+    // A member found by gossip is dialled at a placeholder that fails until gossip finds it.
     peers: config.members.filter((m) => m.name !== name).map((m) => ({
       name: m.name,
-      host: m.peer.host,
-      port: m.peer.port,
+      ...(m.peer ?? pendingPeerAddress(m.name)),
     })),
     clusterName: config.clusterName,
     fingerprint: fingerprint(config),
@@ -156,6 +189,35 @@ export async function run(options: RunOptions): Promise<number> {
     transport,
     log: log.child({ component: "resolver" }),
   });
+  // The name scheme: advertise this node and learn the members listed by name alone.
+  let gossip: GossipAgent | undefined;
+  if (gossipOn) {
+    try {
+      gossip = await startGossip({
+        config,
+        self: {
+          name,
+          incarnation: identity.incarnation,
+          peer: peerAt,
+          http: httpAt,
+          gossip: gossipAt,
+        },
+        transport,
+        selfState: () => ({
+          recovering: node === undefined ? identity.status === "recovering" : node.raft.recovering,
+          fenced: node?.raft.fenced !== null && node?.raft.fenced !== undefined,
+        }),
+        checkClaim: (peer, incarnation, recovering) =>
+          node?.raft.fencedOut(peer, { incarnation, recovering }) ?? null,
+        log: log.child({ component: "gossip" }),
+      });
+    } catch (error: unknown) {
+      log.error("cannot start gossip", { error });
+      resolver.stop();
+      storage.close();
+      return 1;
+    }
+  }
   let requestShutdown = (): void => {};
   let requestRestart = (): void => {};
   node = new KeelNode({
@@ -171,16 +233,19 @@ export async function run(options: RunOptions): Promise<number> {
     onShutdown: () => requestShutdown(),
     onRestartRequired: () => requestRestart(),
     resolution: () => resolver.state(),
+    ...(gossip === undefined ? {} : { gossip }),
   });
   registerResolverMetrics(node.registry, resolver);
+  if (gossip !== undefined) registerGossipMetrics(node.registry, gossip);
   try {
     await node.start();
   } catch (error: unknown) {
     log.error("cannot start peer transport", {
       error,
-      peer: `${member.peer.host}:${member.peer.port}`,
+      peer: `${peerAt.host}:${peerAt.port}`,
     });
     resolver.stop();
+    gossip?.stop();
     storage.close();
     return 1;
   }
@@ -195,8 +260,8 @@ export async function run(options: RunOptions): Promise<number> {
   let server: ReturnType<typeof Bun.serve>;
   try {
     server = Bun.serve({
-      hostname: options.httpListen?.host ?? member.http.host,
-      port: options.httpListen?.port ?? member.http.port,
+      hostname: httpAt.host,
+      port: httpAt.port,
       fetch: app.fetch,
       // The handlers answer 413 with a JSON error from Content-Length or the streamed
       // size; Bun's own limit (a bare 413) is only a backstop well above it.
@@ -219,13 +284,14 @@ export async function run(options: RunOptions): Promise<number> {
       },
     });
   } catch (error: unknown) {
-    log.error("cannot listen for HTTP", { error, http: `${member.http.host}:${member.http.port}` });
+    log.error("cannot listen for HTTP", { error, http: `${httpAt.host}:${httpAt.port}` });
     resolver.stop();
+    gossip?.stop();
     await node.stop();
     storage.close();
     return 1;
   }
-  log.info("serving", { http: `http://${member.http.host}:${member.http.port}` });
+  log.info("serving", { http: `http://${httpAt.host}:${httpAt.port}` });
 
   return await new Promise<number>((resolve) => {
     let stopping = false;
@@ -235,6 +301,7 @@ export async function run(options: RunOptions): Promise<number> {
       log.info("stopping", { signal });
       await server.stop(true);
       resolver.stop();
+      gossip?.stop();
       await node.stop();
       storage.close();
       resolve(code);

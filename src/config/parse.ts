@@ -510,7 +510,7 @@ function readGossip(
   if (needed && list.length === 0) {
     problems.push({
       path: "gossip.neighbours",
-      message: "must list at least one member's gossip endpoint \"host:port\": " +
+      message: 'must list at least one member\'s gossip endpoint "host:port": ' +
         "members listed by name alone are found by gossip",
     });
   }
@@ -535,7 +535,9 @@ function readGossip(
   if (expiryMs < 2 * fullIntervalMs) {
     problems.push({
       path: "gossip.expiry",
-      message: `must be at least twice gossip.full_interval (${formatDuration(2 * fullIntervalMs)})`,
+      message: `must be at least twice gossip.full_interval (${
+        formatDuration(2 * fullIntervalMs)
+      })`,
     });
   }
   return { neighbours, port, intervalMs, fullIntervalMs, expiryMs };

@@ -35,8 +35,16 @@ function series(name: string, key: string, value: number): string {
 export class Counter implements Metric {
   readonly type = "counter";
   #values = new Map<string, number>();
+  #collect: (() => Array<[Labels, number]>) | undefined;
 
-  constructor(readonly name: string, readonly help: string) {}
+  /** collect, when given, reads monotonic counts kept elsewhere at render time. */
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    collect?: () => Array<[Labels, number]>,
+  ) {
+    this.#collect = collect;
+  }
 
   inc(labels: Labels = {}, by = 1): void {
     const key = labelKey(labels);
@@ -49,6 +57,12 @@ export class Counter implements Metric {
   }
 
   render(out: string[]): void {
+    if (this.#collect !== undefined) {
+      for (const [labels, value] of this.#collect()) {
+        out.push(series(this.name, labelKey(labels), value));
+      }
+      return;
+    }
     for (const [key, value] of this.#values) out.push(series(this.name, key, value));
   }
 }
@@ -58,7 +72,11 @@ export class Gauge implements Metric {
   #values = new Map<string, number>();
   #collect: (() => Array<[Labels, number]>) | undefined;
 
-  constructor(readonly name: string, readonly help: string, collect?: () => Array<[Labels, number]>) {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    collect?: () => Array<[Labels, number]>,
+  ) {
     this.#collect = collect;
   }
 
@@ -70,7 +88,9 @@ export class Gauge implements Metric {
 
   render(out: string[]): void {
     if (this.#collect !== undefined) {
-      for (const [labels, value] of this.#collect()) out.push(series(this.name, labelKey(labels), value));
+      for (const [labels, value] of this.#collect()) {
+        out.push(series(this.name, labelKey(labels), value));
+      }
       return;
     }
     for (const [key, value] of this.#values) out.push(series(this.name, key, value));
@@ -101,7 +121,9 @@ export class Histogram implements Metric {
     for (const [key, entry] of this.#series) {
       const prefix = key ? `${key},` : "";
       for (let i = 0; i < this.buckets.length; i++) {
-        out.push(`${this.name}_bucket{${prefix}le="${formatValue(this.buckets[i]!)}"} ${entry.counts[i]}`);
+        out.push(
+          `${this.name}_bucket{${prefix}le="${formatValue(this.buckets[i]!)}"} ${entry.counts[i]}`,
+        );
       }
       out.push(`${this.name}_bucket{${prefix}le="+Inf"} ${entry.count}`);
       out.push(series(`${this.name}_sum`, key, entry.sum));
@@ -134,20 +156,26 @@ export const latencyBucketsSeconds = [
 export class Registry {
   #metrics = new Map<string, Metric>();
 
-  counter(name: string, help: string): Counter {
-    return this.#add(new Counter(name, help));
+  counter(name: string, help: string, collect?: () => Array<[Labels, number]>): Counter {
+    return this.#add(new Counter(name, help, collect));
   }
 
   gauge(name: string, help: string, collect?: () => Array<[Labels, number]>): Gauge {
     return this.#add(new Gauge(name, help, collect));
   }
 
-  histogram(name: string, help: string, buckets: readonly number[] = latencyBucketsSeconds): Histogram {
+  histogram(
+    name: string,
+    help: string,
+    buckets: readonly number[] = latencyBucketsSeconds,
+  ): Histogram {
     return this.#add(new Histogram(name, help, buckets));
   }
 
   #add<M extends Metric>(metric: M): M {
-    if (this.#metrics.has(metric.name)) throw new RangeError(`Metric "${metric.name}" is already registered`);
+    if (this.#metrics.has(metric.name)) {
+      throw new RangeError(`Metric "${metric.name}" is already registered`);
+    }
     this.#metrics.set(metric.name, metric);
     return metric;
   }

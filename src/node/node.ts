@@ -28,6 +28,7 @@ import { decodeSnapshot, encodeSnapshot } from "./snapshot_envelope.ts";
 import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { MemberResolution } from "../resolver/dns.ts";
+import type { GossipEndpoint, MemberGossip } from "../resolver/gossip.ts";
 
 /** RecoveryTransport is the part of the TCP transport the replacement protocol uses. */
 export interface RecoveryTransport extends Transport {
@@ -74,6 +75,12 @@ export interface NodeDeps {
   onRestartRequired?: (reason: string) => void;
   /** The re-resolver's per-member state (resolver/dns.ts), shown in /status. */
   resolution?: () => readonly MemberResolution[];
+  /** The name scheme's gossip (resolver/gossip.ts): addresses of members listed by name alone. */
+  gossip?: {
+    httpAddress(name: NodeId): GossipEndpoint | null;
+    peerAddress(name: NodeId): GossipEndpoint | null;
+    state(): readonly MemberGossip[];
+  };
 }
 
 interface PendingWrite {
@@ -647,6 +654,13 @@ export class KeelNode implements NodeApi, OpsApi {
     if (name === null) return null;
     const member = this.#members.get(name);
     if (member === undefined) return null;
+    if (member.http === undefined || member.peer === undefined) {
+      // A member listed by name alone is reached where gossip last heard it advertise.
+      const http = this.#deps.gossip?.httpAddress(name) ?? null;
+      return http === null
+        ? null
+        : { name, httpUrl: `http://${formatHost(http.host)}:${http.port}` };
+    }
     // A DNS-named member is reached at the address the re-resolver found for it.
     const resolved = member.http.host === member.peer.host
       ? this.#deps.resolution?.().find((r) => r.name === name)?.address ?? null
@@ -752,6 +766,9 @@ export class KeelNode implements NodeApi, OpsApi {
    * from an old copy of its disk, and could vote twice or lose acknowledged entries.
    */
   #noteHighWater(message: Message, sender: Sender): void {
+    // A pre-vote (and a granted answer) carries the term the sender would campaign in,
+    // which it has not made durable: only other messages prove a durable term.
+    if (message.type === "preVote" || message.type === "preVoteResponse") return;
     const key = `${message.from}@${sender.incarnation}`;
     const mark = this.#highWater.get(key);
     const index = message.type === "appendEntriesResponse" && message.success
@@ -1064,42 +1081,42 @@ export class KeelNode implements NodeApi, OpsApi {
           role,
         ) => [{ role }, raft.role === role ? 1 : 0]),
     );
-    r.gauge(
+    r.counter(
       "keel_leader_changes_total",
       "Times this node saw a new leader",
       () => [[{}, this.counters.leaderChanges]],
     );
-    r.gauge(
+    r.counter(
       "keel_elections_started_total",
       "Elections this node started as candidate",
       () => [[{}, this.counters.electionsStarted]],
     );
-    r.gauge(
+    r.counter(
       "keel_proposals_total",
       "Client writes proposed on this node as leader",
       () => [[{}, this.counters.proposals]],
     );
-    r.gauge(
+    r.counter(
       "keel_reads_served_total",
       "Linearizable reads served",
       () => [[{}, this.counters.readsServed]],
     );
-    r.gauge(
+    r.counter(
       "keel_messages_sent_total",
       "Peer messages sent",
       () => [[{}, this.counters.messagesSent]],
     );
-    r.gauge(
+    r.counter(
       "keel_messages_received_total",
       "Peer messages received",
       () => [[{}, this.counters.messagesReceived]],
     );
-    r.gauge(
+    r.counter(
       "keel_snapshots_taken_total",
       "Snapshots taken",
       () => [[{}, this.counters.snapshotsTaken]],
     );
-    r.gauge(
+    r.counter(
       "keel_snapshots_installed_total",
       "Snapshots received from a leader and installed",
       () => [[{}, this.counters.snapshotsInstalled]],
@@ -1131,7 +1148,7 @@ export class KeelNode implements NodeApi, OpsApi {
       () =>
         this.#deps.transport.links().map((link) => [{ peer: link.name }, link.connected ? 1 : 0]),
     );
-    r.gauge(
+    r.counter(
       "keel_peer_dropped_messages_total",
       "Messages dropped because a peer's queue was full",
       () => this.#deps.transport.links().map((link) => [{ peer: link.name }, link.droppedMessages]),
@@ -1253,6 +1270,7 @@ export class KeelNode implements NodeApi, OpsApi {
     const links = new Map(this.#deps.transport.links().map((link) => [link.name, link]));
     const snapshot = this.#deps.storage.latestSnapshot();
     const resolutions = new Map((this.#deps.resolution?.() ?? []).map((r) => [r.name, r]));
+    const gossip = new Map((this.#deps.gossip?.state() ?? []).map((g) => [g.name, g]));
     return {
       name: this.name,
       incarnation: this.#deps.identity.incarnation,
@@ -1286,11 +1304,14 @@ export class KeelNode implements NodeApi, OpsApi {
         const link = links.get(member.name);
         const progress = raft.progress[member.name];
         const self = member.name === this.name;
+        // A member listed by name alone shows where gossip found it ("" while unknown).
+        const peerAt = member.peer ?? this.#deps.gossip?.peerAddress(member.name) ?? null;
+        const httpAt = member.http ?? this.#deps.gossip?.httpAddress(member.name) ?? null;
         return {
           name: member.name,
           self,
-          peer: `${formatHost(member.peer.host)}:${member.peer.port}`,
-          http: `http://${formatHost(member.http.host)}:${member.http.port}`,
+          peer: peerAt === null ? "" : `${formatHost(peerAt.host)}:${peerAt.port}`,
+          http: httpAt === null ? "" : `http://${formatHost(httpAt.host)}:${httpAt.port}`,
           connected: self ? true : link?.connected ?? false,
           incarnation: self ? this.#deps.identity.incarnation : link?.incarnation ?? null,
           lastError: link?.lastError ?? null,
@@ -1303,6 +1324,7 @@ export class KeelNode implements NodeApi, OpsApi {
           replication: progress?.state ?? null,
           counted: self ? !raft.recovering : progress?.counted ?? null,
           resolution: resolutions.get(member.name) ?? null,
+          gossip: gossip.get(member.name) ?? null,
         };
       }),
     };
@@ -1366,6 +1388,8 @@ export interface MemberStatusView {
   counted: boolean | null;
   /** DNS resolution of the peer endpoint; null for this node itself or an IP endpoint. */
   resolution: MemberResolution | null;
+  /** Gossip entry of the member (name scheme); null when this node runs no gossip. */
+  gossip: MemberGossip | null;
 }
 
 function formatHost(host: string): string {

@@ -430,12 +430,12 @@ export function registerResolverMetrics(
         return value === null ? [] : [[{ member: view.name }, value]];
       },
     );
-  registry.gauge(
+  registry.counter(
     "keel_dns_lookups_total",
     "DNS lookups of member names",
     perMember((v) => v.lookups),
   );
-  registry.gauge(
+  registry.counter(
     "keel_dns_lookup_failures_total",
     "DNS lookups of member names that failed or timed out (the last good address stays in use)",
     perMember((v) => v.totalFailures),
@@ -445,7 +445,7 @@ export function registerResolverMetrics(
     "DNS lookups of a member name that failed in a row, 0 after a success",
     perMember((v) => v.consecutiveFailures),
   );
-  registry.gauge(
+  registry.counter(
     "keel_dns_address_changes_total",
     "Times a member name resolved to a new address and the peer link was redialled",
     perMember((v) => v.changes),

@@ -141,6 +141,8 @@ if (!skipBrowser) {
           lastError: "Cannot connect: connection refused",
           lag: null,
         },
+        // Found by gossip, no address learned yet: never read as if it were this node.
+        { name: "node-y", self: false, peer: "", http: "", connected: false, lag: null },
       ],
       recovery: { bytesDone: 512 * 1024, bytesTotal: 2 * 1024 * 1024 },
     });
@@ -170,6 +172,12 @@ if (!skipBrowser) {
       );
       expect(await page.locator('tr[data-member="node-z"] td[data-ready]').textContent())
         .toContain("unknown");
+      expect(await page.locator('tr[data-member="node-y"]').getAttribute("data-role")).toBe(
+        "unreachable",
+      );
+      expect(await page.locator('tr[data-member="node-y"]').textContent()).toContain(
+        "address not known yet",
+      );
       expect(await page.locator('tr[data-member="node-a"]').getAttribute("data-role")).toBe(
         "leader",
       );

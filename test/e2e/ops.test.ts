@@ -102,7 +102,8 @@ describe("readiness", () => {
   test("a node alone cannot elect a leader, so it is never ready, though healthy", async () => {
     cluster.start("node-a");
     const first = await cluster.waitFor("node-a to answer /readyz", () => readyz("node-a"));
-    // Watch through more than two election timeouts: it campaigns and fails, every time.
+    // Watch through more than two election timeouts: alone it never has a leader (an empty
+    // node waits for every member to form a cluster; one with state would campaign and fail).
     const deadline = Date.now() + 2.5 * electionTimeoutMs;
     let answers = 0;
     let answer: Readyz | undefined = first;

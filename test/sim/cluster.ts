@@ -5,16 +5,34 @@
 // iterated in insertion order; every random choice comes from `Prng`s derived from the
 // seed. The same options therefore replay the same run, event for event.
 //
+// Hosts and incarnations (DESIGN §3, R0): a member is a name; the host serving it has an
+// incarnation. A reformat wipes the host's disk and starts a replacement host under the
+// same name, a new incarnation that starts recovering. The old host may live on (a
+// zombie): messages to the name go to the replacement (the address moved), except from
+// peers whose view of the address is stale for a while; the zombie still sends to
+// everyone. Every delivery carries `sender` = the sending host's {incarnation, recovering},
+// and a receiver's `fencedOut` refusal tells the sending host it is fenced, as the real
+// transport's handshake does.
+//
 // The checks (each failure names the seed and how to reproduce it):
-// 1. at most one leader per term, ever (Raft §5.2, Election Safety);
-// 2. applied sequences agree: every node applies the same (index, term, kind, payload) at
+// 1. at most one leader per term, ever, across all hosts (Raft §5.2, Election Safety);
+// 2. applied sequences agree: every host applies the same (index, term, kind, payload) at
 //    each index, and a state machine restored from a snapshot equals the applied prefix
-//    (§5.4.3, State Machine Safety);
-// 3. no acknowledged write is lost: it stays at its index on every node that applied it;
-// 4. liveness: once faults heal and every node is up, a leader is elected within a bound
-//    and a new proposal is applied on every node;
-// 5. ReadIndex is linearizable: a read position is at least the commit index any node
+//    (§5.4.3, State Machine Safety); this holds across incarnations: a replacement's
+//    applied log is its own, from its start;
+// 3. no acknowledged write is lost: it stays at its index on every host that applied it;
+// 4. liveness: once faults heal and every host is up, a leader is elected within a bound,
+//    a new proposal is applied on every member, every replacement turns normal, and every
+//    zombie that speaks is refused and fenced;
+// 5. ReadIndex is linearizable: a read position is at least the commit index any host
 //    knew when the read was issued (so it covers every acknowledged write) (§6.4);
+// 6. a fenced incarnation never has a vote counted: a leader's election must hold with
+//    the granted votes delivered to it, leaving out every vote from an incarnation that a
+//    fence committed before the campaign began had superseded (R4-R7);
+// 7. a recovering host never grants a vote or a pre-vote (R3);
+// 8. a replacement turns normal only after its fence committed, in one write with a vote
+//    in a term at least the fence's (R6); the current incarnation of a member is never
+//    fenced (that is a liveness bug: a fenced host never acts again);
 // plus: a new leader's log holds every committed entry (§5.4, Leader Completeness); a
 // node's commit index never goes back; the durable term never goes back and a durable vote
 // never changes within a term; committed entries arrive in order without gaps; the disk
@@ -22,7 +40,10 @@
 //
 // Contract notes the simulator encodes (see storage.ts and types.ts):
 // - a Ready is persisted in the order: snapshot chunk, snapshot install (drops the whole
-//   log), hard state, entries (truncating first); then messages are sent; then applied;
+//   log, then restoreFences with the snapshot's table), hard state with status, entries
+//   (truncating first); then messages are sent; then applied;
+// - a snapshot holds {fences, state}: the incarnation table at its index (fenceTableAt)
+//   and the service state; a restart passes the table back in RestoredState.fences;
 // - a leader may read chunks of a snapshot older than its latest one (a transfer started
 //   before the latest snapshot), so a disk keeps replaced snapshots readable;
 // - a duplicated readIndexResponse yields a second ReadState for the same request; the node
@@ -30,6 +51,7 @@
 
 import { Raft } from "../../src/consensus/raft.ts";
 import { type RaftConfig, raftDefaults } from "../../src/consensus/config.ts";
+import type { FenceTable } from "../../src/consensus/fences.ts";
 import type {
   Entry,
   EntryKind,
@@ -40,6 +62,7 @@ import type {
   Ready,
   RestoredState,
   Role,
+  Sender,
   SnapshotMeta,
   SnapshotSource,
   TransferResult,
@@ -69,6 +92,30 @@ export interface FaultOptions {
   crashBeforeSendRate: number;
   /** Allow a majority of the nodes to be down at once (otherwise at most a minority). */
   crashMajority: boolean;
+  /** Per-tick probability of a reformat: a member's disk is wiped, a replacement starts. */
+  wipeRate: number;
+  /**
+   * Members lost at once, capped at f = floor((n - 1) / 2). A member is lost from the
+   * wipe (or backup restore) until its replacement turned normal (or it caught up).
+   */
+  lostMembersMax: number;
+  /** Fraction of wipes whose old host keeps running as a zombie (sometimes down, back later). */
+  zombieRate: number;
+  /** A zombie stays reachable at its old address for some peers up to this many ticks. */
+  staleAddressTicksMax: number;
+  /** Fraction of the old host's in-flight messages also delivered late, across the fence. */
+  fenceDelayRate: number;
+  fenceDelayTicksMax: number;
+  /**
+   * Fraction of wipes that come with a partition: the old leader isolated with a minority
+   * while the rest move on, then the replacement put on the old leader's side; or the
+   * leader cut off from the replacement's side; or a random cut.
+   */
+  wipePartitionRate: number;
+  /** Per-tick probability of copying a member's disk aside (a backup). */
+  backupRate: number;
+  /** Per-tick probability of restarting a member from its old backup (same incarnation). */
+  restoreRate: number;
 }
 
 const quiet: FaultOptions = {
@@ -83,6 +130,27 @@ const quiet: FaultOptions = {
   downTicksMax: 0,
   crashBeforeSendRate: 0,
   crashMajority: false,
+  wipeRate: 0,
+  lostMembersMax: 1,
+  zombieRate: 0,
+  staleAddressTicksMax: 0,
+  fenceDelayRate: 0,
+  fenceDelayTicksMax: 0,
+  wipePartitionRate: 0,
+  backupRate: 0,
+  restoreRate: 0,
+};
+
+/** Loss, reordering and a few short crashes: the background of the replacement profiles. */
+const unsteady = {
+  ...quiet,
+  dropRate: 0.03,
+  duplicateRate: 0.02,
+  delayRate: 0.1,
+  delayTicksMax: 6,
+  crashRate: 0.003,
+  downTicksMax: 60,
+  crashBeforeSendRate: 0.3,
 };
 
 /** faultProfiles are the named profiles of scripts/sim.ts --profile and the tests. */
@@ -117,6 +185,47 @@ export const faultProfiles = {
     crashBeforeSendRate: 0.3,
     crashMajority: true,
   },
+  /** Reformats: wiped members come back as replacements; old messages arrive late. */
+  replace: {
+    ...unsteady,
+    wipeRate: 0.006,
+    lostMembersMax: 2,
+    fenceDelayRate: 0.3,
+    fenceDelayTicksMax: 200,
+  },
+  /** Reformats whose old host lives on, reachable at its old address for a while. */
+  zombie: {
+    ...unsteady,
+    wipeRate: 0.006,
+    lostMembersMax: 2,
+    zombieRate: 1,
+    staleAddressTicksMax: 150,
+    fenceDelayRate: 0.5,
+    fenceDelayTicksMax: 300,
+  },
+  /** Reformats during partitions, around an old leader that has not noticed it lost. */
+  "replace-partition": {
+    ...unsteady,
+    dropRate: 0.02,
+    crashRate: 0.002,
+    partitionRate: 0.005,
+    partitionTicksMin: 10,
+    partitionTicksMax: 150,
+    wipeRate: 0.008,
+    lostMembersMax: 2,
+    zombieRate: 0.3,
+    staleAddressTicksMax: 100,
+    fenceDelayRate: 0.3,
+    fenceDelayTicksMax: 200,
+    wipePartitionRate: 0.8,
+  },
+  /** Members restarted from an old copy of their own disk (rolled-back term, vote, log). */
+  backup: {
+    ...unsteady,
+    crashRate: 0.005,
+    backupRate: 0.01,
+    restoreRate: 0.003,
+  },
   chaos: {
     dropRate: 0.05,
     duplicateRate: 0.03,
@@ -129,6 +238,15 @@ export const faultProfiles = {
     downTicksMax: 100,
     crashBeforeSendRate: 0.3,
     crashMajority: true,
+    wipeRate: 0.002,
+    lostMembersMax: 2,
+    zombieRate: 0.5,
+    staleAddressTicksMax: 100,
+    fenceDelayRate: 0.3,
+    fenceDelayTicksMax: 200,
+    wipePartitionRate: 0.3,
+    backupRate: 0,
+    restoreRate: 0,
   },
 } satisfies Record<string, FaultOptions>;
 
@@ -153,6 +271,18 @@ export interface HarnessBugs {
 
 export type BugName = keyof HarnessBugs;
 
+/** UnsafeRules are the core's test-only switches that turn a safety rule off (config.ts). */
+export type UnsafeRules = NonNullable<RaftConfig["unsafe"]>;
+export type UnsafeName = keyof UnsafeRules;
+
+/** SkippedChecks turns off direct rule checks, to see whether the outcome checks bite alone. */
+export interface SkippedChecks {
+  /** Do not fail on a granted vote sent by a recovering host (check 7). */
+  recoveringGrants?: boolean;
+}
+
+export type CheckName = keyof SkippedChecks;
+
 export interface SimOptions {
   seed: number;
   nodes: 3 | 5;
@@ -161,6 +291,8 @@ export interface SimOptions {
   /** The profile's name, for the reproduce line (omit for a custom FaultOptions). */
   profile?: string;
   bugs?: HarnessBugs;
+  unsafe?: UnsafeRules;
+  skipChecks?: SkippedChecks;
   /** Receives a line per notable event (role changes, faults, snapshots). */
   log?: (line: string) => void;
 }
@@ -185,11 +317,26 @@ export interface SimStats {
   crashes: number;
   crashesBeforeSend: number;
   partitions: number;
+  /** Reformats, and how many of them left a zombie running. */
+  wipes: number;
+  zombies: number;
+  /** Replacements that turned normal (R6). */
+  replacementsNormal: number;
+  /** Fences committed (first applied anywhere). */
+  fencesCommitted: number;
+  /** Hosts that learned they are fenced (refused at a handshake, or by their own log). */
+  hostsFenced: number;
+  backupsTaken: number;
+  backupsRestored: number;
   messagesSent: number;
   messagesDelivered: number;
   messagesDropped: number;
   messagesDuplicated: number;
   messagesDelayed: number;
+  /** Messages a receiver refused because fencedOut named their sender (R7). */
+  messagesRefused: number;
+  /** Late copies of a wiped host's messages, delivered across the fence. */
+  messagesDelayedAcrossFence: number;
 }
 
 export interface SimResult {
@@ -262,7 +409,7 @@ export function mix(seed: number, salt: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
-// ---- The simulated disk and node ---------------------------------------------------------
+// ---- The simulated disk and host ---------------------------------------------------------
 
 /** StoredSnapshot is a complete snapshot on a simulated disk. */
 interface StoredSnapshot {
@@ -270,12 +417,24 @@ interface StoredSnapshot {
   data: Uint8Array;
 }
 
+/** SnapshotContent is what a snapshot's bytes hold: the incarnation table and the state. */
+interface SnapshotContent {
+  fences: FenceTable;
+  state: string[];
+}
+
+/** HostStatus is the durable lifecycle status of a host (R2, R6). */
+export type HostStatus = "normal" | "recovering";
+
 /**
  * Disk is what survives a crash. Invariant: entries are contiguous and reach the snapshot;
  * entries at or before the snapshot index are trailing entries kept for slow followers
  * (the first of them is only the compaction boundary, see RaftLog.restore).
  */
 export interface Disk {
+  /** Written with the data dir (R0, R2): a reformat makes a new one. */
+  incarnation: string;
+  status: HostStatus;
   hardState: HardState;
   entries: Entry[];
   snapshot: StoredSnapshot | undefined;
@@ -285,10 +444,38 @@ export interface Disk {
   staged: { meta: SnapshotMeta; parts: Uint8Array[]; bytes: number } | undefined;
 }
 
+function emptyDisk(incarnation: string, status: HostStatus): Disk {
+  return {
+    incarnation,
+    status,
+    hardState: { term: 0, votedFor: null, commitIndex: 0 },
+    entries: [],
+    snapshot: undefined,
+    older: [],
+    staged: undefined,
+  };
+}
+
+/** copyDisk is a backup: an independent copy (snapshot bytes are never mutated, so shared). */
+function copyDisk(disk: Disk): Disk {
+  return {
+    incarnation: disk.incarnation,
+    status: disk.status,
+    hardState: { ...disk.hardState },
+    entries: disk.entries.map(cloneEntry),
+    snapshot: disk.snapshot,
+    older: disk.older.slice(),
+    staged: disk.staged === undefined
+      ? undefined
+      : { meta: { ...disk.staged.meta }, parts: disk.staged.parts.slice(), bytes: disk.staged.bytes },
+  };
+}
+
 /** AppliedRecord is what the harness saw a node apply at one index. */
 interface AppliedRecord {
   term: number;
   kind: EntryKind;
+  /** A command's text, a fence's {name, incarnation} JSON, "" for a noop. */
   payload: string;
 }
 
@@ -303,16 +490,26 @@ interface PendingRead {
   issuedTick: number;
 }
 
-/** SimNode is one member: its disk always, its Raft and memory only while up. */
+/** Campaign is what the harness saw of a host's candidacy: the votes delivered to it. */
+interface Campaign {
+  term: number;
+  /** The harness moment the host became a candidate in term. */
+  moment: number;
+  /** Granted requestVoteResponses delivered in term, by member name and incarnation. */
+  grants: Map<NodeId, Set<string>>;
+}
+
+/**
+ * SimNode is one host: a member's name, its incarnation, its disk always, its Raft and
+ * memory only while up. A member's current host is in Cluster.nodes; a replaced host still
+ * running is a zombie (Cluster.zombies).
+ */
 export class SimNode {
   readonly id: NodeId;
-  readonly disk: Disk = {
-    hardState: { term: 0, votedFor: null, commitIndex: 0 },
-    entries: [],
-    snapshot: undefined,
-    older: [],
-    staged: undefined,
-  };
+  /** 1 for the member's founding host, 2.. for its replacements. */
+  readonly generation: number;
+  readonly incarnation: string;
+  disk: Disk;
   raft: Raft | undefined;
   /** The toy state machine: command payloads in applied order. */
   stateMachine: string[] = [];
@@ -325,19 +522,39 @@ export class SimNode {
   crashAfterPersist = false;
   pendingProposals = new Map<number, PendingProposal>();
   pendingReads = new Map<number, PendingRead>();
-  /** Everything this node applied, across restarts (the harness's observation). */
+  /** Everything this host applied, across restarts (the harness's observation). */
   readonly applied = new Map<number, AppliedRecord>();
   lastRole: Role | undefined;
   lastTerm = 0;
-  /** The core's commit index as last observed in this incarnation. */
+  /** The core's commit index as last observed since this host started. */
   commitIndex = 0;
+  /** Replaced, and still running (or coming back): a zombie. */
+  zombie = false;
+  /** Replaced and discarded: never restarts. */
+  gone = false;
+  /** A copy of the disk taken earlier (the backup profile). */
+  backup: Disk | undefined = undefined;
+  campaign: Campaign | undefined = undefined;
 
-  constructor(id: NodeId) {
+  constructor(id: NodeId, generation = 1, status: HostStatus = "normal") {
     this.id = id;
+    this.generation = generation;
+    this.incarnation = `${id}#${generation}`;
+    this.disk = emptyDisk(this.incarnation, status);
   }
 
   get up(): boolean {
     return this.raft !== undefined;
+  }
+
+  /** recovering is the host's status as its links know it (the core's while up). */
+  get recovering(): boolean {
+    return this.raft?.recovering ?? this.disk.status === "recovering";
+  }
+
+  /** sender is what a receiving link knows of this host (R0). */
+  get sender(): Sender {
+    return { incarnation: this.incarnation, recovering: this.recovering };
   }
 }
 
@@ -347,6 +564,8 @@ interface InFlight {
   deliverAt: number;
   seq: number;
   message: Message;
+  /** The sending host (a member's name may have several). */
+  from: SimNode;
 }
 
 /** MessageQueue is a binary min-heap of in-flight messages by (deliverAt, seq). */
@@ -355,6 +574,11 @@ class MessageQueue {
 
   get size(): number {
     return this.#heap.length;
+  }
+
+  /** items lists what is in flight, in heap order (deterministic). */
+  items(): readonly InFlight[] {
+    return this.#heap;
   }
 
   peek(): InFlight | undefined {
@@ -417,11 +641,40 @@ export interface ClusterOptions {
   settings?: Partial<SimSettings>;
   faults?: FaultOptions;
   bugs?: HarnessBugs;
+  unsafe?: UnsafeRules;
+  skipChecks?: SkippedChecks;
   log?: (line: string) => void;
 }
 
+/** WipeOptions shape a reformat (Cluster.wipe). */
+export interface WipeOptions {
+  /** Keep the old host running as a zombie instead of discarding it. */
+  zombie?: boolean;
+  /** Each peer keeps sending to the zombie's old address for up to this many ticks. */
+  staleAddressTicksMax?: number;
+  /** Fraction of the old host's in-flight messages also delivered late, and how late. */
+  fenceDelayRate?: number;
+  fenceDelayTicksMax?: number;
+}
+
+/** Lost says why a member counts as lost and until when (see FaultOptions.lostMembersMax). */
+interface Lost {
+  reason: "wiped" | "restored";
+  /** For a restored member: lost until its commit index and term reach these. */
+  commitIndex: number;
+  term: number;
+}
+
+/** FenceCommit is when a fence first committed (was first applied anywhere). */
+interface FenceCommit {
+  name: NodeId;
+  index: number;
+  term: number;
+  moment: number;
+}
+
 /**
- * Cluster is a simulated cluster: nodes, network, clock and the checks that run as it
+ * Cluster is a simulated cluster: hosts, network, clock and the checks that run as it
  * goes. Fixed-scenario tests drive it directly; runSimulation drives it with seeded
  * clients and faults.
  */
@@ -429,7 +682,10 @@ export class Cluster {
   readonly seed: number;
   readonly settings: SimSettings;
   readonly ids: NodeId[];
+  /** The current host of each member, in member order (a reformat replaces one). */
   readonly nodes: SimNode[];
+  /** Replaced hosts still running or coming back, oldest first. */
+  readonly zombies: SimNode[] = [];
   readonly stats: SimStats = {
     ticks: 0,
     leadersElected: 0,
@@ -448,59 +704,93 @@ export class Cluster {
     crashes: 0,
     crashesBeforeSend: 0,
     partitions: 0,
+    wipes: 0,
+    zombies: 0,
+    replacementsNormal: 0,
+    fencesCommitted: 0,
+    hostsFenced: 0,
+    backupsTaken: 0,
+    backupsRestored: 0,
     messagesSent: 0,
     messagesDelivered: 0,
     messagesDropped: 0,
     messagesDuplicated: 0,
     messagesDelayed: 0,
+    messagesRefused: 0,
+    messagesDelayedAcrossFence: 0,
   };
   /** Network faults apply while this is set. */
   faults: FaultOptions;
   now = 0;
 
   readonly #bugs: HarnessBugs;
+  readonly #unsafe: UnsafeRules | undefined;
+  readonly #skipChecks: SkippedChecks;
   readonly #log: ((line: string) => void) | undefined;
   /** The harness's own stream: network latency and faults. */
   readonly #prng: Prng;
   readonly #queue = new MessageQueue();
   #seq = 0;
-  /** Group number per node while partitioned; undefined when the network is whole. */
+  /** Orders events within a tick: each delivery and each host tick is one moment. */
+  #moment = 0;
+  /** Group number per member while partitioned; undefined when the network is whole. */
   #groups: Map<NodeId, number> | undefined;
+  /** Zombies sit in a group of their own choosing (their old address). */
+  readonly #zombieGroups = new Map<SimNode, number>();
   /** The partition cuts only messages from group 0 to the others. */
   #oneWay = false;
-  /** The one leader seen for each term. */
-  readonly #leaders = new Map<number, NodeId>();
-  /** Applied history agreed by all nodes so far: index i at position i - 1. */
+  /** The one leader host seen for each term. */
+  readonly #leaders = new Map<number, SimNode>();
+  /** Applied history agreed by all hosts so far: index i at position i - 1. */
   readonly #canonical: AppliedRecord[] = [];
   /** Command entries through index i at position i - 1 (the state machine's length). */
   readonly #commandCounts: number[] = [];
-  readonly #acks = new Map<number, { term: number; payload: string; node: NodeId; tick: number }>();
+  readonly #acks = new Map<number, { term: number; payload: string; node: string; tick: number }>();
   readonly #trace: string[] = [];
   #nextRequestId = 1;
   /** Answered reads: request id -> read index (0 when refused). */
   readonly #readResults = new Map<number, number>();
+  /** Every incarnation of each member, in the order they were created. */
+  readonly #incarnations = new Map<NodeId, string[]>();
+  /** Committed fences by the incarnation they fence in. */
+  readonly #fenceCommits = new Map<string, FenceCommit>();
+  /** Members whose durable promises are (partly) gone, see FaultOptions.lostMembersMax. */
+  readonly #lost = new Map<NodeId, Lost>();
+  /** Per member: its previous host, still at the old address for some peers until a tick. */
+  readonly #staleAddress = new Map<NodeId, { host: SimNode; until: Map<NodeId, number> }>();
 
   constructor(options: ClusterOptions) {
     this.seed = options.seed;
     this.settings = { ...settingsForSeed(options.seed), ...options.settings };
     this.faults = options.faults ?? quiet;
     this.#bugs = options.bugs ?? {};
+    this.#unsafe = options.unsafe;
+    this.#skipChecks = options.skipChecks ?? {};
     this.#log = options.log;
     this.#prng = new Prng(mix(options.seed, 0x00c1a55e));
     this.ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
     this.nodes = this.ids.map((id) => new SimNode(id));
-    for (const node of this.nodes) this.#start(node);
+    for (const node of this.nodes) {
+      this.#incarnations.set(node.id, [node.incarnation]);
+      this.#start(node);
+    }
   }
 
   // ---- Queries ----
 
+  /** node returns the member's current host. */
   node(id: NodeId): SimNode {
-    const node = this.nodes.find((n) => n.id === id);
-    if (node === undefined) throw new RangeError(`Unknown node "${id}"`);
-    return node;
+    const index = this.ids.indexOf(id);
+    if (index < 0) throw new RangeError(`Unknown node "${id}"`);
+    return this.nodes[index]!;
   }
 
-  /** leader returns the up node that believes it leads in the highest term, if any. */
+  /** hosts lists every host that may run: the current ones, then the zombies. */
+  hosts(): SimNode[] {
+    return this.zombies.length === 0 ? this.nodes : [...this.nodes, ...this.zombies];
+  }
+
+  /** leader returns the current up host that believes it leads in the highest term, if any. */
   leader(): SimNode | undefined {
     let best: SimNode | undefined;
     for (const node of this.nodes) {
@@ -510,9 +800,9 @@ export class Cluster {
     return best;
   }
 
-  /** leaderOfTerm is the node seen leading term, if any was. */
+  /** leaderOfTerm is the member seen leading term, if any was. */
   leaderOfTerm(term: number): NodeId | undefined {
-    return this.#leaders.get(term);
+    return this.#leaders.get(term)?.id;
   }
 
   /** committedIndex is the highest index some node has applied (so it is committed). */
@@ -520,13 +810,23 @@ export class Cluster {
     return this.#canonical.length;
   }
 
-  /** knownCommitIndex is the highest commit index any up node knows, or any node applied. */
+  /** knownCommitIndex is the highest commit index any up host knows, or any host applied. */
   knownCommitIndex(): number {
     let index = this.#canonical.length;
-    for (const node of this.nodes) {
+    for (const node of this.hosts()) {
       if (node.raft !== undefined) index = Math.max(index, node.raft.commitIndex);
     }
     return index;
+  }
+
+  /** lostMembers lists members wiped (or restored) and not yet whole again. */
+  lostMembers(): NodeId[] {
+    return [...this.#lost.keys()];
+  }
+
+  /** fenceCommitted says whether a fence for the incarnation has committed. */
+  fenceCommitted(incarnation: string): boolean {
+    return this.#fenceCommits.has(incarnation);
   }
 
   get partitioned(): boolean {
@@ -541,25 +841,65 @@ export class Cluster {
     return this.#trace.slice();
   }
 
-  /** connected says whether a message from `from` reaches `to` now. */
+  /** connected says whether a message from member `from` reaches member `to` now. */
   connected(from: NodeId, to: NodeId): boolean {
+    return this.#reaches(this.node(from), this.node(to));
+  }
+
+  #group(host: SimNode): number | undefined {
+    return this.#zombieGroups.get(host) ?? this.#groups?.get(host.id);
+  }
+
+  /** reaches says whether a message from one host reaches another now. */
+  #reaches(from: SimNode, to: SimNode): boolean {
     if (this.#groups === undefined) return true;
-    const a = this.#groups.get(from);
-    const b = this.#groups.get(to);
+    const a = this.#group(from);
+    const b = this.#group(to);
     if (a === b) return true;
     // A one-way cut only stops traffic leaving group 0.
     return this.#oneWay && a !== 0;
   }
 
+  /**
+   * route finds the host a message to member `to` reaches: the current host, unless the
+   * sender's view of the address is still stale and points at the replaced host.
+   */
+  #route(from: SimNode, to: NodeId): SimNode {
+    const stale = this.#staleAddress.get(to);
+    if (stale !== undefined && (stale.until.get(from.id) ?? 0) > this.now) return stale.host;
+    return this.node(to);
+  }
+
+  /**
+   * unsettled lists what keeps the cluster from its settled state once faults heal: a
+   * member's current host down, recovering or fenced, or a zombie that still believes it
+   * is a member (a recovering zombie never speaks first, so it may stay unfenced).
+   */
+  unsettled(): string[] {
+    const out: string[] = [];
+    for (const node of this.nodes) {
+      if (node.raft === undefined) out.push(`${node.incarnation} is down`);
+      else if (node.raft.fenced !== null) out.push(`${node.incarnation} is fenced`);
+      else if (node.raft.recovering) out.push(`${node.incarnation} is still recovering`);
+    }
+    for (const zombie of this.zombies) {
+      if (zombie.raft !== undefined && zombie.raft.fenced === null && !zombie.raft.recovering) {
+        out.push(`zombie ${zombie.incarnation} is not fenced`);
+      }
+    }
+    return out;
+  }
+
   // ---- Time ----
 
-  /** tick advances the clock by one: deliver what is due, then tick every up node. */
+  /** tick advances the clock by one: deliver what is due, then tick every up host. */
   tick(): void {
     this.now++;
     this.stats.ticks = this.now;
     this.deliverDue();
-    for (const node of this.nodes) {
+    for (const node of this.hosts()) {
       if (node.raft === undefined) continue;
+      this.#moment++;
       node.raft.tick();
       this.#drain(node);
     }
@@ -588,13 +928,13 @@ export class Cluster {
       if (++deliveries > deliveriesPerTickMax) {
         this.#fail(`more than ${deliveriesPerTickMax} deliveries in one tick: a message storm`);
       }
-      this.#deliver(top.message);
+      this.#deliver(top);
     }
   }
 
   // ---- Faults ----
 
-  /** partition splits the network: nodes in different groups cannot exchange messages. */
+  /** partition splits the network: hosts in different groups cannot exchange messages. */
   partition(groups: NodeId[][], hintRate = 0.5, oneWay = false): void {
     this.#groups = new Map();
     this.#oneWay = oneWay;
@@ -603,6 +943,11 @@ export class Cluster {
     });
     for (const id of this.ids) {
       if (!this.#groups.has(id)) this.#groups.set(id, groups.length);
+    }
+    // A zombie's old address lands on either side of the cut.
+    this.#zombieGroups.clear();
+    for (const zombie of this.zombies) {
+      this.#zombieGroups.set(zombie, this.#prng.int(0, groups.length + 1));
     }
     this.stats.partitions++;
     const shape = groups.map((g) => `[${g.join(",")}]`).join(oneWay ? " -/-> " : " ");
@@ -622,13 +967,23 @@ export class Cluster {
   heal(): void {
     if (this.#groups === undefined) return;
     this.#groups = undefined;
+    this.#zombieGroups.clear();
     this.#event("heal");
   }
 
-  /** crash drops a node's Raft and memory; only its disk survives. */
+  /** crash drops a member's current host's Raft and memory; only its disk survives. */
   crash(id: NodeId): void {
-    const node = this.node(id);
+    this.crashHost(this.node(id));
+  }
+
+  crashHost(node: SimNode): void {
     if (node.raft === undefined) return;
+    this.#stop(node);
+    this.stats.crashes++;
+    this.#event(`${node.incarnation} crashes`);
+  }
+
+  #stop(node: SimNode): void {
     node.raft = undefined;
     node.crashAfterPersist = false;
     node.stateMachine = [];
@@ -636,30 +991,132 @@ export class Cluster {
     node.pendingReads.clear();
     node.lastRole = undefined;
     node.commitIndex = 0;
-    this.stats.crashes++;
-    this.#event(`${id} crashes`);
+    node.campaign = undefined;
+    if (node.zombie) return;
     for (const other of this.nodes) {
-      if (other.raft !== undefined && this.connected(id, other.id) && this.#prng.chance(0.5)) {
-        other.raft.peerDown(id);
+      if (other.raft !== undefined && this.#reaches(node, other) && this.#prng.chance(0.5)) {
+        other.raft.peerDown(node.id);
         this.#drain(other);
       }
     }
   }
 
   restart(id: NodeId): void {
-    const node = this.node(id);
-    if (node.raft !== undefined) return;
+    this.restartHost(this.node(id));
+  }
+
+  restartHost(node: SimNode): void {
+    if (node.raft !== undefined || node.gone) return;
     node.restarts++;
     if (this.#bugs.forgetVoteOnRestart) node.disk.hardState.votedFor = null;
-    this.#event(`${id} restarts`);
+    this.#event(`${node.incarnation} restarts`);
     this.#start(node);
+  }
+
+  /**
+   * wipe reformats a member: its host's disk is lost, and a replacement host with a new
+   * incarnation starts under the same name, recovering (R2). The old host is discarded, or
+   * lives on as a zombie with its old disk. Returns the replacement.
+   */
+  wipe(id: NodeId, options: WipeOptions = {}): SimNode {
+    const old = this.node(id);
+    const index = this.ids.indexOf(id);
+    const delayRate = options.fenceDelayRate ?? 0;
+    const delayMax = options.fenceDelayTicksMax ?? 0;
+    if (delayRate > 0 && delayMax > 0) {
+      // Late copies of what the old host has in flight: they arrive after the fence.
+      const late: InFlight[] = [];
+      for (const item of this.#queue.items()) {
+        if (item.from !== old || !this.#prng.chance(delayRate)) continue;
+        late.push({
+          deliverAt: this.now + this.#prng.int(Math.ceil(delayMax / 2), delayMax + 1),
+          seq: 0,
+          message: wireCopy(item.message),
+          from: old,
+        });
+      }
+      for (const item of late) {
+        item.seq = this.#seq++;
+        this.#queue.push(item);
+        this.stats.messagesDelayedAcrossFence++;
+      }
+    }
+    const incarnations = this.#incarnations.get(id)!;
+    const fresh = new SimNode(id, incarnations.length + 1, "recovering");
+    incarnations.push(fresh.incarnation);
+    if (options.zombie === true) {
+      old.zombie = true;
+      this.zombies.push(old);
+      this.stats.zombies++;
+      const until = new Map<NodeId, number>();
+      const staleMax = options.staleAddressTicksMax ?? 0;
+      for (const peer of this.ids) {
+        if (peer === id || staleMax <= 0 || !this.#prng.chance(0.5)) continue;
+        until.set(peer, this.now + this.#prng.int(1, staleMax + 1));
+      }
+      this.#staleAddress.set(id, { host: old, until });
+      if (this.#groups !== undefined) {
+        this.#zombieGroups.set(old, this.#groups.get(id) ?? 0);
+      }
+    } else {
+      if (old.raft !== undefined) this.#stop(old);
+      old.gone = true;
+      this.#staleAddress.delete(id);
+    }
+    this.nodes[index] = fresh;
+    this.#lost.set(id, { reason: "wiped", commitIndex: 0, term: 0 });
+    this.stats.wipes++;
+    this.#event(
+      `${old.incarnation} is wiped; ${fresh.incarnation} starts as its replacement` +
+        (options.zombie === true ? ` while ${old.incarnation} runs on (a zombie)` : ""),
+    );
+    this.#start(fresh);
+    return fresh;
+  }
+
+  /** backup copies a member's current disk aside, to restore it later. */
+  backup(id: NodeId): void {
+    const node = this.node(id);
+    node.backup = copyDisk(node.disk);
+    this.stats.backupsTaken++;
+  }
+
+  /**
+   * restoreBackup restarts a member's host from the copy of its disk taken earlier, with
+   * the same incarnation: its term, vote and log roll back. Returns false without a backup.
+   */
+  restoreBackup(id: NodeId): boolean {
+    const node = this.node(id);
+    if (node.backup === undefined) return false;
+    const lost: Lost = {
+      reason: "restored",
+      commitIndex: Math.max(diskLastIndex(node.disk), this.knownCommitIndex()),
+      term: node.disk.hardState.term,
+    };
+    if (node.raft !== undefined) this.#stop(node);
+    const backup = node.backup;
+    node.disk = copyDisk(backup);
+    this.#lost.set(id, lost);
+    this.stats.backupsRestored++;
+    this.#event(
+      `${node.incarnation} restarts from a backup (term ${backup.hardState.term}, vote ${backup.hardState.votedFor}, log to ${
+        diskLastIndex(backup)
+      })`,
+    );
+    node.restarts++;
+    this.#start(node);
+    return true;
   }
 
   // ---- Clients ----
 
-  /** propose submits a command to a node; the node acknowledges it once it applies it. */
+  /** propose submits a command to a member's current host. */
   propose(id: NodeId, payload: string): ProposeResult {
-    const node = this.node(id);
+    return this.proposeOn(this.node(id), payload);
+  }
+
+  /** proposeOn submits a command to a host; it acknowledges it once it applies it. */
+  proposeOn(node: SimNode, payload: string): ProposeResult {
     if (node.raft === undefined) return { ok: false, reason: "not-leader", leader: null };
     const result = node.raft.propose(encoder.encode(payload));
     if (result.ok) {
@@ -673,9 +1130,12 @@ export class Cluster {
     return result;
   }
 
-  /** read issues a ReadIndex request on a node; returns its request id. */
+  /** read issues a ReadIndex request on a member's current host; returns its request id. */
   read(id: NodeId): number | undefined {
-    const node = this.node(id);
+    return this.readOn(this.node(id));
+  }
+
+  readOn(node: SimNode): number | undefined {
     if (node.raft === undefined) return undefined;
     const requestId = this.#nextRequestId++;
     node.pendingReads.set(requestId, {
@@ -712,22 +1172,23 @@ export class Cluster {
 
   // ---- Final checks ----
 
-  /** checkFinal runs the whole-history checks (2) and (3) across every node. */
+  /** checkFinal runs the whole-history checks (2) and (3) across every up host. */
   checkFinal(): void {
     const payloads = this.#canonical.filter((r) => r.kind === "command").map((r) => r.payload);
-    for (const node of this.nodes) {
+    const hosts = this.hosts();
+    for (const node of hosts) {
       if (node.raft === undefined) continue;
       const expected = this.#commandCounts[node.appliedIndex - 1] ?? 0;
       if (node.stateMachine.length !== expected) {
         this.#fail(
-          `${node.id} state machine holds ${node.stateMachine.length} commands at applied index ` +
+          `${node.incarnation} state machine holds ${node.stateMachine.length} commands at applied index ` +
             `${node.appliedIndex}; the agreed log has ${expected}`,
         );
       }
       for (let i = 0; i < node.stateMachine.length; i++) {
         if (node.stateMachine[i] !== payloads[i]) {
           this.#fail(
-            `${node.id} state machine differs at command ${i}: "${node.stateMachine[i]}" vs "${
+            `${node.incarnation} state machine differs at command ${i}: "${node.stateMachine[i]}" vs "${
               payloads[i]
             }"`,
           );
@@ -739,19 +1200,19 @@ export class Cluster {
       if (agreed !== undefined && (agreed.term !== ack.term || agreed.payload !== ack.payload)) {
         this.#fail(`acknowledged write "${ack.payload}" at index ${index} was lost`);
       }
-      for (const node of this.nodes) {
+      for (const node of hosts) {
         const record = node.applied.get(index);
         if (record !== undefined && (record.term !== ack.term || record.payload !== ack.payload)) {
           this.#fail(
             `acknowledged write "${ack.payload}" (term ${ack.term}) at index ${index} was lost on ` +
-              `${node.id}, which applied "${record.payload}" (term ${record.term})`,
+              `${node.incarnation}, which applied "${record.payload}" (term ${record.term})`,
           );
         }
         if (node.raft === undefined || node.appliedIndex < index) continue;
         const position = this.#commandCounts[index - 1]! - 1;
         if (node.stateMachine[position] !== ack.payload) {
           this.#fail(
-            `acknowledged write "${ack.payload}" at index ${index} is missing from ${node.id}'s ` +
+            `acknowledged write "${ack.payload}" at index ${index} is missing from ${node.incarnation}'s ` +
               `state machine`,
           );
         }
@@ -771,7 +1232,7 @@ export class Cluster {
           : disk.older.find((older) => older.meta.index === index);
         if (snapshot === undefined) {
           this.#fail(
-            `${node.id} was asked for a chunk of snapshot ${index} but holds ` +
+            `${node.incarnation} was asked for a chunk of snapshot ${index} but holds ` +
               `${
                 [...disk.older, ...(disk.snapshot ? [disk.snapshot] : [])].map((x) => x.meta.index)
                   .join(", ")
@@ -780,14 +1241,16 @@ export class Cluster {
         }
         if (offset < 0 || length <= 0 || offset > snapshot.data.length) {
           this.#fail(
-            `${node.id} was asked for chunk [${offset}, +${length}) of ${snapshot.data.length} bytes`,
+            `${node.incarnation} was asked for chunk [${offset}, +${length}) of ${snapshot.data.length} bytes`,
           );
         }
         return snapshot.data.slice(offset, offset + length);
       },
     };
     const s = this.settings;
-    const random = new Prng(mix(mix(this.seed, this.ids.indexOf(node.id) + 1), node.restarts));
+    // The founding host keeps the stream it always had; each replacement gets its own.
+    const stream = node.restarts + 0x10000 * (node.generation - 1);
+    const random = new Prng(mix(mix(this.seed, this.ids.indexOf(node.id) + 1), stream));
     const config: RaftConfig = {
       ...raftDefaults,
       id: node.id,
@@ -803,16 +1266,22 @@ export class Cluster {
       checkQuorum: s.checkQuorum,
       random: () => random.next(),
       snapshots,
-    };
-    const restored: RestoredState = {
-      hardState: { ...disk.hardState },
-      snapshot: disk.snapshot === undefined ? undefined : { ...disk.snapshot.meta },
-      entries: disk.entries.map(cloneEntry),
+      incarnation: node.incarnation,
+      recovering: disk.status === "recovering",
+      ...(this.#unsafe === undefined ? {} : { unsafe: { ...this.#unsafe } }),
     };
     node.stateMachine = [];
     node.appliedIndex = 0;
     node.appliedTerm = 0;
-    if (disk.snapshot !== undefined) this.#restoreStateMachine(node, disk.snapshot);
+    const fences = disk.snapshot === undefined
+      ? undefined
+      : this.#restoreStateMachine(node, disk.snapshot);
+    const restored: RestoredState = {
+      hardState: { ...disk.hardState },
+      snapshot: disk.snapshot === undefined ? undefined : { ...disk.snapshot.meta },
+      entries: disk.entries.map(cloneEntry),
+      fences,
+    };
     node.appliedSinceSnapshot = 0;
     node.raft = new Raft(config, restored);
     this.#drain(node);
@@ -824,14 +1293,16 @@ export class Cluster {
       const raft = node.raft;
       if (raft === undefined || !raft.hasReady()) break;
       if (round >= readyRoundsMax) {
-        this.#fail(`${node.id} produced more than ${readyRoundsMax} Ready batches in a row`);
+        this.#fail(`${node.incarnation} produced more than ${readyRoundsMax} Ready batches in a row`);
       }
       const ready = raft.ready();
+      // Every message in a Ready was produced before ready() ended recovering (R6).
+      if (raft.recovering || ready.becameNormal) this.#checkNoGrants(node, ready);
       if (this.#bugs.sendBeforePersist) {
         for (const message of ready.messages) this.#send(node, message);
         if (node.crashAfterPersist) {
           this.stats.crashesBeforeSend++;
-          this.crash(node.id);
+          this.crashHost(node);
           return;
         }
         this.#persist(node, ready, raft);
@@ -841,16 +1312,54 @@ export class Cluster {
           // The Ready is durable but its messages never leave: the window between fsync
           // and send.
           this.stats.crashesBeforeSend++;
-          this.crash(node.id);
+          this.crashHost(node);
           return;
         }
         for (const message of ready.messages) this.#send(node, message);
       }
+      if (ready.becameNormal) this.#onBecameNormal(node);
       this.#apply(node, ready);
       raft.advance(ready);
       this.#maybeSnapshot(node, raft);
     }
     this.#observe(node);
+  }
+
+  /** checkNoGrants: a recovering host never grants a vote or a pre-vote (R3), check 7. */
+  #checkNoGrants(node: SimNode, ready: Ready): void {
+    if (this.#skipChecks.recoveringGrants === true) return;
+    for (const message of ready.messages) {
+      if (
+        (message.type === "requestVoteResponse" || message.type === "preVoteResponse") &&
+        message.granted
+      ) {
+        this.#fail(
+          `${node.incarnation} granted a ${
+            message.type === "preVoteResponse" ? "pre-vote" : "vote"
+          } to ${message.to} in term ${message.term} while recovering (R3)`,
+        );
+      }
+    }
+  }
+
+  /** onBecameNormal: R6, check 8; the member is whole again. */
+  #onBecameNormal(node: SimNode): void {
+    const fence = this.#fenceCommits.get(node.incarnation);
+    if (fence === undefined) {
+      this.#fail(`${node.incarnation} turned normal before its fence committed (R6)`);
+    }
+    const hardState = node.disk.hardState;
+    if (hardState.votedFor === null || hardState.term < fence.term) {
+      this.#fail(
+        `${node.incarnation} turned normal with term ${hardState.term} and vote ${hardState.votedFor}; ` +
+          `its fence is at index ${fence.index} of term ${fence.term} (R6)`,
+      );
+    }
+    this.stats.replacementsNormal++;
+    if (!node.zombie && this.#lost.get(node.id)?.reason === "wiped") this.#lost.delete(node.id);
+    this.#event(
+      `${node.incarnation} turns normal in term ${hardState.term}, voting for ${hardState.votedFor}`,
+    );
   }
 
   /** persist is step 1 of the Ready contract, on the simulated disk. */
@@ -865,7 +1374,7 @@ export class Cluster {
         disk.staged.meta.term !== chunk.snapshot.term || disk.staged.bytes !== chunk.offset
       ) {
         this.#fail(
-          `${node.id} was given snapshot chunk at offset ${chunk.offset} of snapshot ` +
+          `${node.incarnation} was given snapshot chunk at offset ${chunk.offset} of snapshot ` +
             `${chunk.snapshot.index} but has ${disk.staged?.bytes ?? 0} bytes of snapshot ` +
             `${disk.staged?.meta.index ?? "none"} staged`,
         );
@@ -881,53 +1390,58 @@ export class Cluster {
         staged.meta.term !== install.term
       ) {
         this.#fail(
-          `${node.id} was told to install snapshot ${install.index} but has not staged it`,
+          `${node.incarnation} was told to install snapshot ${install.index} but has not staged it`,
         );
       }
       if (staged.bytes !== install.bytes) {
         this.#fail(
-          `${node.id} staged ${staged.bytes} bytes of snapshot ${install.index}, expected ${install.bytes}`,
+          `${node.incarnation} staged ${staged.bytes} bytes of snapshot ${install.index}, expected ${install.bytes}`,
         );
       }
       const data = concat(staged.parts, staged.bytes);
       const snapshot = { meta: { ...install }, data };
       // The staged snapshot replaces the whole log and the service state (storage.ts:
-      // installStagedSnapshot).
+      // installStagedSnapshot), and its table the core's fences.
       retire(disk);
       disk.snapshot = snapshot;
       disk.staged = undefined;
       disk.entries = [];
-      this.#restoreStateMachine(node, snapshot);
+      const fences = this.#restoreStateMachine(node, snapshot);
+      raft.restoreFences(fences);
       this.stats.snapshotsInstalled++;
-      this.#event(`${node.id} installs snapshot at ${install.index} (term ${install.term})`);
+      this.#event(
+        `${node.incarnation} installs snapshot at ${install.index} (term ${install.term})`,
+      );
     }
     if (ready.hardState !== undefined) {
       const before = disk.hardState;
       const after = ready.hardState;
       if (after.term < before.term) {
-        this.#fail(`${node.id} persisted term ${after.term} after term ${before.term}`);
+        this.#fail(`${node.incarnation} persisted term ${after.term} after term ${before.term}`);
       }
       if (
         after.term === before.term && before.votedFor !== null && after.votedFor !== before.votedFor
       ) {
         this.#fail(
-          `${node.id} changed its durable vote in term ${after.term} from ${before.votedFor} to ${after.votedFor}`,
+          `${node.incarnation} changed its durable vote in term ${after.term} from ${before.votedFor} to ${after.votedFor}`,
         );
       }
       if (after.commitIndex < before.commitIndex) {
         this.#fail(
-          `${node.id} persisted commit index ${after.commitIndex} after ${before.commitIndex}`,
+          `${node.incarnation} persisted commit index ${after.commitIndex} after ${before.commitIndex}`,
         );
       }
       disk.hardState = { ...after };
     }
+    // R6: the status change is part of the same write as the adopted vote.
+    if (ready.becameNormal) disk.status = "normal";
     if (ready.entries.length > 0) {
       const first = ready.entries[0]!.index;
       const snapshotIndex = disk.snapshot?.meta.index ?? 0;
       const lastIndex = diskLastIndex(disk);
       if (first > lastIndex + 1 || first <= snapshotIndex) {
         this.#fail(
-          `${node.id} was given entries from ${first} to persist after a log of ` +
+          `${node.incarnation} was given entries from ${first} to persist after a log of ` +
             `(${snapshotIndex}, ${lastIndex}]`,
         );
       }
@@ -935,7 +1449,7 @@ export class Cluster {
       disk.entries.length = Math.max(0, first - firstStored);
       for (const entry of ready.entries) {
         if (entry.index !== diskLastIndex(disk) + 1) {
-          this.#fail(`${node.id} was given a non-contiguous batch`);
+          this.#fail(`${node.incarnation} was given a non-contiguous batch`);
         }
         disk.entries.push(cloneEntry(entry));
       }
@@ -943,7 +1457,7 @@ export class Cluster {
     // The disk now holds everything the core has handed out.
     if (diskLastIndex(disk) !== raft.lastIndex) {
       this.#fail(
-        `${node.id} disk ends at ${
+        `${node.incarnation} disk ends at ${
           diskLastIndex(disk)
         } but the core's log ends at ${raft.lastIndex}`,
       );
@@ -955,12 +1469,13 @@ export class Cluster {
     for (const entry of ready.committedEntries) {
       if (entry.index !== node.appliedIndex + 1) {
         this.#fail(
-          `${node.id} was given entry ${entry.index} to apply after applying ${node.appliedIndex}`,
+          `${node.incarnation} was given entry ${entry.index} to apply after applying ${node.appliedIndex}`,
         );
       }
-      const payload = entry.kind === "command" ? decoder.decode(entry.data) : "";
+      const payload = entry.kind === "noop" ? "" : decoder.decode(entry.data);
       const record: AppliedRecord = { term: entry.term, kind: entry.kind, payload };
       this.#agree(node, entry.index, record);
+      if (entry.kind === "fence") this.#onFenceCommitted(entry, payload);
       node.applied.set(entry.index, record);
       node.appliedIndex = entry.index;
       node.appliedTerm = entry.term;
@@ -994,7 +1509,7 @@ export class Cluster {
       this.stats.readsServed++;
       if (state.index < pending.requiredIndex) {
         this.#fail(
-          `ReadIndex is not linearizable: read ${state.requestId} on ${node.id}, issued at tick ` +
+          `ReadIndex is not linearizable: read ${state.requestId} on ${node.incarnation}, issued at tick ` +
             `${pending.issuedTick} when index ${pending.requiredIndex} was known committed, got read ` +
             `index ${state.index}`,
         );
@@ -1002,12 +1517,28 @@ export class Cluster {
     }
   }
 
-  /** agree checks an applied entry against what every other node applied at its index. */
+  /** onFenceCommitted records when a fence first committed (it is applied in that drain). */
+  #onFenceCommitted(entry: Entry, payload: string): void {
+    const fence = JSON.parse(payload) as { name: NodeId; incarnation: string };
+    if (this.#fenceCommits.has(fence.incarnation)) return;
+    this.#fenceCommits.set(fence.incarnation, {
+      name: fence.name,
+      index: entry.index,
+      term: entry.term,
+      moment: this.#moment,
+    });
+    this.stats.fencesCommitted++;
+    this.#event(`fence ${fence.incarnation} commits at index ${entry.index} (term ${entry.term})`);
+  }
+
+  /** agree checks an applied entry against what every other host applied at its index. */
   #agree(node: SimNode, index: number, record: AppliedRecord): void {
     const agreed = this.#canonical[index - 1];
     if (agreed === undefined) {
       if (index !== this.#canonical.length + 1) {
-        this.#fail(`${node.id} applied index ${index} but no node ever applied ${index - 1}`);
+        this.#fail(
+          `${node.incarnation} applied index ${index} but no node ever applied ${index - 1}`,
+        );
       }
       this.#canonical.push(record);
       const commands = (this.#commandCounts[index - 2] ?? 0) + (record.kind === "command" ? 1 : 0);
@@ -1017,7 +1548,7 @@ export class Cluster {
       agreed.payload !== record.payload
     ) {
       this.#fail(
-        `${node.id} applied ${describe(record)} at index ${index}, where another node applied ` +
+        `${node.incarnation} applied ${describe(record)} at index ${index}, where another node applied ` +
           `${describe(agreed)}`,
       );
     }
@@ -1025,37 +1556,45 @@ export class Cluster {
     if (ack !== undefined && (ack.term !== record.term || ack.payload !== record.payload)) {
       this.#fail(
         `acknowledged write "${ack.payload}" (term ${ack.term}, acknowledged by ${ack.node} at tick ` +
-          `${ack.tick}) was lost: ${node.id} applied ${describe(record)} at index ${index}`,
+          `${ack.tick}) was lost: ${node.incarnation} applied ${describe(record)} at index ${index}`,
       );
     }
   }
 
   #acknowledge(node: SimNode, index: number, term: number, payload: string): void {
-    this.#acks.set(index, { term, payload, node: node.id, tick: this.now });
+    this.#acks.set(index, { term, payload, node: node.incarnation, tick: this.now });
     this.stats.acknowledged++;
   }
 
-  #restoreStateMachine(node: SimNode, snapshot: StoredSnapshot): void {
-    const list: unknown = JSON.parse(decoder.decode(snapshot.data));
-    if (!Array.isArray(list) || !list.every((item) => typeof item === "string")) {
+  /** restoreStateMachine loads a snapshot into the host's state machine; returns its fences. */
+  #restoreStateMachine(node: SimNode, snapshot: StoredSnapshot): FenceTable {
+    const content: unknown = JSON.parse(decoder.decode(snapshot.data));
+    const list = (content as Partial<SnapshotContent> | null)?.state;
+    const fences = (content as Partial<SnapshotContent> | null)?.fences;
+    if (
+      !Array.isArray(list) || !list.every((item) => typeof item === "string") ||
+      typeof fences !== "object" || fences === null
+    ) {
       this.#fail(
-        `${node.id} snapshot ${snapshot.meta.index} does not decode to a list of commands`,
+        `${node.incarnation} snapshot ${snapshot.meta.index} does not decode to {fences, state}`,
       );
     }
     const index = snapshot.meta.index;
     const agreed = this.#canonical[index - 1];
     const expected = this.#commandCounts[index - 1] ?? 0;
     if (index > 0 && agreed === undefined) {
-      this.#fail(`${node.id} restored snapshot ${index}, but no node ever applied that index`);
+      this.#fail(
+        `${node.incarnation} restored snapshot ${index}, but no node ever applied that index`,
+      );
     }
     if (agreed !== undefined && agreed.term !== snapshot.meta.term) {
       this.#fail(
-        `${node.id} restored snapshot ${index} of term ${snapshot.meta.term}; index ${index} has term ${agreed.term}`,
+        `${node.incarnation} restored snapshot ${index} of term ${snapshot.meta.term}; index ${index} has term ${agreed.term}`,
       );
     }
     if (list.length !== expected) {
       this.#fail(
-        `${node.id} restored snapshot ${index} with ${list.length} commands; the agreed log has ${expected}`,
+        `${node.incarnation} restored snapshot ${index} with ${list.length} commands; the agreed log has ${expected}`,
       );
     }
     let position = 0;
@@ -1064,7 +1603,7 @@ export class Cluster {
       if (record.kind !== "command") continue;
       if (list[position] !== record.payload) {
         this.#fail(
-          `${node.id} restored snapshot ${index} holding "${list[position]}" where index ${
+          `${node.incarnation} restored snapshot ${index} holding "${list[position]}" where index ${
             i + 1
           } is "${record.payload}"`,
         );
@@ -1075,6 +1614,7 @@ export class Cluster {
     node.appliedIndex = index;
     node.appliedTerm = snapshot.meta.term;
     node.appliedSinceSnapshot = 0;
+    return fences;
   }
 
   #maybeSnapshot(node: SimNode, raft: Raft): void {
@@ -1082,8 +1622,9 @@ export class Cluster {
     const disk = node.disk;
     const index = node.appliedIndex;
     if (index <= (disk.snapshot?.meta.index ?? 0)) return;
-    const commands = this.#bugs.staleSnapshot ? node.stateMachine.slice(0, -1) : node.stateMachine;
-    const data = encoder.encode(JSON.stringify(commands));
+    const state = this.#bugs.staleSnapshot ? node.stateMachine.slice(0, -1) : node.stateMachine;
+    const content: SnapshotContent = { fences: raft.fenceTableAt(index), state };
+    const data = encoder.encode(JSON.stringify(content));
     const meta: SnapshotMeta = { index, term: node.appliedTerm, bytes: data.length };
     retire(disk);
     disk.snapshot = { meta, data };
@@ -1100,14 +1641,16 @@ export class Cluster {
 
   #send(node: SimNode, message: Message): void {
     if (message.from !== node.id) {
-      this.#fail(`${node.id} sent a ${message.type} from ${message.from}`);
+      this.#fail(`${node.incarnation} sent a ${message.type} from ${message.from}`);
     }
     if (message.to === node.id || !this.ids.includes(message.to)) {
-      this.#fail(`${node.id} sent a ${message.type} to ${message.to}`);
+      this.#fail(`${node.incarnation} sent a ${message.type} to ${message.to}`);
     }
     this.stats.messagesSent++;
     const faults = this.faults;
-    if (!this.connected(message.from, message.to) || this.#prng.chance(faults.dropRate)) {
+    if (
+      !this.#reaches(node, this.#route(node, message.to)) || this.#prng.chance(faults.dropRate)
+    ) {
       this.stats.messagesDropped++;
       return;
     }
@@ -1124,24 +1667,65 @@ export class Cluster {
         deliverAt: this.now + latency,
         seq: this.#seq++,
         message: wireCopy(message),
+        from: node,
       });
     }
   }
 
-  #deliver(message: Message): void {
-    const node = this.node(message.to);
-    if (node.raft === undefined || !this.connected(message.from, message.to)) {
+  #deliver(item: InFlight): void {
+    const message = item.message;
+    const from = item.from;
+    const to = this.#route(from, message.to);
+    if (to.raft === undefined || !this.#reaches(from, to)) {
       this.stats.messagesDropped++;
       return;
     }
+    this.#moment++;
+    const sender = from.sender;
+    // The handshake (R7): a receiver refuses a host its committed fences rule out, and the
+    // refusal tells that host it is fenced.
+    const refusal = to.raft.fencedOut(message.from, sender);
+    if (refusal !== null) {
+      this.stats.messagesRefused++;
+      this.#refused(from, to, refusal);
+      return;
+    }
     this.stats.messagesDelivered++;
-    node.raft.step(message);
-    this.#drain(node);
+    if (message.type === "requestVoteResponse" && message.granted) {
+      const campaign = to.campaign;
+      if (
+        campaign !== undefined && campaign.term === message.term && to.raft.role === "candidate" &&
+        to.raft.term === message.term
+      ) {
+        let incarnations = campaign.grants.get(message.from);
+        if (incarnations === undefined) {
+          incarnations = new Set();
+          campaign.grants.set(message.from, incarnations);
+        }
+        incarnations.add(from.incarnation);
+      }
+    }
+    to.raft.step(message, sender);
+    this.#drain(to);
+  }
+
+  #refused(from: SimNode, by: SimNode, reason: string): void {
+    const raft = from.raft;
+    if (raft === undefined || raft.fenced !== null) return;
+    if (!from.zombie) {
+      this.#fail(
+        `${by.incarnation} refused ${from.incarnation}, the current host of ${from.id}: ${reason}`,
+      );
+    }
+    raft.markFenced(`member ${by.id} refused this host: ${reason}`);
+    this.stats.hostsFenced++;
+    this.#event(`${by.incarnation} refuses ${from.incarnation}: ${reason}`);
+    this.#drain(from);
   }
 
   // ---- Observation ----
 
-  /** observe records roles after each step: check (1), one leader per term. */
+  /** observe records roles after each step: checks (1), (6) and (8). */
   #observe(node: SimNode): void {
     const raft = node.raft;
     if (raft === undefined) return;
@@ -1150,24 +1734,40 @@ export class Cluster {
     if (term > this.stats.maxTerm) this.stats.maxTerm = term;
     if (raft.commitIndex < node.commitIndex) {
       this.#fail(
-        `${node.id} moved its commit index back from ${node.commitIndex} to ${raft.commitIndex}`,
+        `${node.incarnation} moved its commit index back from ${node.commitIndex} to ${raft.commitIndex}`,
       );
     }
     node.commitIndex = raft.commitIndex;
+    if (raft.fenced !== null && !node.zombie) {
+      this.#fail(
+        `${node.incarnation}, the current host of ${node.id}, is fenced: ${raft.fenced}`,
+      );
+    }
+    const lost = this.#lost.get(node.id);
+    if (
+      lost?.reason === "restored" && !node.zombie && raft.commitIndex >= lost.commitIndex &&
+      raft.term >= lost.term && raft.leader !== null
+    ) {
+      this.#lost.delete(node.id);
+    }
     if (role === node.lastRole && term === node.lastTerm) return;
     node.lastRole = role;
     node.lastTerm = term;
+    if (role === "candidate") {
+      node.campaign = { term, moment: this.#moment, grants: new Map() };
+    }
     if (role === "leader") {
       this.#checkLeaderCompleteness(node, raft);
+      this.#checkVotes(node, raft);
       const known = this.#leaders.get(term);
       if (known === undefined) {
-        this.#leaders.set(term, node.id);
+        this.#leaders.set(term, node);
         this.stats.leadersElected++;
-      } else if (known !== node.id) {
-        this.#fail(`two leaders in term ${term}: ${known} and ${node.id}`);
+      } else if (known !== node) {
+        this.#fail(`two leaders in term ${term}: ${known.incarnation} and ${node.incarnation}`);
       }
     }
-    this.#event(`${node.id} is ${role} in term ${term}`);
+    this.#event(`${node.incarnation} is ${role} in term ${term}`);
   }
 
   /**
@@ -1178,18 +1778,65 @@ export class Cluster {
     const applied = this.#canonical.length;
     if (raft.lastIndex < applied) {
       this.#fail(
-        `${node.id} became leader in term ${raft.term} with log ending at ${raft.lastIndex}, but index ${applied} is committed`,
+        `${node.incarnation} became leader in term ${raft.term} with log ending at ${raft.lastIndex}, but index ${applied} is committed`,
       );
     }
     for (let index = Math.max(1, raft.log.firstIndex); index <= applied; index++) {
       const term = raft.log.termAt(index);
       if (term !== this.#canonical[index - 1]!.term) {
         this.#fail(
-          `${node.id} became leader in term ${raft.term} holding term ${term} at index ${index}, ` +
+          `${node.incarnation} became leader in term ${raft.term} holding term ${term} at index ${index}, ` +
             `where term ${this.#canonical[index - 1]!.term} is committed`,
         );
       }
     }
+  }
+
+  /**
+   * checkVotes (check 6): the election holds with the granted votes delivered to the new
+   * leader in its term, leaving out each vote from an incarnation that a fence committed
+   * before the campaign began had superseded. A vote the core did not count costs nothing
+   * here; a quorum that needs a fenced vote fails.
+   */
+  #checkVotes(node: SimNode, raft: Raft): void {
+    const campaign = node.campaign;
+    if (campaign === undefined || campaign.term !== raft.term) {
+      this.#fail(
+        `${node.incarnation} became leader in term ${raft.term} without being seen campaigning in it`,
+      );
+    }
+    let valid = 1;
+    const fenced: string[] = [];
+    for (const [name, incarnations] of campaign.grants) {
+      if (name === node.id) continue;
+      let counts = false;
+      for (const incarnation of incarnations) {
+        if (this.#supersededBefore(name, incarnation, campaign.moment)) fenced.push(incarnation);
+        else counts = true;
+      }
+      if (counts) valid++;
+    }
+    const quorum = Math.floor(this.ids.length / 2) + 1;
+    if (valid >= quorum) return;
+    const grants = [...campaign.grants.values()].flatMap((set) => [...set]).join(", ");
+    this.#fail(
+      fenced.length > 0
+        ? `${node.incarnation} became leader in term ${raft.term} counting the vote of fenced ` +
+          `incarnation ${fenced.join(", ")} (votes delivered: ${grants || "none"})`
+        : `${node.incarnation} became leader in term ${raft.term} with only ${valid - 1} granted ` +
+          `votes delivered (${grants || "none"}); a quorum is ${quorum}`,
+    );
+  }
+
+  /** supersededBefore: a later incarnation of name had its fence committed before moment. */
+  #supersededBefore(name: NodeId, incarnation: string, moment: number): boolean {
+    const order = this.#incarnations.get(name) ?? [];
+    const position = order.indexOf(incarnation);
+    for (let i = position + 1; i < order.length && position >= 0; i++) {
+      const commit = this.#fenceCommits.get(order[i]!);
+      if (commit !== undefined && commit.moment < moment) return true;
+    }
+    return false;
   }
 
   #event(text: string): void {
@@ -1244,9 +1891,14 @@ function concat(parts: Uint8Array[], bytes: number): Uint8Array {
 }
 
 function describe(record: AppliedRecord): string {
-  return record.kind === "command"
-    ? `"${record.payload}" (term ${record.term})`
-    : `a ${record.kind} (term ${record.term})`;
+  switch (record.kind) {
+    case "command":
+      return `"${record.payload}" (term ${record.term})`;
+    case "fence":
+      return `a fence ${record.payload} (term ${record.term})`;
+    default:
+      return `a ${record.kind} (term ${record.term})`;
+  }
 }
 
 // ---- The seeded run ------------------------------------------------------------------------
@@ -1261,12 +1913,18 @@ export function reproduceLine(options: SimOptions): string {
   for (const [bug, on] of Object.entries(options.bugs ?? {})) {
     if (on) line += ` --bug=${bug}`;
   }
+  for (const [rule, on] of Object.entries(options.unsafe ?? {})) {
+    if (on) line += ` --unsafe=${rule}`;
+  }
+  for (const [check, on] of Object.entries(options.skipChecks ?? {})) {
+    if (on) line += ` --skip-check=${check}`;
+  }
   return line;
 }
 
 /**
  * runSimulation runs one seeded cluster: faults during the first ~75% of the ticks, then
- * all nodes up on a whole network until the liveness check passes (or the ticks run out).
+ * all hosts up on a whole network until the liveness check passes (or the ticks run out).
  * Every safety check runs as the cluster goes; the first violation ends the run.
  */
 export function runSimulation(options: SimOptions): SimResult {
@@ -1275,6 +1933,8 @@ export function runSimulation(options: SimOptions): SimResult {
     nodes: options.nodes,
     faults: options.faults,
     ...(options.bugs === undefined ? {} : { bugs: options.bugs }),
+    ...(options.unsafe === undefined ? {} : { unsafe: options.unsafe }),
+    ...(options.skipChecks === undefined ? {} : { skipChecks: options.skipChecks }),
     ...(options.log === undefined ? {} : { log: options.log }),
   });
   try {
@@ -1306,6 +1966,8 @@ export function drive(cluster: Cluster, options: SimOptions): void {
   const faults = options.faults;
   const s = cluster.settings;
   const n = cluster.ids.length;
+  const f = Math.floor((n - 1) / 2);
+  const lostMax = Math.min(f, faults.lostMembersMax);
   // The last ~25% of the run is fault-free, and long enough for the liveness bound.
   const quietTicksMin = 10 * s.electionTicks + 200;
   const faultEnd = Math.max(
@@ -1313,7 +1975,9 @@ export function drive(cluster: Cluster, options: SimOptions): void {
     Math.min(Math.floor(options.ticks * 0.75), options.ticks - quietTicksMin),
   );
   const electionBound = 10 * s.electionTicks;
-  const restartAt = new Map<NodeId, number>();
+  const restartAt = new Map<SimNode, number>();
+  /** Steps of a fault that unfolds over time, run in order when due. */
+  let scheduled: { at: number; run: () => void }[] = [];
   let healAt = 0;
   let commandCount = 0;
   let probeCount = 0;
@@ -1323,15 +1987,91 @@ export function drive(cluster: Cluster, options: SimOptions): void {
   // The run goes on past options.ticks when catching up after the faults needs longer.
   let deadline = options.ticks;
 
+  /** wipeable lists the members a reformat may hit without losing more than lostMax. */
+  const wipeable = (among: readonly NodeId[]): NodeId[] => {
+    const lost = cluster.lostMembers();
+    return among.filter((id) => lost.includes(id) || lost.length < lostMax);
+  };
+
+  const wipe = (id: NodeId): void => {
+    const old = cluster.node(id);
+    // Zombies only with check-quorum (keel always runs with it): without it, a zombie
+    // leader whose address moved hears no one, never steps down, and its heartbeats keep
+    // the others from ever electing the leader that would fence it (a liveness limit).
+    const zombie = s.checkQuorum && faults.zombieRate > 0 && prng.chance(faults.zombieRate);
+    if (!zombie) restartAt.delete(old);
+    cluster.wipe(id, {
+      zombie,
+      staleAddressTicksMax: faults.staleAddressTicksMax,
+      fenceDelayRate: faults.fenceDelayRate,
+      fenceDelayTicksMax: faults.fenceDelayTicksMax,
+    });
+    if (zombie && old.up && prng.chance(0.25)) {
+      // The old host goes quiet for a while and comes back with its old disk.
+      cluster.crashHost(old);
+      restartAt.set(old, cluster.now + prng.int(1, Math.max(faults.downTicksMax, 50) * 2 + 1));
+    }
+  };
+
+  const partitionFor = (groups: NodeId[][]): void => {
+    cluster.partition(groups, 0.5);
+    healAt = cluster.now + prng.int(faults.partitionTicksMin, faults.partitionTicksMax + 1);
+  };
+
+  /** reformat wipes a member, sometimes shaped by a partition (FaultOptions.wipePartitionRate). */
+  const reformat = (): void => {
+    const candidates = wipeable(cluster.ids);
+    if (candidates.length === 0) return;
+    const leader = cluster.leader();
+    const kind = faults.wipePartitionRate > 0 && prng.chance(faults.wipePartitionRate)
+      ? prng.int(0, 3)
+      : -1;
+    if (kind === 0 && leader !== undefined) {
+      // The old leader and a minority are cut off; the majority elects a new leader with
+      // the votes of members that are then wiped and whose replacements reach only the
+      // old leader's side. An old leader that has not yet noticed it lost must not fence
+      // them in on its own (R5).
+      const others = shuffle(cluster.ids.filter((id) => id !== leader.id), prng);
+      const minority = [leader.id, ...others.slice(0, f - 1)];
+      const majority = others.slice(f - 1);
+      partitionFor([minority, majority]);
+      const at = cluster.now + prng.int(s.electionTicks, 3 * s.electionTicks + 1);
+      healAt = at + prng.int(faults.partitionTicksMin, faults.partitionTicksMax + 1);
+      scheduled.push({
+        at,
+        run: () => {
+          const newLeader = cluster.leader()?.id;
+          const pool = wipeable(majority.filter((id) => id !== newLeader));
+          if (pool.length === 0) return;
+          const victim = prng.pick(pool);
+          wipe(victim);
+          cluster.partition([[...minority, victim], majority.filter((id) => id !== victim)], 0.5);
+        },
+      });
+      return;
+    }
+    const notLeader = candidates.filter((id) => id !== leader?.id);
+    const victim = prng.pick(kind === 1 && notLeader.length > 0 ? notLeader : candidates);
+    wipe(victim);
+    if (kind === 1 && leader !== undefined && leader.id !== victim) {
+      // The leader is cut off from the replacement's side, which must not elect a leader
+      // with the replacement's vote (R3).
+      partitionFor([[leader.id], cluster.ids.filter((id) => id !== leader.id)]);
+    } else if (kind === 2) {
+      partitionFor(choosePartition(cluster, prng));
+    }
+  };
+
   while (cluster.now < deadline) {
     const now = cluster.now + 1;
     const faulty = now <= faultEnd;
     if (now === faultEnd + 1) {
       cluster.faults = quiet;
       cluster.heal();
-      for (const node of cluster.nodes) {
+      scheduled = [];
+      for (const node of cluster.hosts()) {
         node.crashAfterPersist = false;
-        cluster.restart(node.id);
+        cluster.restartHost(node);
       }
       restartAt.clear();
       deadline = Math.max(options.ticks, now + catchUpTicks(cluster));
@@ -1340,12 +2080,17 @@ export function drive(cluster: Cluster, options: SimOptions): void {
     // Faults.
     if (faulty) {
       cluster.faults = faults;
-      for (const [id, at] of restartAt) {
+      for (const [node, at] of restartAt) {
         if (at > now) continue;
-        restartAt.delete(id);
+        restartAt.delete(node);
         // A crash scheduled between persist and send that never struck is called off.
-        cluster.node(id).crashAfterPersist = false;
-        cluster.restart(id);
+        node.crashAfterPersist = false;
+        cluster.restartHost(node);
+      }
+      if (scheduled.length > 0) {
+        const due = scheduled.filter((step) => step.at <= now);
+        scheduled = scheduled.filter((step) => step.at > now);
+        for (const step of due) step.run();
       }
       if (cluster.partitioned && now >= healAt) cluster.heal();
       if (!cluster.partitioned && prng.chance(faults.partitionRate)) {
@@ -1357,14 +2102,32 @@ export function drive(cluster: Cluster, options: SimOptions): void {
         const down = cluster.nodes.filter((node) => !node.up).length;
         const downMax = faults.crashMajority ? n : Math.floor((n - 1) / 2);
         const candidates = cluster.nodes.filter((node) => node.up && !node.crashAfterPersist);
-        if (down < downMax && candidates.length > 0) {
+        // A zombie may crash too (it does not count as a member being down).
+        const zombies = cluster.zombies.filter((node) => node.up && !node.crashAfterPersist);
+        if (zombies.length > 0 && prng.chance(0.2)) {
+          const victim = prng.pick(zombies);
+          cluster.crashHost(victim);
+          restartAt.set(victim, now + prng.int(1, faults.downTicksMax + 1));
+        } else if (down < downMax && candidates.length > 0) {
           const victim = prng.pick(candidates);
           if (prng.chance(faults.crashBeforeSendRate)) {
             victim.crashAfterPersist = true;
           } else {
             cluster.crash(victim.id);
           }
-          restartAt.set(victim.id, now + prng.int(1, faults.downTicksMax + 1));
+          restartAt.set(victim, now + prng.int(1, faults.downTicksMax + 1));
+        }
+      }
+      if (faults.wipeRate > 0 && prng.chance(faults.wipeRate)) reformat();
+      if (faults.backupRate > 0 && prng.chance(faults.backupRate)) {
+        cluster.backup(prng.pick(cluster.ids));
+      }
+      if (faults.restoreRate > 0 && prng.chance(faults.restoreRate)) {
+        const pool = wipeable(cluster.ids).filter((id) => cluster.node(id).backup !== undefined);
+        if (pool.length > 0) {
+          const victim = cluster.node(prng.pick(pool));
+          restartAt.delete(victim);
+          cluster.restoreBackup(victim.id);
         }
       }
     }
@@ -1374,14 +2137,21 @@ export function drive(cluster: Cluster, options: SimOptions): void {
     // Clients. Once faults heal only reads go on, besides the liveness probe: a lagging
     // node must be able to catch up, and under steady load a snapshot transfer with tiny
     // chunks can fall behind the leader's compaction for ever (a throughput limit, not a
-    // liveness bug).
+    // liveness bug). A client sometimes reaches a zombie (it serves until it is fenced).
     const up = cluster.nodes.filter((node) => node.up);
+    const zombiesUp = cluster.zombies.filter((node) => node.up);
     if (faulty && up.length > 0 && prng.chance(s.proposeRate)) {
       const leader = cluster.leader();
-      const target = leader !== undefined && prng.chance(0.85) ? leader : prng.pick(up);
-      cluster.propose(target.id, `${target.id}-${++commandCount}`);
+      let target = leader !== undefined && prng.chance(0.85) ? leader : prng.pick(up);
+      if (zombiesUp.length > 0 && prng.chance(0.1)) target = prng.pick(zombiesUp);
+      cluster.proposeOn(target, `${target.id}-${++commandCount}`);
     }
-    if (up.length > 0 && prng.chance(s.readRate)) cluster.read(prng.pick(up).id);
+    if (up.length > 0 && prng.chance(s.readRate)) {
+      const target = zombiesUp.length > 0 && prng.chance(0.1)
+        ? prng.pick(zombiesUp)
+        : prng.pick(up);
+      cluster.readOn(target);
+    }
     if (faulty && prng.chance(s.transferRate)) {
       const leader = cluster.leader();
       if (leader !== undefined) cluster.transfer(leader.id, prng.pick(cluster.ids));
@@ -1411,7 +2181,12 @@ export function drive(cluster: Cluster, options: SimOptions): void {
           if (result.ok) probe = { node: leader.id, payload, tick: now, index: result.index };
         }
       }
-      if (probeIndex > 0 && cluster.nodes.every((node) => node.appliedIndex >= probeIndex)) return;
+      if (
+        probeIndex > 0 && cluster.nodes.every((node) => node.appliedIndex >= probeIndex) &&
+        cluster.unsettled().length === 0
+      ) {
+        return;
+      }
     }
   }
   if (faultEnd >= deadline) return;
@@ -1424,9 +2199,15 @@ export function drive(cluster: Cluster, options: SimOptions): void {
   const behind = cluster.nodes.filter((node) => node.appliedIndex < probeIndex).map((node) =>
     `${node.id} (applied ${node.appliedIndex})`
   );
+  if (behind.length > 0) {
+    throw new SimViolation(
+      `tick ${cluster.now}: proposal at index ${probeIndex} was not applied on every node within ` +
+        `${deadline - faultEnd} ticks after faults healed: ${behind.join(", ")}`,
+    );
+  }
   throw new SimViolation(
-    `tick ${cluster.now}: proposal at index ${probeIndex} was not applied on every node within ` +
-      `${deadline - faultEnd} ticks after faults healed: ${behind.join(", ")}`,
+    `tick ${cluster.now}: not settled ${deadline - faultEnd} ticks after faults healed: ` +
+      cluster.unsettled().join(", "),
   );
 }
 
