@@ -262,7 +262,28 @@ export const kvModel: Model<KvValue, KvOperation> = {
   describeOperation: describeKvOperation,
   describeState: (state) => `the value is ${describeValue(state)}`,
   explainStep: explainKvStep,
+  readOnly: kvReadOnly,
 };
+
+/**
+ * kvReadOnly: a get, a cas that reported failure, a delete that reported the key absent, and
+ * a cas that succeeded in writing the value it expected never change the value.
+ */
+function kvReadOnly(op: KvOperation): boolean {
+  switch (op.op) {
+    case "get":
+      return true;
+    case "put":
+      return false;
+    case "delete":
+      return deleteOutcome(op) === false;
+    case "cas": {
+      const outcome = casOutcome(op);
+      if (outcome === undefined) return false;
+      return !outcome.ok || op.input.expected === op.input.value;
+    }
+  }
+}
 
 /** MutationEffect is what an op may have done to its key. */
 type MutationEffect =

@@ -43,6 +43,14 @@ export interface Model<State, Op extends TimedOperation> {
   describeState(state: State): string;
   /** explainStep says why step(state, op) is undefined. */
   explainStep?(state: State, op: Op): string;
+  /**
+   * readOnly is true for an op that leaves the state unchanged in every state where its
+   * output is possible (a read). The search places such an op as soon as it fits, without
+   * trying alternatives: if a read fits the current state, some linearization (if any
+   * exists) places it next, because moving a read earlier, to where it still sees its value,
+   * changes nothing else.
+   */
+  readOnly?(op: Op): boolean;
 }
 
 /** CheckResult: "unknown" when a limit (time, memory) stopped the search first. */
@@ -246,10 +254,23 @@ export function checkOperations<State, Op extends TimedOperation>(
     return true;
   };
 
-  // The stack of linearized calls with the state before each.
-  const stackNode = new Int32Array(opCount);
-  const stackState: State[] = [];
+  // The search keeps one level per placed op. Level d holds the state after d placements
+  // and its candidates: the calls ahead of the first return entry in the list, which is the
+  // op that must be placed before anything called after it (the level's deadline). Reads
+  // that fit are placed at once without alternatives (see Model.readOnly: a "forced"
+  // placement); other candidates are tried in order of return time, because an op that must
+  // finish soon usually takes effect soon and one with a long interval can wait.
+  const placedNode = new Int32Array(opCount);
+  const placedForced = new Uint8Array(opCount);
+  const stateBefore: State[] = [];
+  const levelStart = new Int32Array(opCount + 1);
+  const levelEnd = new Int32Array(opCount + 1);
+  const levelCursor = new Int32Array(opCount + 1);
+  const levelDeadline = new Int32Array(opCount + 1);
+  let candidates = new Int32Array(256);
   let depth = 0;
+  const readOnly = Uint8Array.from(byId, (op) => model.readOnly?.(op) === true ? 1 : 0);
+  const returnTime = Float64Array.from(byId, (op, id) => known[id] ? op.return! : Infinity);
 
   // The longest linearization found: best[0..bestLength) agrees with the stack up to
   // `agree`, so extending it copies only what changed since.
@@ -260,7 +281,6 @@ export function checkOperations<State, Op extends TimedOperation>(
 
   let state = model.init();
   let knownLeft = known.filter((isKnown) => isKnown).length;
-  let node = next[head]!;
   let iterations = 0;
   const report = (result: CheckResult, extra: Partial<PartitionReport<Op>> = {}) => ({
     result,
@@ -270,52 +290,112 @@ export function checkOperations<State, Op extends TimedOperation>(
     ...extra,
   });
 
-  while (knownLeft > 0) {
+  // place linearizes the op of call node `at` (already flipped into the set and remembered).
+  const place = (at: number, nextState: State, forced: boolean) => {
+    placedNode[depth] = at;
+    placedForced[depth] = forced ? 1 : 0;
+    stateBefore[depth] = state;
+    depth++;
+    if (depth > bestLength) {
+      for (let i = agree; i < depth; i++) best[i] = nodeId[placedNode[i]!]!;
+      bestLength = depth;
+      agree = depth;
+      blocked = nil;
+    }
+    state = nextState;
+    lift(at);
+    if (known[nodeId[at]!]) knownLeft--;
+  };
+  // unplace undoes the newest placement; it returns whether that placement was forced.
+  const unplace = (): boolean => {
+    depth--;
+    const at = placedNode[depth]!;
+    const id = nodeId[at]!;
+    state = stateBefore[depth]!;
+    flip(id);
+    unlift(at);
+    if (known[id]) knownLeft++;
+    if (agree > depth) agree = depth;
+    return placedForced[depth] === 1;
+  };
+  // enter fills in the current level: it places a fitting read (true: a new level to
+  // enter), or collects the candidates (false). A read whose placement was explored before
+  // leaves the level with no candidates, since its failure is this level's failure.
+  const enter = (): boolean => {
+    const start = depth === 0 ? 0 : levelEnd[depth - 1]!;
+    let end = start;
+    let scan = next[head]!;
+    for (; scan !== nil && nodeIsCall[scan] === 1; scan = next[scan]!) {
+      const id = nodeId[scan]!;
+      if (readOnly[id] === 1) {
+        const nextState = model.step(state, byId[id]!);
+        if (nextState === undefined) continue;
+        flip(id);
+        if (remember(nextState)) {
+          levelEnd[depth] = start;
+          place(scan, nextState, true);
+          return true;
+        }
+        flip(id);
+        end = start;
+        break;
+      }
+      if (end === candidates.length) {
+        const grown = new Int32Array(candidates.length * 2);
+        grown.set(candidates);
+        candidates = grown;
+      }
+      // Insertion by return time keeps the level sorted; levels are small.
+      let at = end++;
+      const deadlineOf = returnTime[id]!;
+      while (at > start && returnTime[nodeId[candidates[at - 1]!]!]! > deadlineOf) {
+        candidates[at] = candidates[at - 1]!;
+        at--;
+      }
+      candidates[at] = scan;
+    }
+    assert(scan !== nil, "an op with a known outcome has a return entry ahead of the cursor");
+    levelStart[depth] = start;
+    levelEnd[depth] = end;
+    levelCursor[depth] = start;
+    levelDeadline[depth] = nodeIsCall[scan] === 1 ? nil : nodeId[scan]!;
+    return false;
+  };
+
+  let entering = true;
+  search: while (knownLeft > 0) {
     if (++iterations % clockCheckIterations === 0 && options.now() > options.deadline) {
       return report("unknown", { reason: "time bound reached" });
     }
-    assert(node !== nil, "an op with a known outcome has a return entry ahead of the cursor");
-    const id = nodeId[node]!;
-    if (nodeIsCall[node] === 1) {
+    if (memoEntries > memoEntriesMax) {
+      return report("unknown", { reason: `memo exceeded ${memoEntriesMax} entries` });
+    }
+    if (entering) {
+      entering = enter();
+      continue;
+    }
+    const cursor = levelCursor[depth]!;
+    if (cursor < levelEnd[depth]!) {
+      levelCursor[depth] = cursor + 1;
+      const at = candidates[cursor]!;
+      const id = nodeId[at]!;
       const nextState = model.step(state, byId[id]!);
-      if (nextState !== undefined) {
-        flip(id);
-        if (remember(nextState)) {
-          if (memoEntries > memoEntriesMax) {
-            return report("unknown", { reason: `memo exceeded ${memoEntriesMax} entries` });
-          }
-          stackNode[depth] = node;
-          stackState[depth] = state;
-          depth++;
-          if (depth > bestLength) {
-            for (let i = agree; i < depth; i++) best[i] = nodeId[stackNode[i]!]!;
-            bestLength = depth;
-            agree = depth;
-            blocked = nil;
-          }
-          state = nextState;
-          lift(node);
-          if (known[id]) knownLeft--;
-          node = next[head]!;
-          continue;
-        }
+      if (nextState === undefined) continue;
+      flip(id);
+      if (remember(nextState)) {
+        place(at, nextState, false);
+        entering = true;
+      } else {
         flip(id);
       }
-      node = next[node]!;
-    } else {
-      // This op's return came and it is not linearized: undo the last choice.
-      if (depth === bestLength && agree === depth && blocked === nil) blocked = id;
-      if (depth === 0) break;
-      depth--;
-      const top = stackNode[depth]!;
-      const topId = nodeId[top]!;
-      state = stackState[depth]!;
-      flip(topId);
-      unlift(top);
-      if (known[topId]) knownLeft++;
-      if (agree > depth) agree = depth;
-      node = next[top]!;
+      continue;
     }
+    // Every candidate failed: the deadline op cannot be placed from here. Undo placements
+    // back to the newest level with a candidate left.
+    if (depth === bestLength && agree === depth && blocked === nil) blocked = levelDeadline[depth]!;
+    do {
+      if (depth === 0) break search;
+    } while (unplace());
   }
   if (knownLeft === 0) return report("ok");
   assert(blocked !== nil, "the search records the op that blocked its longest prefix");

@@ -231,6 +231,7 @@ export class GossipAgent {
   #lastFullAt = Number.NEGATIVE_INFINITY;
   #timer: unknown = undefined;
   #pushTimer: unknown = undefined;
+  #lastPushAt = Number.NEGATIVE_INFINITY;
   #started = false;
   #stopped = false;
   #fencedLogged = false;
@@ -516,16 +517,21 @@ export class GossipAgent {
   /** schedulePush sends this node's claim to every neighbour soon (after a refutation). */
   #schedulePush(): void {
     if (this.#pushTimer !== undefined || this.#stopped) return;
+    // At most one push per half interval: two live hosts with one name that hear each
+    // other directly would otherwise refute each other as fast as the network goes.
+    const now = this.#options.clock.now();
+    const delayMs = Math.max(0, this.#lastPushAt + this.#options.intervalMs / 2 - now);
     this.#pushTimer = this.#options.scheduler.setTimeout(() => {
       this.#pushTimer = undefined;
       if (this.#stopped) return;
+      this.#lastPushAt = this.#options.clock.now();
       const state = this.#selfState();
       if (state.fenced) return;
       const claim = this.#selfClaim(state.recovering);
       for (const neighbour of this.neighbours()) {
         this.#send([claim], false, neighbour.host, neighbour.port);
       }
-    }, 0);
+    }, delayMs);
   }
 
   #replyToPull(host: string, port: number): void {

@@ -6,8 +6,8 @@ import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import type { Entry, Message } from "../../src/consensus/types.ts";
 import {
-  decodeFrame,
   DecodeError,
+  decodeFrame,
   decodeHello,
   decodeHelloReply,
   decodeMessage,
@@ -183,7 +183,17 @@ const helloReply: fc.Arbitrary<HelloReply> = fc.record({
   recovering: fc.boolean(),
   fenced: fc.boolean(),
   rolledBack: fc.boolean(),
-}, { requiredKeys: ["accepted", "name", "incarnation", "hasState", "recovering", "fenced", "rolledBack"] });
+}, {
+  requiredKeys: [
+    "accepted",
+    "name",
+    "incarnation",
+    "hasState",
+    "recovering",
+    "fenced",
+    "rolledBack",
+  ],
+});
 
 /** payloadOf drops the length prefix of a whole frame. */
 function payloadOf(frame: Uint8Array): Uint8Array {
@@ -255,30 +265,34 @@ describe("peer codec under fuzzing", () => {
     );
   }, fuzzTimeoutMs);
 
-  test("mutated valid frames only ever raise DecodeError, or decode to their canonical encoding", () => {
-    fc.assert(
-      fc.property(validFramePayload, mutations, (payload, edits) => {
-        const mutated = mutate(payload, edits);
-        let frame: ReturnType<typeof decodeFrame> | undefined;
-        thrownBy(() => {
-          frame = decodeFrame(mutated);
-        }, DecodeError);
-        if (frame === undefined) return;
-        // What the decoder accepts is what the encoder can produce (it asserts on values it
-        // cannot encode), and each value has one encoding. A hello is compared as a value:
-        // its fingerprint fields are a record, whose integer-like keys JavaScript reorders.
-        if (frame.kind === "hello") {
-          expect(decodeFrame(payloadOf(encodeHelloFrame(frame.hello)))).toEqual(frame);
-          return;
-        }
-        const again = frame.kind === "helloReply"
-          ? encodeHelloReplyFrame(frame.reply)
-          : encodeMessagesFrame(frame.messages);
-        expect(payloadOf(again)).toEqual(mutated);
-      }),
-      fuzzParams(3000),
-    );
-  }, fuzzTimeoutMs);
+  test(
+    "mutated valid frames only ever raise DecodeError, or decode to their canonical encoding",
+    () => {
+      fc.assert(
+        fc.property(validFramePayload, mutations, (payload, edits) => {
+          const mutated = mutate(payload, edits);
+          let frame: ReturnType<typeof decodeFrame> | undefined;
+          thrownBy(() => {
+            frame = decodeFrame(mutated);
+          }, DecodeError);
+          if (frame === undefined) return;
+          // What the decoder accepts is what the encoder can produce (it asserts on values it
+          // cannot encode), and each value has one encoding. A hello is compared as a value:
+          // its fingerprint fields are a record, whose integer-like keys JavaScript reorders.
+          if (frame.kind === "hello") {
+            expect(decodeFrame(payloadOf(encodeHelloFrame(frame.hello)))).toEqual(frame);
+            return;
+          }
+          const again = frame.kind === "helloReply"
+            ? encodeHelloReplyFrame(frame.reply)
+            : encodeMessagesFrame(frame.messages);
+          expect(payloadOf(again)).toEqual(mutated);
+        }),
+        fuzzParams(3000),
+      );
+    },
+    fuzzTimeoutMs,
+  );
 
   test("counts and lengths far beyond the input are refused before allocating", () => {
     // A message frame: appendEntries with a huge entry count, and installSnapshot with a huge
@@ -293,7 +307,7 @@ describe("peer codec under fuzzing", () => {
         bytes(32),
         (count, tail) => {
           const varint: number[] = [];
-          for (let value = count; ; value = Math.floor(value / 128)) {
+          for (let value = count;; value = Math.floor(value / 128)) {
             if (value < 128) {
               varint.push(value);
               break;
@@ -303,7 +317,21 @@ describe("peer codec under fuzzing", () => {
           const inputs = [
             Uint8Array.of(...prefix, ...varint, ...tail),
             Uint8Array.of(FrameKind.batch, ...varint, ...tail),
-            Uint8Array.of(FrameKind.message, 9, 1, 1, 0x61, 1, 0x62, 1, 1, 1, 0, ...varint, ...tail),
+            Uint8Array.of(
+              FrameKind.message,
+              9,
+              1,
+              1,
+              0x61,
+              1,
+              0x62,
+              1,
+              1,
+              1,
+              0,
+              ...varint,
+              ...tail,
+            ),
           ];
           for (const input of inputs) {
             let failure: Error | undefined;

@@ -110,15 +110,31 @@ const duration = fc.oneof(
 );
 
 const host = fc.oneof(
-  fc.constantFrom("127.0.0.11", "127.0.0.12", "localhost", "Node-A.Example.", "[::1]", "[FE80::1%Eth0]", "::1", "1.2.3", "-x"),
+  fc.constantFrom(
+    "127.0.0.11",
+    "127.0.0.12",
+    "localhost",
+    "Node-A.Example.",
+    "[::1]",
+    "[FE80::1%Eth0]",
+    "::1",
+    "1.2.3",
+    "-x",
+  ),
   fc.ipV4(),
   fc.domain(),
   fc.ipV6().map((address) => `[${address}]`),
 );
-const endpointText = fc.tuple(host, fc.oneof(fc.constantFrom(7070, 7080, 7071), fc.integer({ min: 0, max: 70_000 })))
+const endpointText = fc.tuple(
+  host,
+  fc.oneof(fc.constantFrom(7070, 7080, 7071), fc.integer({ min: 0, max: 70_000 })),
+)
   .map(([h, port]) => `${h}:${port}`);
 
-const memberName = fc.oneof(fc.constantFrom("node-a", "node-b", "node-c"), fc.stringMatching(/^[A-Za-z0-9._-]{1,8}$/));
+const memberName = fc.oneof(
+  fc.constantFrom("node-a", "node-b", "node-c"),
+  fc.stringMatching(/^[A-Za-z0-9._-]{1,8}$/),
+);
 
 const member = fc.record({
   name: sometimesJunk(memberName),
@@ -198,9 +214,11 @@ const validDocumentArb = fc.record({
     { minLength: 1, maxLength: 5, selector: (m) => m.name },
   ).map((list) =>
     list.map(({ name, where }, i) =>
-      where === undefined
-        ? { name }
-        : { name, peer: `${where[0]}:${where[1]}`, http: `${where[0]}:${(where[1] + i) % 65535 + 1}` }
+      where === undefined ? { name } : {
+        name,
+        peer: `${where[0]}:${where[1]}`,
+        http: `${where[0]}:${(where[1] + i) % 65535 + 1}`,
+      }
     )
   ),
   raft: timings,
@@ -215,7 +233,10 @@ const validDocumentArb = fc.record({
     expiry: fc.constantFrom("15s", "1m"),
   }, { requiredKeys: ["neighbours"] }),
   http: fc.record({
-    body_bytes_max: fc.oneof(fc.constantFrom("1MiB", "64MiB", "1.5KiB", "10 kB"), fc.integer({ min: 1, max: 1 << 26 })),
+    body_bytes_max: fc.oneof(
+      fc.constantFrom("1MiB", "64MiB", "1.5KiB", "10 kB"),
+      fc.integer({ min: 1, max: 1 << 26 }),
+    ),
     request_timeout: fc.constantFrom("1s", "5s", "1h"),
   }, { requiredKeys: [] }),
   security: fc.record({ secret_file: text(12, 1), admin_token: text(12, 1) }, { requiredKeys: [] }),
@@ -249,10 +270,13 @@ const settingPaths: readonly (readonly (string | number)[])[] = [
 /** perturbed is a mostly valid document with one or two settings broken or removed. */
 const perturbedDocumentArb = fc.tuple(
   validDocumentArb,
-  fc.array(fc.record({ path: fc.constantFrom(...settingPaths), value: junk, remove: fc.boolean() }), {
-    minLength: 1,
-    maxLength: 2,
-  }),
+  fc.array(
+    fc.record({ path: fc.constantFrom(...settingPaths), value: junk, remove: fc.boolean() }),
+    {
+      minLength: 1,
+      maxLength: 2,
+    },
+  ),
 ).map(([document, edits]) => {
   const copy = structuredClone(document) as Record<string, unknown>;
   for (const { path, value, remove } of edits) {
@@ -365,25 +389,28 @@ describe("cluster file parsing under fuzzing", () => {
     );
   }, fuzzTimeoutMs);
 
-  test("documents written as YAML read as the document itself, and accepted configs re-validate", () => {
-    let accepted = 0;
-    fc.assert(
-      fc.property(
-        fc.oneof(validDocumentArb, perturbedDocumentArb, configDocumentArb),
-        (document) => {
-        const result = parseConfigText(renderYaml(document), "fuzz.yaml");
-        checkResult(result);
-        const { source: _source, ...fromText } = result;
-        expect(fromText).toEqual(validateConfig(document));
-        if (result.config !== undefined) accepted++;
-      },
-      ),
-      fuzzParams(600),
-    );
-    // The generator must reach valid configs often enough for the re-validation to count.
-    console.log("ACCEPTED", accepted);
-    expect(accepted).toBeGreaterThan(0);
-  }, fuzzTimeoutMs);
+  test(
+    "documents written as YAML read as the document itself, and accepted configs re-validate",
+    () => {
+      let accepted = 0;
+      fc.assert(
+        fc.property(
+          fc.oneof(validDocumentArb, perturbedDocumentArb, configDocumentArb),
+          (document) => {
+            const result = parseConfigText(renderYaml(document), "fuzz.yaml");
+            checkResult(result);
+            const { source: _source, ...fromText } = result;
+            expect(fromText).toEqual(validateConfig(document));
+            if (result.config !== undefined) accepted++;
+          },
+        ),
+        fuzzParams(600),
+      );
+      // The generator must reach valid configs often enough for the re-validation to count.
+      expect(accepted).toBeGreaterThan(0);
+    },
+    fuzzTimeoutMs,
+  );
 
   test("aliases that expand exponentially are refused quickly", () => {
     let text = 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n';

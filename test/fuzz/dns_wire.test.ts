@@ -139,12 +139,23 @@ describe("DNS wire format under fuzzing", () => {
     fc.assert(
       fc.property(
         // A plausible header (small counts) makes the decoder read on into names and records.
-        fc.tuple(u16, u16, fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 4, maxLength: 4 })),
+        fc.tuple(
+          u16,
+          u16,
+          fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 4, maxLength: 4 }),
+        ),
         bytes(300),
         fc.boolean(),
         ([id, flags, counts], body, withHeader) => {
           const input = withHeader
-            ? Uint8Array.of(id >> 8, id & 0xff, flags >> 8, flags & 0xff, ...counts.flatMap((c) => [0, c]), ...body)
+            ? Uint8Array.of(
+              id >> 8,
+              id & 0xff,
+              flags >> 8,
+              flags & 0xff,
+              ...counts.flatMap((c) => [0, c]),
+              ...body,
+            )
             : body;
           thrownBy(() => decodeMessage(input), DnsWireError);
         },

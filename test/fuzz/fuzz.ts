@@ -202,17 +202,23 @@ export function text(maxLength = 24, minLength = 0): fc.Arbitrary<string> {
 export function largestAllocationDuring(f: () => void): number {
   const original = { Uint8Array: globalThis.Uint8Array, ArrayBuffer: globalThis.ArrayBuffer };
   let largestBytes = 0;
-  const spy = <C extends object>(target: C): C => {
-    const proxy: C = new Proxy(target, {
-      construct(inner, args, newTarget) {
-        if (typeof args[0] === "number") largestBytes = Math.max(largestBytes, args[0]);
-        return Reflect.construct(inner as never, args, newTarget === proxy ? inner : newTarget);
-      },
-    });
-    return proxy;
+  const record = (args: unknown[]): void => {
+    if (typeof args[0] === "number") largestBytes = Math.max(largestBytes, args[0]);
   };
-  globalThis.Uint8Array = spy(original.Uint8Array);
-  globalThis.ArrayBuffer = spy(original.ArrayBuffer);
+  const uint8ArraySpy: Uint8ArrayConstructor = new Proxy(original.Uint8Array, {
+    construct(target, args, newTarget): object {
+      record(args);
+      return Reflect.construct(target, args, newTarget === uint8ArraySpy ? target : newTarget);
+    },
+  });
+  const arrayBufferSpy: ArrayBufferConstructor = new Proxy(original.ArrayBuffer, {
+    construct(target, args, newTarget): object {
+      record(args);
+      return Reflect.construct(target, args, newTarget === arrayBufferSpy ? target : newTarget);
+    },
+  });
+  globalThis.Uint8Array = uint8ArraySpy;
+  globalThis.ArrayBuffer = arrayBufferSpy;
   try {
     f();
   } finally {

@@ -94,7 +94,9 @@ describe("gossip datagrams under fuzzing", () => {
       fc.property(gossipMessage, bytes(32), mutations, (message, key, edits) => {
         const datagram = encodeGossip(message, key);
         const mutated = mutate(datagram, edits);
-        fc.pre(!mutated.every((byte, i) => byte === datagram[i]) || mutated.length !== datagram.length);
+        fc.pre(
+          !mutated.every((byte, i) => byte === datagram[i]) || mutated.length !== datagram.length,
+        );
         const decoded = decodeGossip(mutated, key);
         expect(decoded.ok).toBe(false);
       }),

@@ -13,18 +13,17 @@ import {
   KvService,
 } from "../../src/service/kv.ts";
 import type { Service } from "../../src/service/service.ts";
-import {
-  decodeSessionResult,
-  encodeEnvelope,
-  SessionService,
-} from "../../src/service/sessions.ts";
+import { decodeSessionResult, encodeEnvelope, SessionService } from "../../src/service/sessions.ts";
 import { bytes, fuzzParams, fuzzTimeoutMs, mutate, mutations, plainErrorBy, text } from "./fuzz.ts";
 
 // ---- Arbitraries -----------------------------------------------------------------------
 
 /** A small key pool makes commands collide, so puts, deletes and cas interact. */
 const key = fc.oneof(
-  { weight: 4, arbitrary: fc.constantFrom("a", "b", "ab", "a/b", "\u00e9", "😀", "k".repeat(4096)) },
+  {
+    weight: 4,
+    arbitrary: fc.constantFrom("a", "b", "ab", "a/b", "\u00e9", "😀", "k".repeat(4096)),
+  },
   { weight: 1, arbitrary: text(8, 1) },
 );
 const value = fc.oneof(fc.constantFrom(new Uint8Array(0), Uint8Array.of(1)), bytes(16));
@@ -49,9 +48,7 @@ const session = fc.option(
     seq: fc.oneof(fc.integer({ min: 1, max: 4 }), fc.maxSafeNat().filter((seq) => seq >= 1)),
   }),
   { nil: undefined },
-).filter((s) =>
-  s === undefined || (new TextEncoder().encode(s.clientId).length <= 128)
-);
+).filter((s) => s === undefined || (new TextEncoder().encode(s.clientId).length <= 128));
 
 const validEnvelope = fc.tuple(session, kvCommand).map(([s, c]) => encodeEnvelope(s, c));
 

@@ -372,16 +372,46 @@ describe("conflicts", () => {
     // The zombie returns with its old disk and address, and out-counts everyone.
     const zombie = net.add("node-b", "127.0.0.102", { checkClaim });
     zombie.agent.start();
-    net.inject(a, datagram("node-b", [claim({ name: "node-b", incarnation: "node-b-1", seq: 1e9 })]));
+    net.inject(
+      a,
+      datagram("node-b", [claim({ name: "node-b", incarnation: "node-b-1", seq: 1e9 })]),
+    );
     await net.time.advance(10_000);
     expect(peerOf(a, "node-b")).toBe("127.0.0.105:7070");
     expect(peerOf(c, "node-b")).toBe("127.0.0.105:7070");
     expect(a.agent.counters().rejected.fenced).toBeGreaterThan(0);
     // Hearing both hosts speak in turn, node-a says that two live hosts claim one name.
-    expect(a.log.some((line) =>
-      line.level === "error" && line.message === "two live hosts claim one member name"
-    )).toBe(true);
+    expect(
+      a.log.some((line) =>
+        line.level === "error" && line.message === "two live hosts claim one member name"
+      ),
+    ).toBe(true);
     expect(a.agent.counters().conflicts).toBeGreaterThan(0);
+  });
+
+  test("two live hosts with one name refute each other at a bounded rate, and say so", async () => {
+    const net = new Net();
+    const one = net.add("node-b", "127.0.0.102", {
+      incarnation: "twin-1",
+      bootstrap: [{ host: "127.0.0.112", port: gossipPort }],
+    });
+    const two = net.add("node-b", "127.0.0.112", {
+      incarnation: "twin-2",
+      bootstrap: [{ host: "127.0.0.102", port: gossipPort }],
+    });
+    one.agent.start();
+    two.agent.start();
+    await net.time.advance(10_000);
+    // Each sends a round a second plus at most two pushes a second.
+    expect(net.log.length).toBeLessThan(80);
+    expect(one.agent.counters().refutations).toBeGreaterThan(3);
+    for (const twin of [one, two]) {
+      const errors = twin.log.filter((line) =>
+        line.level === "error" && line.message === "another live host claims this node's name"
+      );
+      expect(errors.length).toBe(1); // logged once per expiry, counted every time
+      expect(twin.agent.counters().conflicts).toBeGreaterThan(3);
+    }
   });
 
   test("a held claim that the fence table refuses loses to any other", async () => {
@@ -450,7 +480,7 @@ describe("bounds and authentication", () => {
     net.inject(a, datagram("node-b", [claim({ name: "node-z" })]));
     // A valid datagram with one bit flipped in its body.
     const tampered = datagram("node-b", [evil]);
-    tampered[tampered.length - 5] ^= 1;
+    tampered[tampered.length - 5] = tampered[tampered.length - 5]! ^ 1;
     net.inject(a, tampered);
     const rejected = a.agent.counters().rejected;
     expect(rejected.malformed).toBe(2);

@@ -3,8 +3,8 @@ import {
   decodeGossip,
   encodeGossip,
   type GossipClaim,
-  type GossipMessage,
   gossipEntriesMax,
+  type GossipMessage,
   gossipMessageBytesMax,
   parseGossipEndpoint,
 } from "../../src/resolver/gossip_wire.ts";
@@ -60,7 +60,7 @@ describe("gossip datagrams", () => {
     const bytes = encodeGossip(message, secret);
     for (let index = 0; index < bytes.length; index += 7) {
       const copy = bytes.slice();
-      copy[index] ^= 0x10;
+      copy[index] = copy[index]! ^ 0x10;
       const decoded = decodeGossip(copy, secret);
       expect(decoded.ok).toBe(false);
     }

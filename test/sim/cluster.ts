@@ -108,8 +108,9 @@ export interface FaultOptions {
   fenceDelayTicksMax: number;
   /**
    * Fraction of wipes that come with a partition: the old leader isolated with a minority
-   * while the rest move on, then the replacement put on the old leader's side; or the
-   * leader cut off from the replacement's side; or a random cut.
+   * while the rest move on, then the replacement put on the old leader's side (R5); or a
+   * lagging minority cut off while the leader commits, then a member holding the entries
+   * wiped and the leader cut off (R3); or a random cut.
    */
   wipePartitionRate: number;
   /** Per-tick probability of copying a member's disk aside (a backup). */
@@ -969,6 +970,11 @@ export class Cluster {
     this.#groups = undefined;
     this.#zombieGroups.clear();
     this.#event("heal");
+  }
+
+  /** settleAddresses ends every stale address: each name reaches its current host only. */
+  settleAddresses(): void {
+    this.#staleAddress.clear();
   }
 
   /** crash drops a member's current host's Raft and memory; only its disk survives. */
@@ -1974,7 +1980,10 @@ export function drive(cluster: Cluster, options: SimOptions): void {
     0,
     Math.min(Math.floor(options.ticks * 0.75), options.ticks - quietTicksMin),
   );
-  const electionBound = 10 * s.electionTicks;
+  // Without pre-vote a candidate with a shorter log can keep bumping the term ahead of the
+  // one that would win (more likely while a replacement cannot vote yet): allow more
+  // rounds of that coin toss.
+  const electionBound = (s.preVote ? 10 : 20) * s.electionTicks;
   const restartAt = new Map<SimNode, number>();
   /** Steps of a fault that unfolds over time, run in order when due. */
   let scheduled: { at: number; run: () => void }[] = [];
@@ -2050,16 +2059,30 @@ export function drive(cluster: Cluster, options: SimOptions): void {
       });
       return;
     }
-    const notLeader = candidates.filter((id) => id !== leader?.id);
-    const victim = prng.pick(kind === 1 && notLeader.length > 0 ? notLeader : candidates);
-    wipe(victim);
-    if (kind === 1 && leader !== undefined && leader.id !== victim) {
-      // The leader is cut off from the replacement's side, which must not elect a leader
-      // with the replacement's vote (R3).
-      partitionFor([[leader.id], cluster.ids.filter((id) => id !== leader.id)]);
-    } else if (kind === 2) {
-      partitionFor(choosePartition(cluster, prng));
+    if (kind === 1 && leader !== undefined) {
+      // A lagging survivor: f members are cut off while the leader commits entries with
+      // the others; then one of those others is wiped and the leader is cut off. The
+      // survivors must not elect a lagging member with the replacement's vote (R3): its
+      // log lacks entries only the leader and the wiped disk held.
+      const others = shuffle(cluster.ids.filter((id) => id !== leader.id), prng);
+      const lagging = others.slice(0, f);
+      const holders = others.slice(f);
+      partitionFor([lagging, [leader.id, ...holders]]);
+      const at = cluster.now + prng.int(Math.ceil(s.electionTicks / 2), 2 * s.electionTicks + 1);
+      healAt = at + prng.int(faults.partitionTicksMin, faults.partitionTicksMax + 1);
+      scheduled.push({
+        at,
+        run: () => {
+          const pool = wipeable(holders);
+          if (pool.length === 0) return;
+          wipe(prng.pick(pool));
+          cluster.partition([[leader.id], cluster.ids.filter((id) => id !== leader.id)], 0.5);
+        },
+      });
+      return;
     }
+    wipe(prng.pick(candidates));
+    if (kind >= 0) partitionFor(choosePartition(cluster, prng));
   };
 
   while (cluster.now < deadline) {
@@ -2068,6 +2091,7 @@ export function drive(cluster: Cluster, options: SimOptions): void {
     if (now === faultEnd + 1) {
       cluster.faults = quiet;
       cluster.heal();
+      cluster.settleAddresses();
       scheduled = [];
       for (const node of cluster.hosts()) {
         node.crashAfterPersist = false;
