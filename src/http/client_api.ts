@@ -468,7 +468,14 @@ function expectResult<T extends KvResult["type"]>(
   type: T,
 ): Extract<KvResult, { type: T }> {
   if (result.type !== type) {
-    throw new Error(`Expected a kv ${type} result, got ${JSON.stringify(result.type)}`);
+    // The sessions table answered a retry with the cached result of another kind of
+    // write: the client reused an Idempotency-Key for a different request.
+    throw new HttpError(
+      "rejected",
+      result.type === "error"
+        ? `The write was refused: ${(result as { message?: string }).message ?? "error"}`
+        : `This Idempotency-Key was already used for a ${result.type} write, not a ${type}`,
+    );
   }
   return result as Extract<KvResult, { type: T }>;
 }

@@ -40,8 +40,9 @@ export function decodeSnapshot(data: Uint8Array): { fences: FenceTable; service:
     throw new Error("Snapshot fence table must be an object");
   }
   for (const [name, entry] of Object.entries(fences)) {
-    const e = entry as { incarnation?: unknown; index?: unknown; superseded?: unknown };
+    const e = entry as { incarnation?: unknown; index?: unknown; superseded?: unknown } | null;
     if (
+      typeof e !== "object" || e === null ||
       typeof e.incarnation !== "string" || !Number.isSafeInteger(e.index) ||
       !Array.isArray(e.superseded) || !e.superseded.every((s) => typeof s === "string")
     ) {

@@ -165,7 +165,8 @@ export class KvService implements Service {
       }
       reader.end();
     } catch (error: unknown) {
-      if (error instanceof DecodeError) {
+      // TypeError: bytes that are not UTF-8 where text is expected.
+      if (error instanceof DecodeError || error instanceof TypeError) {
         throw new Error(`Invalid kv snapshot of ${data.length} bytes: ${error.message}`);
       }
       throw error;

@@ -179,7 +179,8 @@ export class SessionService implements Service {
       }
       rest = reader.rest();
     } catch (error: unknown) {
-      if (error instanceof EnvelopeError) {
+      // TypeError: bytes that are not UTF-8 where text is expected.
+      if (error instanceof EnvelopeError || error instanceof TypeError) {
         throw new Error(`Invalid sessions snapshot of ${data.length} bytes: ${error.message}`);
       }
       throw error;

@@ -58,7 +58,7 @@ function frameTooLarge(payloadBytes: number, frameBytesMax: number): RangeError 
  * push throws the same error. Close the connection.
  */
 export class FrameDecoder {
-  readonly #frameBytesMax: number;
+  #frameBytesMax: number;
   /** The length prefix of the current partial frame; #headerFill of its bytes are in. */
   readonly #header = new Uint8Array(frameHeaderBytes);
   #headerFill = 0;
@@ -72,6 +72,16 @@ export class FrameDecoder {
       Number.isInteger(frameBytesMax) && frameBytesMax >= 0 && frameBytesMax <= u32Max,
       `frameBytesMax must be a u32: ${frameBytesMax}`,
     );
+    this.#frameBytesMax = frameBytesMax;
+  }
+
+  /**
+   * setFrameBytesMax changes the bound for frames not yet started: a connection starts
+   * with a small one until its handshake is done, so an unauthenticated peer cannot make
+   * us allocate a large frame for a 4-byte header.
+   */
+  setFrameBytesMax(frameBytesMax: number): void {
+    assert(Number.isInteger(frameBytesMax) && frameBytesMax >= 0 && frameBytesMax <= u32Max, "frameBytesMax must be a u32");
     this.#frameBytesMax = frameBytesMax;
   }
 

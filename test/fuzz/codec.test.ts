@@ -51,7 +51,17 @@ const wireInteger = fc.oneof(
  * names do not round-trip.
  */
 const wireName = fc.oneof(
-  { weight: 3, arbitrary: fc.constantFrom("node-a", "node-b", "n", "keel-3.example") },
+  {
+    weight: 3,
+    arbitrary: fc.constantFrom(
+      "node-a",
+      "node-b",
+      "n",
+      "keel-3.example",
+      "__proto__",
+      "constructor",
+    ),
+  },
   { weight: 2, arbitrary: text(40, 1) },
   {
     weight: 1,
@@ -351,7 +361,7 @@ describe("peer codec under fuzzing", () => {
   // TextDecoder without ignoreBOM, which strips a leading U+FEFF. "\ufeff" (bytes EF BB BF)
   // decodes to "", slipping past the "Empty name" check, and "\ufeffx" decodes to "x", so
   // two encodings map to one name. Remove .failing once names decode with ignoreBOM: true.
-  test.failing("names starting with a byte-order mark round-trip (known bug)", () => {
+  test("names starting with a byte-order mark round-trip", () => {
     const value: Message = { type: "timeoutNow", term: 1, from: "\ufeff", to: "\ufeffnode-b" };
     expect(decodeMessage(encodeMessage(value))).toEqual(value);
   });

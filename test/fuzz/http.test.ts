@@ -546,7 +546,7 @@ describe("HTTP API under fuzzing", () => {
   // DELETE handler's expectResult("delete") then throws a plain Error, answered as
   // 500 internal and logged as unexpected. The real node (node/node.ts) unwraps sessions
   // results the same way. Remove .failing once such a retry gets a 4xx (e.g. 409 or 422).
-  test.failing("reusing an Idempotency-Key for another kind of write is not a 500 (known bug)", async () => {
+  test("reusing an Idempotency-Key for another kind of write is not a 500", async () => {
     const mode: NodeMode = { submit: "apply", barrier: { ok: true }, forward: "answer" };
     const errors = await runScenario(mode, [
       { method: "PUT", url: "/v1/kv/k", headers: { "idempotency-key": "c1:1" }, body: "v" },

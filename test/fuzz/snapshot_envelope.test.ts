@@ -102,11 +102,17 @@ describe("snapshot envelope under fuzzing", () => {
     );
   }, fuzzTimeoutMs);
 
-  // A bug found by this suite, left for the envelope's owner: an entry that is JSON null
-  // is dereferenced ("e.incarnation") before it is checked, so decodeSnapshot throws
-  // TypeError "null is not an object" instead of its own "entry ... is malformed" Error.
-  test.failing("a null fence table entry is refused with a plain Error (known bug)", () => {
+  // Found by this suite (now fixed): an entry that is JSON null was dereferenced before it
+  // was checked, throwing TypeError instead of the envelope's own Error.
+  test("a null fence table entry is refused with a plain Error", () => {
     const input = envelope(utf8.encode('{"node-a":null}'), new Uint8Array(0));
-    expect(() => plainErrorBy(() => decodeSnapshot(input))).not.toThrow();
+    let error: unknown;
+    try {
+      decodeSnapshot(input);
+    } catch (caught: unknown) {
+      error = caught;
+    }
+    expect((error as Error).constructor).toBe(Error);
+    expect((error as Error).message).toContain("is malformed");
   });
 });
