@@ -6,7 +6,7 @@ DENO := ./node_modules/.bin/deno
 TSC  := ./node_modules/.bin/tsc
 SRC  := $(shell find src -name '*.ts' 2>/dev/null) package.json
 
-.PHONY: all install build run test test-fast check fmt fmt-check lint typecheck bench sim clean help
+.PHONY: all install build example-ledger run test test-fast check fmt fmt-check lint typecheck bench sim clean help
 
 all: build
 
@@ -17,6 +17,7 @@ help:
 	@echo "make bench      writes/s and latency of a local 3-node cluster"
 	@echo "make sim SEEDS=1000 [NODES=5] [PROFILE=replace]   run the deterministic simulator over many seeds"
 	@echo "make build      dist/keel, a single executable"
+	@echo "make example-ledger   dist/keel-ledger: keel with the ledger service (examples/ledger)"
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -31,12 +32,21 @@ dist/keel: node_modules/.installed $(SRC)
 
 build: dist/keel
 
+# keel as a library: the ledger example's own binary, the whole keel CLI around its service.
+LEDGER_SRC := $(shell find examples/ledger -name '*.ts' 2>/dev/null)
+dist/keel-ledger: node_modules/.installed $(SRC) $(LEDGER_SRC)
+	@mkdir -p dist
+	$(BUN) build --compile --minify-syntax --sourcemap examples/ledger/main.ts --outfile dist/keel-ledger
+	@./dist/keel-ledger --version
+
+example-ledger: dist/keel-ledger
+
 run: dist/keel
 	$(BUN) scripts/cluster.ts --config examples/local-3.yaml
 
 # The dashboard test drives Debian's Chromium: installed here when we can (root with
 # apt-get, as in CI); without it that one test is skipped and says why.
-test: dist/keel
+test: dist/keel dist/keel-ledger
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
 	@[ -x /usr/bin/chromium ] || echo "note: /usr/bin/chromium not found: the dashboard browser test is skipped (apt-get install chromium)"

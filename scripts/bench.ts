@@ -1,10 +1,11 @@
 // bench measures a fresh local 3-node cluster of the compiled binary: acknowledged writes/s
 // and latency at 1, 16 and 64 concurrent clients (to the leader, and 16 spread over every
-// member so followers forward), linearizable reads/s, failover time (kill -9 the leader ->
-// next acknowledged write) and RSS per node. Prints a table; writes JSON to
-// bench-results/bench-<timestamp>.json. Timings are reported, never asserted.
+// member so followers forward), linearizable reads/s, failover time (kill -9 or SIGSTOP the
+// leader -> next acknowledged write), CPU use and RSS per node. Prints a table; writes JSON
+// to bench-results/bench-<timestamp>.json. Timings are reported, never asserted. See
+// docs/performance.md.
 //
-//   bun scripts/bench.ts [--duration=SECONDS] [--failovers=N] [--quick] [--binary=dist/keel]
+//   bun scripts/bench.ts [--duration=SECONDS] [--failovers=N] [--freezes=N] [--quick]
 
 import {
   closeSync,
@@ -49,8 +50,10 @@ temp dir, with the default raft timings, and measures:
   write    PUT /v1/kv/bench-<client>-<i> (100-byte values) to the leader, 1/16/64 clients
   write    16 clients spread over all three members (followers forward to the leader)
   read     64 clients GET an acknowledged key on the leader (linearizable, ReadIndex)
-  failover kill -9 the leader, time until a probe write is acknowledged; restart it
+  failover kill -9 (or SIGSTOP) the leader, time until a probe write is acknowledged;
+           restart it and wait until it has caught up
   rss      VmRSS of every node at idle and right after the 64-client write phase
+  cpu      cores used by the nodes, the load generator and the rest of the machine
 Each load phase is a warm-up, then a measured run. Only 2xx answers count as acknowledged.
 
 Options:

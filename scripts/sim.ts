@@ -32,6 +32,8 @@ const bugNames: BugName[] = [
   "forgetVoteOnRestart",
   "sendBeforePersist",
   "staleSnapshot",
+  "zombieClaimsCurrent",
+  "votesHideRecovering",
 ];
 const unsafeNames: UnsafeName[] = ["recoveringVotes", "fenceCountsReplaced"];
 const checkNames: CheckName[] = ["recoveringGrants"];

@@ -80,20 +80,19 @@ export function outcomeKnown(op: TimedOperation): boolean {
 export function validateHistory(history: readonly KvOperation[]): string[] {
   const problems: string[] = [];
   history.forEach((op, index) => {
-    const where = `Operation ${index} (${op.op} of key ${JSON.stringify(op.key)})`;
-    if (typeof op.key !== "string") problems.push(`${where} has no string key`);
-    if (!Number.isFinite(op.call)) problems.push(`${where} has a call time of ${op.call}`);
-    if (op.return !== null && !(op.return >= op.call)) {
-      problems.push(`${where} returns at ${op.return}, before its call at ${op.call}`);
+    const problem = (text: string) =>
+      problems.push(`Operation ${index} (${op.op} of key ${JSON.stringify(op.key)}) ${text}`);
+    if (typeof op.key !== "string") problem("has no string key");
+    if (!Number.isFinite(op.call)) problem(`has a call time of ${op.call}`);
+    if (Number.isFinite(op.call) && op.return !== null && !(op.return >= op.call)) {
+      problem(`returns at ${op.return}, before its call at ${op.call}`);
     }
     switch (op.op) {
       case "get":
-        if (outcomeKnown(op) && op.output === undefined) {
-          problems.push(`${where} returned but has no output`);
-        }
+        if (outcomeKnown(op) && op.output === undefined) problem("returned but has no output");
         break;
       case "put":
-        if (typeof op.input !== "string") problems.push(`${where} has no string value`);
+        if (typeof op.input !== "string") problem("has no string value");
         break;
       case "delete":
         break;
@@ -103,11 +102,15 @@ export function validateHistory(history: readonly KvOperation[]): string[] {
           (op.input.expected !== null && typeof op.input.expected !== "string") ||
           (op.input.value !== null && typeof op.input.value !== "string")
         ) {
-          problems.push(`${where} needs an input of { expected, value }`);
+          problem("needs an input of { expected, value }");
         }
         break;
       default:
-        problems.push(`Operation ${index} has an unknown op ${JSON.stringify((op as KvCall & { op: unknown }).op)}`);
+        problems.push(
+          `Operation ${index} has an unknown op ${
+            JSON.stringify((op as KvCall & { op: unknown }).op)
+          }`,
+        );
     }
   });
   return problems;
@@ -197,7 +200,9 @@ function describeOutput(op: KvOperation): string {
       const outcome = casOutcome(op);
       if (outcome === undefined) return "ok?";
       if (outcome.ok) return "ok";
-      return outcome.current === undefined ? "failed" : `failed, saw ${describeValue(outcome.current)}`;
+      return outcome.current === undefined
+        ? "failed"
+        : `failed, saw ${describeValue(outcome.current)}`;
     }
   }
 }
@@ -263,7 +268,63 @@ export const kvModel: Model<KvValue, KvOperation> = {
   describeState: (state) => `the value is ${describeValue(state)}`,
   explainStep: explainKvStep,
   readOnly: kvReadOnly,
+  requires: kvRequires,
+  produces: kvProduces,
+  overwrites: kvOverwrites,
+  blind: kvBlind,
+  enabledBy: (op) => op.op === "cas" ? op.input.expected : undefined,
 };
+
+/** kvBlind: a put, or a delete whose outcome was not reported, ignores the value before. */
+function kvBlind(op: KvOperation): boolean {
+  return op.op === "put" || (op.op === "delete" && deleteOutcome(op) === undefined);
+}
+
+/** kvOverwrites: a completed put or delete, or a cas that reported success. */
+function kvOverwrites(op: KvOperation): boolean {
+  if (!outcomeKnown(op)) return false;
+  switch (op.op) {
+    case "get":
+      return false;
+    case "put":
+    case "delete":
+      return true;
+    case "cas":
+      return casOutcome(op)?.ok === true;
+  }
+}
+
+/** kvRequires is the one value op's output needs, if there is one. */
+function kvRequires(op: KvOperation): KvValue | undefined {
+  if (!outcomeKnown(op)) return undefined;
+  switch (op.op) {
+    case "get":
+      return op.output;
+    case "put":
+      return undefined;
+    case "delete":
+      return deleteOutcome(op) === false ? null : undefined;
+    case "cas": {
+      const outcome = casOutcome(op);
+      if (outcome === undefined) return undefined;
+      return outcome.ok ? op.input.expected : outcome.current;
+    }
+  }
+}
+
+/** kvProduces is the value op leaves whenever it changes the value. */
+function kvProduces(op: KvOperation): KvValue | undefined {
+  switch (op.op) {
+    case "get":
+      return undefined;
+    case "put":
+      return op.input;
+    case "delete":
+      return null;
+    case "cas":
+      return op.input.value;
+  }
+}
 
 /**
  * kvReadOnly: a get, a cas that reported failure, a delete that reported the key absent, and

@@ -3,18 +3,26 @@
 // (set of linearized operations, model state), run on each key of a history separately.
 //
 // The history of one partition becomes a list of call and return entries sorted by time
-// (at equal times calls first: operations that touch are treated as concurrent). The search
-// walks the list from its head. At a call entry it tries to linearize that operation now:
-// if the model accepts its output, the call and its return are lifted out of the list, the
-// (set, state) pair is remembered, and the walk restarts at the head. At a return entry the
-// operation should already be linearized, so the search backtracks: it restores the last
-// lifted operation and tries the next call after it. A (set, state) pair seen before cannot
-// lead anywhere new and is skipped. The history is linearizable when every operation with a
-// known outcome has been lifted; it is not when the search backtracks past the start.
+// (at equal times calls first: operations that touch are treated as concurrent). Placing an
+// operation lifts its call and return out of the list. At any point the candidates to place
+// next are the calls ahead of the first return entry; that entry's operation must be placed
+// before anything called after it returned. The search places a candidate the model accepts,
+// remembers the (set, state) pair, and goes on; when no candidate works it undoes the last
+// placement and tries the next candidate there. A pair seen before cannot lead anywhere new.
+// The history is linearizable when every operation with a known outcome is placed, and not
+// when the search has undone everything.
 //
-// An operation with an unknown outcome has no return entry: it can be linearized at any
-// point after its call, and leaving it until after everything else is the same as it never
-// taking effect, so the search never has to place it.
+// An operation with an unknown outcome has no return entry: it may be placed any time after
+// its call, and leaving it until after everything else is the same as it never taking
+// effect, so the search never has to place it.
+//
+// Plain Wing & Gong is exponential in the number of concurrent operations, and a chaos run
+// has many, so the search uses facts a model may declare about its operations (see Model):
+// reads are placed as soon as they fit, states where some operation can never fit are
+// abandoned at once, a check before the search refutes stale reads without searching at all,
+// and the memo lets one visited pair stand for many when operations with unknown outcome
+// differ. Each refinement is argued where it is made, and the tests compare the checker with
+// a brute-force search over every order.
 //
 // Pure: no I/O. The clock that enforces the time bound is injectable.
 
@@ -51,6 +59,34 @@ export interface Model<State, Op extends TimedOperation> {
    * changes nothing else.
    */
   readOnly?(op: Op): boolean;
+  /**
+   * requires names the one state op's output needs, when there is exactly one (a read of v
+   * needs v). With produces, it lets the search abandon a state early: an op that needs a
+   * state nothing left can produce will never fit.
+   */
+  requires?(op: Op): State | undefined;
+  /**
+   * produces names the state op leaves whenever it changes the state (a put of v leaves v),
+   * or undefined when that is not one fixed state. Read-only ops need none.
+   */
+  produces?(op: Op): State | undefined;
+  /**
+   * blind is true for an op that fits every state and leaves the same state whatever the
+   * state before (a put). With enabledBy, it lets the search leave ops with unknown
+   * outcome aside until something could observe them.
+   */
+  blind?(op: Op): boolean;
+  /**
+   * enabledBy names, for an op with unknown outcome that is neither read-only nor blind,
+   * the one state in which it changes the state (a cas of e: e), if there is one.
+   */
+  enabledBy?(op: Op): State | undefined;
+  /**
+   * overwrites is true for an op that, with its recorded output, always leaves the state
+   * produces(op) (a completed put). It lets a check before the search refute a history
+   * whose read needs a state that was provably overwritten (a stale read).
+   */
+  overwrites?(op: Op): boolean;
 }
 
 /** CheckResult: "unknown" when a limit (time, memory) stopped the search first. */
@@ -97,6 +133,12 @@ export interface CheckOptions {
   memoEntriesMax?: number;
   /** now is the clock in milliseconds; performance.now() unless a test injects one. */
   now?: () => number;
+  /**
+   * refuteFirst (default true) looks, before searching, for an op whose needed state is
+   * provably unreachable when it runs (see refute). Off, only the search decides; the tests
+   * turn it off to exercise the search.
+   */
+  refuteFirst?: boolean;
 }
 
 /** checkTimeoutMsDefault is the time bound of a check that names none. */
@@ -111,6 +153,23 @@ const counterexampleTailOps = 8;
 const nil = -1;
 const head = 0;
 
+/** tabulate fills array with value(index) for each index, and returns it. */
+function tabulate<A extends { length: number; [index: number]: number }>(
+  array: A,
+  value: (index: number) => number,
+): A {
+  for (let index = 0; index < array.length; index++) array[index] = value(index);
+  return array;
+}
+
+/** growInt32 returns array, or a copy at least `needed` long when it is shorter. */
+function growInt32(array: Int32Array<ArrayBuffer>, needed: number): Int32Array<ArrayBuffer> {
+  if (needed <= array.length) return array;
+  const grown = new Int32Array(Math.max(array.length * 2, needed));
+  grown.set(array);
+  return grown;
+}
+
 /**
  * checkOperations searches for a linearization of one partition of a history. It never runs
  * past `deadline` (on the `now` clock) by more than a few thousand search steps.
@@ -118,7 +177,7 @@ const head = 0;
 export function checkOperations<State, Op extends TimedOperation>(
   model: Model<State, Op>,
   ops: readonly Op[],
-  options: { deadline: number; now: () => number; memoEntriesMax?: number },
+  options: { deadline: number; now: () => number; memoEntriesMax?: number; refuteFirst?: boolean },
 ): PartitionReport<Op> {
   const started = options.now();
   const memoEntriesMax = options.memoEntriesMax ?? memoEntriesMaxDefault;
@@ -129,8 +188,13 @@ export function checkOperations<State, Op extends TimedOperation>(
   const order = ops.map((_, index) => index).sort((a, b) => ops[a]!.call - ops[b]!.call || a - b);
   const byId = order.map((index) => ops[index]!);
   const known = byId.map((op) => op.return !== null && op.return !== Infinity);
+  const returnTime = tabulate(
+    new Float64Array(opCount),
+    (id) => known[id] ? byId[id]!.return! : Infinity,
+  );
 
-  // Entries: node 0 is the head; then a call node per op and a return node per known op.
+  // The list holds a call and a return entry per op with a known outcome; node 0 is the
+  // head. Ops with unknown outcome stay out of it (see enter).
   interface Entry {
     time: number;
     id: number;
@@ -138,8 +202,9 @@ export function checkOperations<State, Op extends TimedOperation>(
   }
   const entries: Entry[] = [];
   byId.forEach((op, id) => {
+    if (!known[id]) return;
     entries.push({ time: op.call, id, isCall: true });
-    if (known[id]) entries.push({ time: op.return!, id, isCall: false });
+    entries.push({ time: op.return!, id, isCall: false });
   });
   entries.sort((a, b) =>
     a.time - b.time || (a.isCall === b.isCall ? a.id - b.id : a.isCall ? -1 : 1)
@@ -150,7 +215,7 @@ export function checkOperations<State, Op extends TimedOperation>(
   const nodeId = new Int32Array(nodeCount);
   const nodeIsCall = new Uint8Array(nodeCount);
   const returnNode = new Int32Array(opCount).fill(nil);
-  const callNode = new Int32Array(opCount);
+  const callNode = new Int32Array(opCount).fill(nil);
   for (let node = 0; node < nodeCount; node++) {
     next[node] = node + 1 < nodeCount ? node + 1 : nil;
     prev[node] = node - 1;
@@ -163,8 +228,8 @@ export function checkOperations<State, Op extends TimedOperation>(
     else returnNode[entry.id] = node;
   });
 
-  // lift removes a call and its return from the list; unlift puts them back in reverse order.
-  // A removed node keeps its own prev and next, which is what makes unlift O(1).
+  // lift removes an op's call and return from the list; unlift puts them back in reverse
+  // order. A removed node keeps its own prev and next, which is what makes unlift O(1).
   const remove = (node: number) => {
     next[prev[node]!] = next[node]!;
     if (next[node] !== nil) prev[next[node]!] = prev[node]!;
@@ -173,37 +238,70 @@ export function checkOperations<State, Op extends TimedOperation>(
     next[prev[node]!] = node;
     if (next[node] !== nil) prev[next[node]!] = node;
   };
-  const lift = (node: number) => {
-    remove(node);
-    const match = returnNode[nodeId[node]!]!;
-    if (match !== nil) remove(match);
+  const lift = (id: number) => {
+    remove(callNode[id]!);
+    remove(returnNode[id]!);
   };
-  const unlift = (node: number) => {
-    const match = returnNode[nodeId[node]!]!;
-    if (match !== nil) restore(match);
-    restore(node);
+  const unlift = (id: number) => {
+    restore(returnNode[id]!);
+    restore(callNode[id]!);
   };
 
-  // The linearized set: a bitset and its Zobrist hash (two 32-bit halves), kept in step.
+  // The linearized set. Its ops with a known outcome are a bitset with a Zobrist hash (two
+  // 32-bit halves) kept in step; its ops with an unknown outcome are a stack, since they
+  // are placed and unplaced in LIFO order.
   const words = new Uint32Array(Math.ceil(opCount / 32) + 1);
   const prng = new Prng(0x6b65656c);
-  const zobristLow = Uint32Array.from({ length: opCount }, () => (prng.next() * 2 ** 32) >>> 0);
-  const zobristHigh = Uint32Array.from({ length: opCount }, () => (prng.next() * 2 ** 32) >>> 0);
+  const zobristLow = tabulate(new Uint32Array(opCount), () => (prng.next() * 2 ** 32) >>> 0);
+  const zobristHigh = tabulate(new Uint32Array(opCount), () => (prng.next() * 2 ** 32) >>> 0);
   let hashLow = 0;
   let hashHigh = 0;
+  // Ops with unknown outcome have their bit set throughout, so they leave no holes in it.
+  for (let id = 0; id < opCount; id++) if (!known[id]) words[id >>> 5]! |= 1 << (id & 31);
+  const unknownPlaced = new Uint8Array(opCount);
+  const unknownStack = new Int32Array(opCount);
+  let unknownDepth = 0;
+  // Words below fullBelow are all ones, and above zeroAbove all zeros: the encoding skips them.
+  let fullBelow = 0;
+  let zeroAbove = words.length - 1;
   const flip = (id: number) => {
-    words[id >>> 5]! ^= 1 << (id & 31);
-    hashLow ^= zobristLow[id]!;
-    hashHigh ^= zobristHigh[id]!;
+    if (known[id]) {
+      const w = id >>> 5;
+      words[w]! ^= 1 << (id & 31);
+      if (w < fullBelow) fullBelow = w;
+      if (w > zeroAbove) zeroAbove = w;
+      hashLow ^= zobristLow[id]!;
+      hashHigh ^= zobristHigh[id]!;
+    } else if (unknownPlaced[id] === 0) {
+      unknownPlaced[id] = 1;
+      unknownStack[unknownDepth++] = id;
+    } else {
+      assert(unknownStack[unknownDepth - 1] === id, "ops are unplaced in reverse order");
+      unknownPlaced[id] = 0;
+      unknownDepth--;
+    }
   };
 
-  // The memo maps a 53-bit hash of (set, state) to the pairs with that hash; a hit compares
-  // the run-length encoded set and the state exactly, so a collision costs time, not truth.
-  interface MemoEntry {
-    runs: Int32Array;
-    state: State;
-  }
-  const memo = new Map<number, MemoEntry | MemoEntry[]>();
+  // The memo records the (set, state) pairs visited, in an open-addressing hash table keyed
+  // by a 64-bit hash of the set's known ops and the state. A hit compares the known ops
+  // (run-length encoded) and the state exactly, so a collision costs time, not truth; the
+  // encodings live end to end in one pool.
+  //
+  // Ops with an unknown outcome are optional, which makes a visited pair dominate more than
+  // itself: if (K + U, s) failed, so does (K + U', s) for every U' that includes U, since
+  // every continuation of the second is one of the first. So a hit needs only the same
+  // known ops and state and a recorded set of unknown ops within the current one.
+  let memoCapacity = 1024;
+  let memoLow = new Uint32Array(memoCapacity);
+  let memoHigh = new Uint32Array(memoCapacity);
+  let memoEntry = new Int32Array(memoCapacity).fill(nil);
+  const entryState: State[] = [];
+  // Entry e's runs are pool[entryStart[e], entryUnknown[e]); its unknown ops follow, to
+  // entryStart[e + 1].
+  let entryStart = new Int32Array(1024);
+  let entryUnknown = new Int32Array(1024);
+  let pool = new Int32Array(4096);
+  let poolLength = 0;
   let memoEntries = 0;
   let scratch = new Int32Array(64);
   let scratchLength = 0;
@@ -211,66 +309,214 @@ export function checkOperations<State, Op extends TimedOperation>(
     // Positions where the bitset changes value, starting from zero.
     scratchLength = 0;
     let bit = 0;
-    for (let w = 0; w < words.length; w++) {
+    while (fullBelow < words.length && words[fullBelow] === 0xffffffff) fullBelow++;
+    while (zeroAbove >= 0 && words[zeroAbove] === 0) zeroAbove--;
+    if (fullBelow > 0) {
+      scratch[scratchLength++] = 0;
+      bit = 1;
+    }
+    for (let w = fullBelow; w <= zeroAbove; w++) {
       const word = words[w]!;
-      if (word === (bit === 1 ? 0xffffffff : 0)) continue;
-      for (let b = 0; b < 32; b++) {
-        const value = (word >>> b) & 1;
-        if (value === bit) continue;
-        if (scratchLength === scratch.length) {
-          const grown = new Int32Array(scratch.length * 2);
-          grown.set(scratch);
-          scratch = grown;
-        }
-        scratch[scratchLength++] = w * 32 + b;
-        bit = value;
+      // Bits of this word that differ from the current run, lowest first.
+      let differ = bit === 1 ? ~word : word;
+      while (differ !== 0) {
+        const position = 31 - Math.clz32(differ & -differ);
+        if (scratchLength === scratch.length) scratch = growInt32(scratch, scratchLength + 1);
+        scratch[scratchLength++] = w * 32 + position;
+        bit ^= 1;
+        const above = position === 31 ? 0 : ~0 << (position + 1);
+        differ = (bit === 1 ? ~word : word) & above;
       }
     }
   };
-  const sameRuns = (runs: Int32Array) => {
-    if (runs.length !== scratchLength) return false;
-    for (let i = 0; i < scratchLength; i++) if (runs[i] !== scratch[i]) return false;
+  const dominates = (entry: number) => {
+    const start = entryStart[entry]!;
+    const unknownFrom = entryUnknown[entry]!;
+    if (unknownFrom - start !== scratchLength) return false;
+    for (let i = 0; i < scratchLength; i++) if (pool[start + i] !== scratch[i]) return false;
+    const end = entryStart[entry + 1]!;
+    for (let i = unknownFrom; i < end; i++) if (unknownPlaced[pool[i]!] === 0) return false;
     return true;
   };
-  // remember adds (current set, state) to the memo; false when it was already there.
+  const grow = () => {
+    const oldLow = memoLow;
+    const oldHigh = memoHigh;
+    const oldEntry = memoEntry;
+    memoCapacity *= 2;
+    memoLow = new Uint32Array(memoCapacity);
+    memoHigh = new Uint32Array(memoCapacity);
+    memoEntry = new Int32Array(memoCapacity).fill(nil);
+    const mask = memoCapacity - 1;
+    for (let slot = 0; slot < oldEntry.length; slot++) {
+      if (oldEntry[slot] === nil) continue;
+      let at = oldLow[slot]! & mask;
+      while (memoEntry[at] !== nil) at = (at + 1) & mask;
+      memoLow[at] = oldLow[slot]!;
+      memoHigh[at] = oldHigh[slot]!;
+      memoEntry[at] = oldEntry[slot]!;
+    }
+  };
+  // remember adds (current set, state) to the memo; false when a visited pair dominates it.
   const remember = (state: State): boolean => {
     const stateHash = model.hash(state) >>> 0;
     const low = (hashLow ^ Math.imul(stateHash, 0x9e3779b1)) >>> 0;
-    const high = (hashHigh ^ Math.imul(stateHash ^ (stateHash >>> 16), 0x85ebca6b)) & 0x1fffff;
-    const key = high * 2 ** 32 + low;
-    const found = memo.get(key);
-    encodeRuns();
-    if (found !== undefined) {
-      const list = Array.isArray(found) ? found : [found];
-      for (const entry of list) {
-        if (sameRuns(entry.runs) && model.equal(entry.state, state)) return false;
+    const high = (hashHigh ^ Math.imul(stateHash ^ (stateHash >>> 16), 0x85ebca6b)) >>> 0;
+    const mask = memoCapacity - 1;
+    let slot = low & mask;
+    let encoded = false;
+    for (let entry = memoEntry[slot]!; entry !== nil; entry = memoEntry[slot]!) {
+      if (memoLow[slot] === low && memoHigh[slot] === high) {
+        if (!encoded) encodeRuns();
+        encoded = true;
+        if (dominates(entry) && model.equal(entryState[entry]!, state)) return false;
       }
+      slot = (slot + 1) & mask;
     }
-    const entry = { runs: scratch.slice(0, scratchLength), state };
-    if (found === undefined) memo.set(key, entry);
-    else if (Array.isArray(found)) found.push(entry);
-    else memo.set(key, [found, entry]);
-    memoEntries++;
+    if (!encoded) encodeRuns();
+    const entry = memoEntries++;
+    entryState.push(state);
+    pool = growInt32(pool, poolLength + scratchLength + unknownDepth);
+    entryStart = growInt32(entryStart, entry + 2);
+    entryUnknown = growInt32(entryUnknown, entry + 1);
+    entryStart[entry] = poolLength;
+    for (let i = 0; i < scratchLength; i++) pool[poolLength++] = scratch[i]!;
+    entryUnknown[entry] = poolLength;
+    for (let i = 0; i < unknownDepth; i++) pool[poolLength++] = unknownStack[i]!;
+    entryStart[entry + 1] = poolLength;
+    memoLow[slot] = low;
+    memoHigh[slot] = high;
+    memoEntry[slot] = entry;
+    if (memoEntries * 2 > memoCapacity) grow();
     return true;
   };
 
+  // What the model says about each op (see Model). Needed states are interned: needId[id]
+  // is the state a known op requires, enabledId[id] the state in which an op with unknown
+  // outcome takes effect, produceId[id] the needed state an op produces (each nil if none).
+  const readOnly = tabulate(
+    new Uint8Array(opCount),
+    (id) => model.readOnly?.(byId[id]!) === true ? 1 : 0,
+  );
+  const blind = tabulate(
+    new Uint8Array(opCount),
+    (id) => readOnly[id] === 0 && model.blind?.(byId[id]!) === true ? 1 : 0,
+  );
+  const neededStates: State[] = [];
+  const neededByHash = new Map<number, number[]>();
+  const intern = (wanted: State | undefined, add: boolean): number => {
+    if (wanted === undefined) return nil;
+    const hash = model.hash(wanted) >>> 0;
+    const ids = neededByHash.get(hash) ?? [];
+    for (const need of ids) if (model.equal(neededStates[need]!, wanted)) return need;
+    if (!add) return nil;
+    neededStates.push(wanted);
+    ids.push(neededStates.length - 1);
+    neededByHash.set(hash, ids);
+    return neededStates.length - 1;
+  };
+  const needId = tabulate(
+    new Int32Array(opCount),
+    (id) => known[id] ? intern(model.requires?.(byId[id]!), true) : nil,
+  );
+  const enabledId = tabulate(
+    new Int32Array(opCount),
+    (id) =>
+      known[id] || readOnly[id] === 1 || blind[id] === 1
+        ? nil
+        : intern(model.enabledBy?.(byId[id]!), true),
+  );
+  const wildcard = new Uint8Array(opCount);
+  const produceId = tabulate(new Int32Array(opCount), (id) => {
+    if (readOnly[id] === 1) return nil;
+    const left = model.produces?.(byId[id]!);
+    if (left === undefined) wildcard[id] = 1;
+    return intern(left, false);
+  });
+
+  // Ops with unknown outcome are candidates only where they could matter. In some
+  // linearization, if there is one, each of them that is placed at all is followed at once
+  // by an op that could not follow without it: a known op that requires the state it
+  // produces and does not fit the state before it, an op with unknown outcome that it
+  // enables, or an op the model says too little about to tell ("imprecise": neither
+  // read-only, blind nor with a required state, or an unfitting read-only op with no
+  // required state). Any other successor either fits the state before as well, with the
+  // same result, so the op can be dropped, or is an op with unknown outcome it does not
+  // enable, which can be dropped itself. And the successor is a candidate already where
+  // the op is placed. So a level offers an op with unknown outcome only if it produces a
+  // state some candidate requires or enables (followed backwards through enabled ops), or
+  // if some candidate is imprecise: then it offers them all.
+  const unknownIds: number[] = [];
+  const unknownProducers = neededStates.map((): number[] => []);
+  const unknownWildcards: number[] = [];
+  let impreciseUnknownCall = Infinity;
+  for (let id = 0; id < opCount; id++) {
+    if (known[id] || readOnly[id] === 1) continue;
+    unknownIds.push(id);
+    if (produceId[id] !== nil) unknownProducers[produceId[id]!]!.push(id);
+    if (wildcard[id] === 1) unknownWildcards.push(id);
+    if (blind[id] === 0 && enabledId[id] === nil) {
+      impreciseUnknownCall = Math.min(impreciseUnknownCall, byId[id]!.call);
+    }
+  }
+
+  // Facts for abandoning a level early: requirersLeft and producersLeft count the unplaced
+  // ops that need and produce each needed state. A needed state with requirers but no
+  // producers left is an orphan: the state must not leave it before its requirers are
+  // placed, so two orphans, or one that is not the current state, doom the level. A
+  // "wildcard" op may produce anything; while one is unplaced nothing is abandoned.
+  const producersLeft = new Int32Array(neededStates.length);
+  for (const need of produceId) if (need !== nil) producersLeft[need]!++;
+  let wildcardsLeft = wildcard.reduce((sum, flag) => sum + flag, 0);
+  const requirersLeft = new Int32Array(neededStates.length);
+  for (const need of needId) if (need !== nil) requirersLeft[need]!++;
+  const isOrphan = (need: number) => requirersLeft[need]! > 0 && producersLeft[need] === 0;
+  let orphans = 0;
+  let orphanSum = 0; // the orphan itself when there is one
+  for (let need = 0; need < neededStates.length; need++) {
+    if (isOrphan(need)) {
+      orphans++;
+      orphanSum += need;
+    }
+  }
+  const adjust = (need: number, requirers: number, producers: number) => {
+    if (isOrphan(need)) {
+      orphans--;
+      orphanSum -= need;
+    }
+    requirersLeft[need]! += requirers;
+    producersLeft[need]! += producers;
+    if (isOrphan(need)) {
+      orphans++;
+      orphanSum += need;
+    }
+  };
+  const orphanBlocked = -2;
+
   // The search keeps one level per placed op. Level d holds the state after d placements
-  // and its candidates: the calls ahead of the first return entry in the list, which is the
-  // op that must be placed before anything called after it (the level's deadline). Reads
-  // that fit are placed at once without alternatives (see Model.readOnly: a "forced"
-  // placement); other candidates are tried in order of return time, because an op that must
-  // finish soon usually takes effect soon and one with a long interval can wait.
-  const placedNode = new Int32Array(opCount);
+  // and its candidates; its blocker is the op of the first return entry in the list, which
+  // must be placed before anything called after it returned.
+  //
+  // Refinements of plain Wing & Gong, each sound for any model that states the facts it
+  // relies on:
+  // - A read that fits is placed at once, with no alternative tried (Model.readOnly).
+  // - A level is abandoned when an unplaced op needs a state other than the current one
+  //   that no unplaced op can produce (Model.requires and Model.produces): it can never fit.
+  // - Ops with unknown outcome are offered only where they could matter (above).
+  // - Candidates are tried first if they produce a state some candidate needs, then by
+  //   return time: an op that must finish soon usually took effect soon.
+  const placedId = new Int32Array(opCount);
   const placedForced = new Uint8Array(opCount);
   const stateBefore: State[] = [];
-  const levelStart = new Int32Array(opCount + 1);
   const levelEnd = new Int32Array(opCount + 1);
   const levelCursor = new Int32Array(opCount + 1);
-  const levelDeadline = new Int32Array(opCount + 1);
+  const levelBlocker = new Int32Array(opCount + 1);
   let candidates = new Int32Array(256);
+  const candidateClass = new Uint8Array(opCount);
+  const wanted = new Int32Array(neededStates.length);
+  const wantedList: number[] = [];
+  const offered = new Int32Array(opCount);
+  let stamp = 0;
   let depth = 0;
-  const readOnly = Uint8Array.from(byId, (op) => model.readOnly?.(op) === true ? 1 : 0);
-  const returnTime = Float64Array.from(byId, (op, id) => known[id] ? op.return! : Infinity);
 
   // The longest linearization found: best[0..bestLength) agrees with the stack up to
   // `agree`, so extending it copies only what changed since.
@@ -290,77 +536,162 @@ export function checkOperations<State, Op extends TimedOperation>(
     ...extra,
   });
 
-  // place linearizes the op of call node `at` (already flipped into the set and remembered).
-  const place = (at: number, nextState: State, forced: boolean) => {
-    placedNode[depth] = at;
+  // place linearizes op id (already flipped into the set and remembered).
+  const place = (id: number, nextState: State, forced: boolean) => {
+    placedId[depth] = id;
     placedForced[depth] = forced ? 1 : 0;
     stateBefore[depth] = state;
     depth++;
     if (depth > bestLength) {
-      for (let i = agree; i < depth; i++) best[i] = nodeId[placedNode[i]!]!;
+      for (let i = agree; i < depth; i++) best[i] = placedId[i]!;
       bestLength = depth;
       agree = depth;
       blocked = nil;
     }
     state = nextState;
-    lift(at);
-    if (known[nodeId[at]!]) knownLeft--;
+    if (known[id]) {
+      lift(id);
+      knownLeft--;
+    }
+    if (needId[id] !== nil) adjust(needId[id]!, -1, 0);
+    if (produceId[id] !== nil) adjust(produceId[id]!, 0, -1);
+    wildcardsLeft -= wildcard[id]!;
   };
   // unplace undoes the newest placement; it returns whether that placement was forced.
   const unplace = (): boolean => {
     depth--;
-    const at = placedNode[depth]!;
-    const id = nodeId[at]!;
+    const id = placedId[depth]!;
     state = stateBefore[depth]!;
     flip(id);
-    unlift(at);
-    if (known[id]) knownLeft++;
+    if (known[id]) {
+      unlift(id);
+      knownLeft++;
+    }
+    if (needId[id] !== nil) adjust(needId[id]!, 1, 0);
+    if (produceId[id] !== nil) adjust(produceId[id]!, 0, 1);
+    wildcardsLeft += wildcard[id]!;
     if (agree > depth) agree = depth;
     return placedForced[depth] === 1;
   };
-  // enter fills in the current level: it places a fitting read (true: a new level to
-  // enter), or collects the candidates (false). A read whose placement was explored before
-  // leaves the level with no candidates, since its failure is this level's failure.
+  const want = (need: number) => {
+    if (wanted[need] === stamp) return;
+    wanted[need] = stamp;
+    wantedList.push(need);
+  };
+  const offer = (id: number, end: number): number => {
+    if (offered[id] === stamp || unknownPlaced[id] === 1) return end;
+    offered[id] = stamp;
+    if (end === candidates.length) candidates = growInt32(candidates, end + 1);
+    candidates[end] = id;
+    if (enabledId[id] !== nil && !model.equal(state, neededStates[enabledId[id]!]!)) {
+      want(enabledId[id]!);
+    }
+    return end + 1;
+  };
+  // enter fills in the current level. It returns true when it placed a read that fits (a
+  // new level to enter); otherwise the level's candidates are ready, and none when the
+  // level is hopeless.
   const enter = (): boolean => {
     const start = depth === 0 ? 0 : levelEnd[depth - 1]!;
     let end = start;
+    levelCursor[depth] = start;
+    levelEnd[depth] = start;
+    if (
+      wildcardsLeft === 0 &&
+      (orphans > 1 || (orphans === 1 && !model.equal(state, neededStates[orphanSum]!)))
+    ) {
+      levelBlocker[depth] = orphanBlocked;
+      return false;
+    }
+    stamp++;
+    wantedList.length = 0;
+    let imprecise = false;
     let scan = next[head]!;
     for (; scan !== nil && nodeIsCall[scan] === 1; scan = next[scan]!) {
       const id = nodeId[scan]!;
+      const need = needId[id]!;
+      if (need !== nil && !model.equal(state, neededStates[need]!)) {
+        const left = producersLeft[need]! - (produceId[id] === need ? 1 : 0);
+        if (left === 0 && wildcardsLeft === 0) {
+          levelBlocker[depth] = id;
+          return false;
+        }
+        want(need);
+        if (readOnly[id] === 1) continue;
+      }
       if (readOnly[id] === 1) {
         const nextState = model.step(state, byId[id]!);
-        if (nextState === undefined) continue;
-        flip(id);
-        if (remember(nextState)) {
-          levelEnd[depth] = start;
-          place(scan, nextState, true);
-          return true;
+        if (nextState === undefined) {
+          if (need === nil) imprecise = true;
+          continue;
         }
         flip(id);
-        end = start;
-        break;
+        if (remember(nextState)) {
+          place(id, nextState, true);
+          return true;
+        }
+        // Placing this read was explored before and failed, so this level fails too.
+        flip(id);
+        levelBlocker[depth] = id;
+        return false;
       }
-      if (end === candidates.length) {
-        const grown = new Int32Array(candidates.length * 2);
-        grown.set(candidates);
-        candidates = grown;
-      }
-      // Insertion by return time keeps the level sorted; levels are small.
-      let at = end++;
-      const deadlineOf = returnTime[id]!;
-      while (at > start && returnTime[nodeId[candidates[at - 1]!]!]! > deadlineOf) {
-        candidates[at] = candidates[at - 1]!;
-        at--;
-      }
-      candidates[at] = scan;
+      if (blind[id] === 0 && need === nil) imprecise = true;
+      if (end === candidates.length) candidates = growInt32(candidates, end + 1);
+      candidates[end++] = id;
     }
     assert(scan !== nil, "an op with a known outcome has a return entry ahead of the cursor");
-    levelStart[depth] = start;
+    const blocker = nodeId[scan]!;
+    levelBlocker[depth] = blocker;
+    // Ops with unknown outcome called by the time the blocker returned.
+    const calledBy = byId[blocker]!.return!;
+    if (imprecise || impreciseUnknownCall <= calledBy) {
+      for (const id of unknownIds) {
+        if (byId[id]!.call > calledBy) break;
+        end = offer(id, end);
+      }
+    } else {
+      for (let i = 0; i < wantedList.length; i++) {
+        for (const id of unknownProducers[wantedList[i]!]!) {
+          if (byId[id]!.call > calledBy) break;
+          end = offer(id, end);
+        }
+      }
+      for (const id of unknownWildcards) {
+        if (byId[id]!.call > calledBy) break;
+        end = offer(id, end);
+      }
+    }
+    // Rank, then insertion sort by class and return time; levels are small.
+    for (let i = start; i < end; i++) {
+      const id = candidates[i]!;
+      const helps = produceId[id] !== nil && wanted[produceId[id]!] === stamp;
+      candidateClass[id] = (helps ? 0 : 2) + (known[id] ? 0 : 1);
+    }
+    for (let i = start + 1; i < end; i++) {
+      const id = candidates[i]!;
+      const rankClass = candidateClass[id]!;
+      const rankTime = returnTime[id]!;
+      let j = i;
+      for (; j > start; j--) {
+        const other = candidates[j - 1]!;
+        const otherClass = candidateClass[other]!;
+        if (
+          otherClass < rankClass || (otherClass === rankClass && returnTime[other]! <= rankTime)
+        ) {
+          break;
+        }
+        candidates[j] = other;
+      }
+      candidates[j] = id;
+    }
     levelEnd[depth] = end;
-    levelCursor[depth] = start;
-    levelDeadline[depth] = nodeIsCall[scan] === 1 ? nil : nodeId[scan]!;
     return false;
   };
+
+  if (options.refuteFirst !== false && wildcardsLeft === 0) {
+    const refuted = refute(model, byId, known, readOnly, needId, produceId, neededStates);
+    if (refuted !== undefined) return report("illegal", { counterexample: refuted });
+  }
 
   let entering = true;
   search: while (knownLeft > 0) {
@@ -377,34 +708,166 @@ export function checkOperations<State, Op extends TimedOperation>(
     const cursor = levelCursor[depth]!;
     if (cursor < levelEnd[depth]!) {
       levelCursor[depth] = cursor + 1;
-      const at = candidates[cursor]!;
-      const id = nodeId[at]!;
+      const id = candidates[cursor]!;
       const nextState = model.step(state, byId[id]!);
       if (nextState === undefined) continue;
       flip(id);
       if (remember(nextState)) {
-        place(at, nextState, false);
+        place(id, nextState, false);
         entering = true;
       } else {
         flip(id);
       }
       continue;
     }
-    // Every candidate failed: the deadline op cannot be placed from here. Undo placements
-    // back to the newest level with a candidate left.
-    if (depth === bestLength && agree === depth && blocked === nil) blocked = levelDeadline[depth]!;
+    // No candidate leads anywhere: the blocker can never be placed from here. Undo
+    // placements back to the newest level with a candidate left.
+    if (depth === bestLength && agree === depth && blocked === nil) blocked = levelBlocker[depth]!;
     do {
       if (depth === 0) break search;
     } while (unplace());
   }
   if (knownLeft === 0) return report("ok");
   assert(blocked !== nil, "the search records the op that blocked its longest prefix");
-  return report("illegal", {
-    counterexample: explain(model, byId, Array.from(best.subarray(0, bestLength)), blocked, {
-      callNode,
-      returnNode,
-    }),
+  const prefix = Array.from(best.subarray(0, bestLength));
+  const facts = { known, needId, produceId, neededStates };
+  if (blocked === orphanBlocked) blocked = orphanBlocker(model, byId, prefix, facts);
+  return report("illegal", { counterexample: explain(model, byId, prefix, blocked, facts) });
+}
+
+/** SearchFacts are what the search learned about each op, which explanations reuse. */
+interface SearchFacts<State> {
+  known: readonly boolean[];
+  needId: Int32Array;
+  produceId: Int32Array;
+  neededStates: readonly State[];
+}
+
+/**
+ * refute finds an op that needs a state no order can give it, without searching: it needs
+ * state v, and either nothing called before it returned produces v (and the initial state
+ * is not v), or every such producer returned before some op Y was called that returned
+ * before the needy op was called and always leaves a state other than v. Then, in every
+ * linearization, the state when the op runs is not v: nothing can produce v after Y and
+ * before the op. This catches stale reads and lost writes in histories far too concurrent
+ * for the search to refute by exhaustion. Each op is checked in O(producers + overwriters)
+ * at worst; refute answers undefined when in doubt (a producer with unknown outcome).
+ */
+function refute<State, Op extends TimedOperation>(
+  model: Model<State, Op>,
+  byId: readonly Op[],
+  known: readonly boolean[],
+  readOnly: Uint8Array,
+  needId: Int32Array,
+  produceId: Int32Array,
+  neededStates: readonly State[],
+): Counterexample<Op> | undefined {
+  const produced = byId.map((op, id) => readOnly[id] === 1 ? undefined : model.produces?.(op));
+  // Ops are in call order, so each list below is too.
+  const producersOf = neededStates.map((): number[] => []);
+  produceId.forEach((need, id) => {
+    if (need !== nil) producersOf[need]!.push(id);
   });
+  const overwriters = byId.map((_, id) => id).filter((id) =>
+    known[id] && produced[id] !== undefined && model.overwrites?.(byId[id]!) === true
+  );
+  const overwriterCalls = overwriters.map((id) => byId[id]!.call);
+  const initial = model.init();
+  for (let id = 0; id < byId.length; id++) {
+    const need = needId[id]!;
+    if (need === nil) continue;
+    const op = byId[id]!;
+    const wanted = neededStates[need]!;
+    // Producers that could come before op: called no later than op returned.
+    const producers: number[] = [];
+    let producedUntil = -Infinity;
+    let doubtful = false;
+    for (const producer of producersOf[need]!) {
+      if (byId[producer]!.call > op.return!) break;
+      if (producer === id) continue;
+      if (!known[producer]) {
+        doubtful = true;
+        break;
+      }
+      producers.push(producer);
+      producedUntil = Math.max(producedUntil, byId[producer]!.return!);
+    }
+    if (doubtful) continue;
+    let overwriter = nil;
+    // The first overwriter called after producedUntil, by binary search.
+    let low = 0;
+    let high = overwriters.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (overwriterCalls[middle]! > producedUntil) high = middle;
+      else low = middle + 1;
+    }
+    for (let k = low; k < overwriters.length && overwriterCalls[k]! < op.call; k++) {
+      const candidate = overwriters[k]!;
+      if (byId[candidate]!.return! < op.call && !model.equal(produced[candidate]!, wanted)) {
+        overwriter = candidate;
+        break;
+      }
+    }
+    const unproduced = producers.length === 0 && !model.equal(initial, wanted);
+    if (overwriter === nil && !unproduced) continue;
+    const needs = `it needs a state where ${model.describeState(wanted)}`;
+    const describe = (ids: number[]) =>
+      ids.map((p) => model.describeOperation(byId[p]!)).join(", ");
+    let why: string;
+    let state: State;
+    if (unproduced) {
+      why = `${needs}, and nothing called before it returned produces that state`;
+      state = initial;
+    } else {
+      state = produced[overwriter]!;
+      const before = producers.length === 0
+        ? "only the initial state has it, but"
+        : `only ${describe(producers)} could produce it in time, but`;
+      why = `${needs}; ${before} ${describe([overwriter])} was called after ` +
+        `${producers.length === 0 ? "the start" : "that returned"} and returned before it was ` +
+        `called, after which ${model.describeState(state)}`;
+    }
+    const involved = [...producers, ...(overwriter === nil ? [] : [overwriter]), id]
+      .sort((a, b) => a - b).map((p) => byId[p]!);
+    return {
+      linearized: [],
+      state: model.describeState(state),
+      blocked: op,
+      pending: [{ op, why }],
+      involved,
+      explanation: `${model.describeOperation(op)} cannot take effect in any order: ${why}.`,
+    };
+  }
+  return undefined;
+}
+
+/**
+ * orphanBlocker names the op that doomed the level after `prefix` for want of a producer:
+ * the earliest to return of the unplaced ops needing a state other than the current one
+ * that no unplaced op produces.
+ */
+function orphanBlocker<State, Op extends TimedOperation>(
+  model: Model<State, Op>,
+  byId: readonly Op[],
+  prefix: readonly number[],
+  facts: SearchFacts<State>,
+): number {
+  const placed = new Set(prefix);
+  let state = model.init();
+  for (const id of prefix) state = model.step(state, byId[id]!)!;
+  const produced = new Set<number>();
+  facts.produceId.forEach((need, id) => {
+    if (need !== nil && !placed.has(id)) produced.add(need);
+  });
+  let found = nil;
+  facts.needId.forEach((need, id) => {
+    if (need === nil || placed.has(id) || !facts.known[id] || produced.has(need)) return;
+    if (model.equal(state, facts.neededStates[need]!)) return;
+    if (found === nil || byId[id]!.return! < byId[found]!.return!) found = id;
+  });
+  assert(found !== nil, "a doomed level has an unplaced op that can never fit");
+  return found;
 }
 
 /** explain builds the counterexample from the longest prefix and the op that blocked it. */
@@ -413,7 +876,7 @@ function explain<State, Op extends TimedOperation>(
   byId: readonly Op[],
   prefix: number[],
   blocked: number,
-  nodes: { callNode: Int32Array; returnNode: Int32Array },
+  facts: SearchFacts<State>,
 ): Counterexample<Op> {
   let state = model.init();
   let writer = nil;
@@ -423,22 +886,34 @@ function explain<State, Op extends TimedOperation>(
     if (!model.equal(state, nextState)) writer = id;
     state = nextState;
   }
-  // Pending: not linearized, and called before the blocked op returned (list order).
+  // Pending: known outcome, not linearized, and called before the blocked op returned.
   const inPrefix = new Set(prefix);
-  const deadline = nodes.returnNode[blocked]!;
+  const deadline = byId[blocked]!.return!;
+  const isPending = (id: number) =>
+    facts.known[id] && !inPrefix.has(id) && byId[id]!.call <= deadline;
+  const producible = new Set<number>();
+  facts.produceId.forEach((need, id) => {
+    if (need !== nil && !inPrefix.has(id)) producible.add(need);
+  });
+  const orphaned = (id: number) => {
+    const need = facts.needId[id]!;
+    if (need === nil || producible.has(need)) return "";
+    return `, and nothing left can produce a state where ${
+      model.describeState(facts.neededStates[need]!)
+    }`;
+  };
   const pending: { op: Op; why: string }[] = [];
   byId.forEach((op, id) => {
-    if (inPrefix.has(id) || nodes.callNode[id]! > deadline) return;
+    if (!isPending(id)) return;
     const nextState = model.step(state, op);
     const why = nextState === undefined
-      ? `cannot take effect now: ${model.explainStep?.(state, op) ?? "the model refuses it"}`
+      ? `cannot take effect now: ${model.explainStep?.(state, op) ?? "the model refuses it"}` +
+        orphaned(id)
       : "could take effect now, but no order of the remaining operations works after it";
     pending.push({ op, why });
   });
   const windowStart = Math.min(...pending.map(({ op }) => op.call));
-  const involvedIds = new Set<number>(
-    byId.map((_, id) => id).filter((id) => !inPrefix.has(id) && nodes.callNode[id]! <= deadline),
-  );
+  const involvedIds = new Set<number>(byId.map((_, id) => id).filter(isPending));
   if (writer !== nil) involvedIds.add(writer);
   for (const id of prefix) {
     const returned = byId[id]!.return;
@@ -504,11 +979,18 @@ export function checkHistory(
   let unknown = false;
   for (const [key, ops] of partitions) {
     const partition: PartitionReport<KvOperation> = now() > deadline
-      ? { result: "unknown", ops: ops.length, explored: 0, elapsedMs: 0, reason: "not started" }
+      ? {
+        result: "unknown",
+        ops: ops.length,
+        explored: 0,
+        elapsedMs: 0,
+        reason: "time bound reached before this key",
+      }
       : checkOperations(kvModel, ops, {
         deadline,
         now,
         ...(options.memoEntriesMax === undefined ? {} : { memoEntriesMax: options.memoEntriesMax }),
+        ...(options.refuteFirst === undefined ? {} : { refuteFirst: options.refuteFirst }),
       });
     if (partition.counterexample !== undefined) {
       partition.counterexample.explanation = `Key ${JSON.stringify(key)}: ` +

@@ -1,7 +1,8 @@
 // Talking to a running node over its HTTP API: finding the node (--url, --config + --name,
-// KEEL_URL), the admin token, requests with a bound, errors for people; and the commands
-// `status` and `kv`. The other client commands (members, admin, drill) build on this file.
+// KEEL_URL), the admin and client tokens, the CA of an https node, requests with a bound,
+// errors for people; and the commands `status` and `kv`. The other client commands (members, admin, drill) build on this file.
 
+import { readFileSync } from "node:fs";
 import type { Config, MemberConfig } from "../config/types.ts";
 import { formatProblems, loadConfig, memberByName } from "../config/parse.ts";
 import { parseDuration } from "../lib/duration.ts";
@@ -47,6 +48,12 @@ export interface Target {
   token: string | undefined;
   /** Where the token came from, for error hints. */
   tokenSource: "--token" | "KEEL_ADMIN_TOKEN" | "config" | undefined;
+  /**
+   * Client API bearer token (kv commands): --token, KEEL_CLIENT_TOKEN, or the config's
+   * security.client_token.
+   */
+  clientToken: string | undefined;
+  clientTokenSource: "--token" | "KEEL_CLIENT_TOKEN" | "config" | undefined;
   /** The --config file, when given: its members are a fallback list of addresses. */
   config: Config | undefined;
   /** Bound on each request (or on the whole command, where it says so). */
@@ -55,7 +62,8 @@ export interface Target {
 
 /**
  * resolveTarget finds the node: --url, else --config + --name (that member's http
- * address), else KEEL_URL, else the default. --config also supplies the admin token.
+ * address), else KEEL_URL, else the default. --config also supplies the tokens, and with
+ * security.tls the https scheme and the CA (ca_file) that requests trust.
  */
 export function resolveTarget(flags: Flags, io: Io, timeoutMsDefault: number): Target {
   const file = flags.string("config");
@@ -80,7 +88,7 @@ export function resolveTarget(flags: Flags, io: Io, timeoutMsDefault: number): T
     }
     const member = memberByName(config, name);
     if (member === undefined) throw new CliError(`${file}: no member named "${name}"`);
-    url = memberHttpUrl(member);
+    url = memberHttpUrl(member, config.security.tls !== undefined);
   } else if (io.env.KEEL_URL) {
     url = normalizeUrl(io.env.KEEL_URL, "KEEL_URL");
   } else {
@@ -97,15 +105,48 @@ export function resolveTarget(flags: Flags, io: Io, timeoutMsDefault: number): T
   } else if (config?.security.adminToken !== undefined) {
     [token, tokenSource] = [config.security.adminToken, "config"];
   }
+  let clientToken: string | undefined;
+  let clientTokenSource: Target["clientTokenSource"];
+  if (tokenFlag !== undefined) {
+    [clientToken, clientTokenSource] = [tokenFlag, "--token"];
+  } else if (io.env.KEEL_CLIENT_TOKEN) {
+    [clientToken, clientTokenSource] = [io.env.KEEL_CLIENT_TOKEN, "KEEL_CLIENT_TOKEN"];
+  } else if (config?.security.clientToken !== undefined) {
+    [clientToken, clientTokenSource] = [config.security.clientToken, "config"];
+  }
+  const caFile = config?.security.tls?.caFile;
+  if (caFile !== undefined) {
+    try {
+      requestCa = readFileSync(caFile, "utf8");
+    } catch (error: unknown) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new CliError(`Cannot read security.tls.ca_file "${caFile}": ${reason}`);
+    }
+  }
 
-  return { url, token, tokenSource, config, timeoutMs: timeoutFlag(flags) ?? timeoutMsDefault };
+  return {
+    url,
+    token,
+    tokenSource,
+    clientToken,
+    clientTokenSource,
+    config,
+    timeoutMs: timeoutFlag(flags) ?? timeoutMsDefault,
+  };
 }
 
 /**
- * memberHttpUrl is the base URL of a configured member's HTTP API. A member listed by name
- * alone (found by gossip) has none in the file: the caller must pass --url.
+ * requestCa is the CA (PEM) that request() trusts for https besides the system's: the
+ * --config file's security.tls.ca_file. One command runs per process, so one is enough.
  */
-export function memberHttpUrl(member: MemberConfig): string {
+let requestCa: string | undefined;
+
+/**
+ * memberHttpUrl is the base URL of a configured member's HTTP API, https when the cluster
+ * serves TLS. A member listed by name alone (found by gossip) has none in the file: the
+ * caller must pass --url.
+ */
+export function memberHttpUrl(member: MemberConfig, tls = false): string {
   const http = member.http;
   if (http === undefined) {
     throw new CliError(
@@ -114,7 +155,7 @@ export function memberHttpUrl(member: MemberConfig): string {
     );
   }
   const host = http.host.includes(":") ? `[${http.host}]` : http.host;
-  return `http://${host}:${http.port}`;
+  return `${tls ? "https" : "http"}://${host}:${http.port}`;
 }
 
 /** normalizeUrl accepts "http://host:port", "https://..." or a bare "host:port". */
@@ -153,7 +194,11 @@ export async function request(
   init: RequestInit = {},
 ): Promise<Response> {
   try {
-    return await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+    return await fetch(url, {
+      ...init,
+      signal: AbortSignal.timeout(timeoutMs),
+      ...(requestCa === undefined ? {} : { tls: { ca: requestCa } }),
+    });
   } catch (error: unknown) {
     throw new UnreachableError(
       `Cannot reach ${new URL(url).origin}: ${fetchFailure(error, timeoutMs)}`,
@@ -276,6 +321,12 @@ export interface StatusBody {
   clusterName?: string;
   uptimeMs?: number;
   leaderHeardMsAgo?: number | null;
+  security?: {
+    peerAuth: string;
+    adminToken: boolean;
+    clientToken: boolean;
+    tls: boolean;
+  };
   members: MemberStatus[];
 }
 
@@ -327,6 +378,15 @@ export function formatStatus(status: StatusBody): string {
     ],
   ];
   if (status.storageBytes !== undefined) summary.push(["storage", bytes(status.storageBytes)]);
+  if (status.security !== undefined) {
+    const security = status.security;
+    const on = (value: boolean) => (value ? "on" : "off");
+    summary.push([
+      "security",
+      `peer auth ${security.peerAuth}, admin token ${on(security.adminToken)}, ` +
+      `client token ${on(security.clientToken)}, tls ${on(security.tls)}`,
+    ]);
+  }
   if (status.incarnation !== undefined) {
     summary.push([
       "incarnation",
@@ -418,17 +478,35 @@ export async function kvCommand(args: string[], io: Io): Promise<number> {
   const target = resolveTarget(flags, io, requestTimeoutMsDefault);
   const json = flags.boolean("json");
   const keyUrl = (k: string) => `${target.url}/v1/kv/${encodeURIComponent(k)}`;
+  const headers: Record<string, string> = target.clientToken === undefined
+    ? {}
+    : { authorization: `Bearer ${target.clientToken}` };
+  const failKv = async (url: string, response: Response): Promise<never> => {
+    const error = await readApiError(response);
+    const described = describeApiError(url, error);
+    if (error.status === 401 && target.clientToken === undefined) {
+      throw new CommandError(
+        `${described}\nThe client API needs a token: pass --token TOKEN, set KEEL_CLIENT_TOKEN, or use --config with security.client_token`,
+      );
+    }
+    if (error.status === 401 || error.status === 403) {
+      throw new CommandError(
+        `${described}\nThe client token (from ${target.clientTokenSource}) was not accepted`,
+      );
+    }
+    throw new CommandError(described);
+  };
 
   switch (verb) {
     case "get": {
       const url = keyUrl(key!) + (flags.boolean("stale") ? "?consistency=stale" : "");
-      const response = await request(url, target.timeoutMs);
+      const response = await request(url, target.timeoutMs, { headers });
       if (response.status === 404) {
         const error = await readApiError(response);
         if (error.code === "not_found") throw new CommandError(`Key "${key}" not found`);
         throw new CommandError(describeApiError(url, error));
       }
-      if (!response.ok) return await failWith(url, response);
+      if (!response.ok) return await failKv(url, response);
       const body = new Uint8Array(await response.arrayBuffer());
       if (json) {
         const text = new TextDecoder("utf-8", { fatal: false }).decode(body);
@@ -443,8 +521,8 @@ export async function kvCommand(args: string[], io: Io): Promise<number> {
     case "put": {
       const body = value === "-" ? await io.readStdin() : value!;
       const url = keyUrl(key!);
-      const response = await request(url, target.timeoutMs, { method: "PUT", body });
-      if (!response.ok) return await failWith(url, response);
+      const response = await request(url, target.timeoutMs, { method: "PUT", body, headers });
+      if (!response.ok) return await failKv(url, response);
       const result = await readJson<{ index?: number }>(url, response);
       if (json) writeJson(io, result);
       else io.out(`ok, index ${dash(result.index)}\n`);
@@ -452,8 +530,8 @@ export async function kvCommand(args: string[], io: Io): Promise<number> {
     }
     case "delete": {
       const url = keyUrl(key!);
-      const response = await request(url, target.timeoutMs, { method: "DELETE" });
-      if (!response.ok) return await failWith(url, response);
+      const response = await request(url, target.timeoutMs, { method: "DELETE", headers });
+      if (!response.ok) return await failKv(url, response);
       const result = await readJson<{ deleted?: boolean; index?: number }>(url, response);
       if (json) writeJson(io, result);
       else {
@@ -478,8 +556,8 @@ export async function kvCommand(args: string[], io: Io): Promise<number> {
       const after = flags.string("after");
       if (after !== undefined) query.set("after", after);
       const url = `${target.url}/v1/kv?${query}`;
-      const response = await request(url, target.timeoutMs);
-      if (!response.ok) return await failWith(url, response);
+      const response = await request(url, target.timeoutMs, { headers });
+      if (!response.ok) return await failKv(url, response);
       const result = await readJson<{
         items: { key: string; value?: string; value_base64?: string }[];
         more?: boolean;

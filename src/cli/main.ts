@@ -10,6 +10,8 @@ import { CliError, Flags } from "./flags.ts";
 import { membersCommand } from "./members.ts";
 import { type Io, processIo } from "./output.ts";
 import { run, runOptions } from "./run.ts";
+import { serviceCommand } from "./command.ts";
+import type { ServiceFactory } from "../service/service.ts";
 
 export const usage = `keel ${version} — a replicated state-machine node in one executable
 
@@ -24,15 +26,17 @@ Usage:
   keel step-down [--to NAME]           [NODE] [TOKEN] [--json]
   keel suspend | resume | shutdown     [NODE] [TOKEN] [--json]
   keel drill failover [--kill]         [NODE] [TOKEN] [--json]
-  keel kv get KEY [--stale]            [NODE] [--json]
-  keel kv put KEY VALUE|-              [NODE] [--json]
-  keel kv delete KEY                   [NODE] [--json]
-  keel kv list [PREFIX] [--limit N] [--after KEY]  [NODE] [--json]
+  keel kv get KEY [--stale]            [NODE] [TOKEN] [--json]
+  keel kv put KEY VALUE|-              [NODE] [TOKEN] [--json]
+  keel kv delete KEY                   [NODE] [TOKEN] [--json]
+  keel kv list [PREFIX] [--limit N] [--after KEY]  [NODE] [TOKEN] [--json]
+  keel command BODY|- [--idempotency-key ID:SEQ]  [NODE] [TOKEN]
+  keel query BODY|- [--stale]          [NODE] [TOKEN]
   keel version
   keel help
 
   NODE  = --url URL | --config FILE --name NAME      (and --timeout DURATION)
-  TOKEN = --token TOKEN                              (admin commands)
+  TOKEN = --token TOKEN          (admin commands: the admin token; kv: the client token)
 
 Commands:
   run           Start this host's member of the cluster named in FILE. --name picks the
@@ -66,12 +70,19 @@ Commands:
   kv            Read and write the built-in key-value service. kv put KEY - reads the
                 value from stdin; kv get --stale reads this node's state without a
                 round to the leader.
+  command       Send a command to the service (POST /v1/command), in its encoding (JSON
+                by default), and print the result. - reads the body from stdin.
+  query         Ask the service a query (POST /v1/query) and print the answer; --stale
+                reads this node's state without a round to the leader.
   version       Print the version.
 
 Finding a node: --url http://HOST:PORT, or --config FILE --name NAME (that member's http
 address), or KEEL_URL in the environment. Default: ${defaultUrl}.
 Admin token (snapshot, step-down, suspend, resume, shutdown, drill): --token TOKEN, or
 KEEL_ADMIN_TOKEN in the environment, or security.admin_token of the --config FILE.
+Client token (kv, when the cluster sets security.client_token): --token TOKEN, or
+KEEL_CLIENT_TOKEN, or security.client_token of the --config FILE. With security.tls in
+the --config FILE, members are reached over https, trusting its ca_file.
 --timeout bounds each request (default 10s) unless a command says otherwise.
 --json prints the result as JSON on stdout, for scripts.
 
@@ -89,8 +100,18 @@ Example (a local 3-node cluster: make run):
   keel drill failover --config examples/local-3.yaml --name node-a --token TOKEN
 `;
 
+/** MainOptions customize the keel command line of a binary built with keel as a library. */
+export interface MainOptions {
+  /** Makes the service `keel run` replicates; the built-in kv service by default. */
+  service?: ServiceFactory;
+}
+
 /** main runs one command and returns the process exit code. */
-export async function main(argv: string[], io: Io = processIo()): Promise<number> {
+export async function main(
+  argv: string[],
+  io: Io = processIo(),
+  mainOptions: MainOptions = {},
+): Promise<number> {
   const [command, ...rest] = argv;
   try {
     const dashes = rest.indexOf("--");
@@ -123,7 +144,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
           "gossip-listen": { type: "string" },
           help: { type: "boolean", short: "h" },
         });
-        return await run(runOptions(flags));
+        return await run({ ...runOptions(flags), service: mainOptions.service });
       }
       case "check-config": {
         const flags = new Flags(rest, {
@@ -148,6 +169,9 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
         return await adminCommand(command, rest, io);
       case "drill":
         return await drillCommand(rest, io);
+      case "command":
+      case "query":
+        return await serviceCommand(command, rest, io);
       default:
         throw new CliError(`Unknown command "${command}"`);
     }

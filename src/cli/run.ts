@@ -5,11 +5,13 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatProblems, gossipAddressed, loadConfig, memberByName } from "../config/parse.ts";
 import { fingerprint, fingerprintFields } from "../config/fingerprint.ts";
+import { loadSecret, loadTls } from "../config/secret.ts";
 import { createApp } from "../http/app.ts";
 import { AssertionError } from "../lib/assert.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
 import { KeelNode } from "../node/node.ts";
 import { KvService } from "../service/kv.ts";
+import type { ServiceFactory } from "../service/service.ts";
 import { SessionService } from "../service/sessions.ts";
 import { SqliteStorage } from "../storage/sqlite_storage.ts";
 import { TcpTransport } from "../transport/tcp.ts";
@@ -36,6 +38,8 @@ export interface RunOptions {
   httpListen: { host: string; port: number } | undefined;
   /** Gossip (UDP) here; default: the peer-listen host at gossip.port. */
   gossipListen?: { host: string; port: number } | undefined;
+  /** Makes the replicated service (keel as a library, src/index.ts); kv by default. */
+  service?: ServiceFactory | undefined;
 }
 
 export function runOptions(flags: Flags): RunOptions {
@@ -150,12 +154,25 @@ export async function run(options: RunOptions): Promise<number> {
     peer: `${(member.peer ?? peerAt).host}:${(member.peer ?? peerAt).port}`,
     http: `${(member.http ?? httpAt).host}:${(member.http ?? httpAt).port}`,
   });
-  if (config.security.secretFile === undefined) {
+  let secret: Uint8Array | undefined;
+  let tls: ReturnType<typeof loadTls>;
+  try {
+    secret = loadSecret(config, { warn: (message) => log.warn(message) });
+    tls = loadTls(config, { warn: (message) => log.warn(message) });
+  } catch (error: unknown) {
+    log.error("cannot load security settings", {
+      error: error instanceof Error ? error.message : String(error),
+    });
+    storage.close();
+    return 2;
+  }
+  if (secret === undefined) {
     log.warn("dev mode: no security.secret_file, peer links are not authenticated");
   }
 
-  const kv = new KvService();
-  const service = new SessionService(kv);
+  const userService = (options.service ?? (() => new KvService()))();
+  const kv = userService instanceof KvService ? userService : undefined;
+  const service = new SessionService(userService);
   const transportLog = log.child({ component: "transport" });
   const transport = new TcpTransport({
     self: { name, incarnation: identity.incarnation },
@@ -177,6 +194,8 @@ export async function run(options: RunOptions): Promise<number> {
       lastIndex: node?.raft.lastIndex ?? 0,
     }),
     checkPeer: (hello) => node?.checkPeer(hello) ?? null,
+    secret,
+    tls,
   });
   // Declared before the node exists: the transport's callbacks above read it late.
   // deno-lint-ignore prefer-const
@@ -220,21 +239,35 @@ export async function run(options: RunOptions): Promise<number> {
   }
   let requestShutdown = (): void => {};
   let requestRestart = (): void => {};
-  node = new KeelNode({
-    config,
-    name,
-    identity,
-    storage,
-    transport,
-    service,
-    log,
-    version,
-    adminToken: config.security.adminToken,
-    onShutdown: () => requestShutdown(),
-    onRestartRequired: () => requestRestart(),
-    resolution: () => resolver.state(),
-    ...(gossip === undefined ? {} : { gossip }),
-  });
+  let requestFatal = (): void => {};
+  try {
+    node = new KeelNode({
+      config,
+      name,
+      identity,
+      storage,
+      transport,
+      service,
+      log,
+      version,
+      adminToken: config.security.adminToken,
+      onShutdown: () => requestShutdown(),
+      onRestartRequired: () => requestRestart(),
+      onFatal: () => requestFatal(),
+      resolution: () => resolver.state(),
+      ...(gossip === undefined ? {} : { gossip }),
+    });
+  } catch (error: unknown) {
+    // The stored snapshot cannot be restored (a service bug, or a snapshot of another
+    // service): serving anything else than the log's state would split the replicas.
+    log.error("cannot restore this node's state; stopping", {
+      error: error instanceof Error ? error.message : String(error),
+    });
+    resolver.stop();
+    gossip?.stop();
+    storage.close();
+    return 1;
+  }
   registerResolverMetrics(node.registry, resolver);
   if (gossip !== undefined) registerGossipMetrics(node.registry, gossip);
   try {
@@ -253,8 +286,14 @@ export async function run(options: RunOptions): Promise<number> {
     node,
     ops: node,
     kv,
+    service: userService,
     bodyBytesMax: config.http.bodyBytesMax,
     forwardTimeoutMs: config.http.requestTimeoutMs,
+    clientToken: config.security.clientToken,
+    // Writes forwarded to an https leader trust security.tls.ca_file.
+    ...(tls?.ca === undefined
+      ? {}
+      : { fetchLeader: (input, init) => fetch(input, { ...init, tls: { ca: tls.ca } }) }),
     logError: (message, error) => log.error(message, { error }),
   });
   let server: ReturnType<typeof Bun.serve>;
@@ -262,6 +301,7 @@ export async function run(options: RunOptions): Promise<number> {
     server = Bun.serve({
       hostname: httpAt.host,
       port: httpAt.port,
+      ...(tls === undefined ? {} : { tls: { cert: tls.cert, key: tls.key } }),
       fetch: app.fetch,
       // The handlers answer 413 with a JSON error from Content-Length or the streamed
       // size; Bun's own limit (a bare 413) is only a backstop well above it.
@@ -291,7 +331,9 @@ export async function run(options: RunOptions): Promise<number> {
     storage.close();
     return 1;
   }
-  log.info("serving", { http: `http://${httpAt.host}:${httpAt.port}` });
+  log.info("serving", {
+    http: `${tls === undefined ? "http" : "https"}://${httpAt.host}:${httpAt.port}`,
+  });
 
   return await new Promise<number>((resolve) => {
     let stopping = false;
@@ -309,6 +351,8 @@ export async function run(options: RunOptions): Promise<number> {
     requestShutdown = () => void stop("admin shutdown");
     // 75 (EX_TEMPFAIL): start again; the data dir has a new incarnation (see --help).
     requestRestart = () => void stop("restart required", 75);
+    // The node stopped itself: it cannot serve the log's state (logged with the reason).
+    requestFatal = () => void stop("fatal service error", 1);
     process.on("SIGINT", () => void stop("SIGINT"));
     // SIGTERM (systemd stop, kill) is a graceful shutdown: a leader hands over first.
     process.on("SIGTERM", () => {

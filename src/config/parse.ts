@@ -3,7 +3,14 @@ import { isIPv4, isIPv6 } from "node:net";
 import { assert } from "../lib/assert.ts";
 import { formatBytes, parseBytes } from "../lib/bytes.ts";
 import { formatDuration, parseDuration } from "../lib/duration.ts";
-import type { Config, ConfigProblem, Endpoint, GossipConfig, MemberConfig } from "./types.ts";
+import type {
+  Config,
+  ConfigProblem,
+  Endpoint,
+  GossipConfig,
+  MemberConfig,
+  TlsConfig,
+} from "./types.ts";
 
 // Limits. A cluster file is small and written by hand; anything far outside these is a
 // mistake, and the bounds keep validation itself bounded.
@@ -20,7 +27,7 @@ export const electionTimeoutHeartbeatsMin = 5;
 export const snapshotEntriesMin = 10;
 export const snapshotEntriesMax = 100_000_000;
 export const bodyBytesMax = 64 * 1024 * 1024;
-/** A security.admin_token_file holds one token; anything bigger is the wrong file. */
+/** A security.admin_token_file (or client_token_file) holds one token; more is the wrong file. */
 export const adminTokenFileBytesMax = 4096;
 // The syntax-error line search reparses every prefix of the file; skip it for big files.
 const syntaxLineSearchLinesMax = 500;
@@ -71,7 +78,15 @@ const keys = {
   resolver: ["refresh", "servers"],
   gossip: ["neighbours", "port", "interval", "full_interval", "expiry"],
   http: ["body_bytes_max", "request_timeout"],
-  security: ["secret_file", "admin_token", "admin_token_file"],
+  security: [
+    "secret_file",
+    "admin_token",
+    "admin_token_file",
+    "client_token",
+    "client_token_file",
+    "tls",
+  ],
+  tls: ["cert_file", "key_file", "ca_file"],
   log: ["level", "format"],
 } as const;
 
@@ -290,20 +305,9 @@ function validate(
 
   const security = readSection(root, "security", keys.security, problems);
   const secretFile = readString(security, "secret_file", "security", problems);
-  let adminToken = readString(security, "admin_token", "security", problems, {
-    secret: true,
-  });
-  const adminTokenFile = readString(security, "admin_token_file", "security", problems);
-  if (adminTokenFile !== undefined) {
-    if (hasValue(security, "admin_token")) {
-      problems.push({
-        path: "security.admin_token_file",
-        message: 'give only one of "admin_token" and "admin_token_file"',
-      });
-    } else {
-      adminToken = readAdminTokenFile(adminTokenFile, problems, warnings);
-    }
-  }
+  const adminToken = readToken(security, "admin_token", problems, warnings);
+  const clientToken = readToken(security, "client_token", problems, warnings);
+  const tls = readTls(security, problems);
   if (secretFile === undefined && !hasValue(security, "secret_file")) {
     warnings.push({
       path: "security.secret_file",
@@ -327,7 +331,12 @@ function validate(
     resolver: { refreshMs, servers },
     ...(gossip === undefined ? {} : { gossip }),
     http: { bodyBytesMax: bodyBytes, requestTimeoutMs },
-    security: { secretFile, adminToken },
+    security: {
+      secretFile,
+      adminToken,
+      ...(clientToken === undefined ? {} : { clientToken }),
+      ...(tls === undefined ? {} : { tls }),
+    },
     log: { level, format },
   };
 }
@@ -571,16 +580,39 @@ function readServers(resolver: Mapping, problems: ConfigProblem[]): string[] {
 }
 
 /**
- * readAdminTokenFile reads the admin token from a file (a path relative to the working
- * directory), so it need not sit in the shared cluster file. Surrounding whitespace and
- * the final newline are ignored; the token itself must not contain whitespace.
+ * readToken reads a bearer token given inline (security.KEY) or in a file
+ * (security.KEY_file), one of the two at most.
  */
-function readAdminTokenFile(
-  path: string,
+function readToken(
+  security: Mapping,
+  key: "admin_token" | "client_token",
   problems: ConfigProblem[],
   warnings: ConfigProblem[],
 ): string | undefined {
-  const at = "security.admin_token_file";
+  const token = readString(security, key, "security", problems, { secret: true });
+  const file = readString(security, `${key}_file`, "security", problems);
+  if (file === undefined) return token;
+  if (hasValue(security, key)) {
+    problems.push({
+      path: `security.${key}_file`,
+      message: `give only one of "${key}" and "${key}_file"`,
+    });
+    return undefined;
+  }
+  return readTokenFile(file, `security.${key}_file`, problems, warnings);
+}
+
+/**
+ * readTokenFile reads a token from a file (a path relative to the working directory), so
+ * it need not sit in the shared cluster file. Surrounding whitespace and the final
+ * newline are ignored; the token itself must not contain whitespace.
+ */
+function readTokenFile(
+  path: string,
+  at: string,
+  problems: ConfigProblem[],
+  warnings: ConfigProblem[],
+): string | undefined {
   const file = quote(path);
   let text: string;
   try {
@@ -616,6 +648,38 @@ function readAdminTokenFile(
     return undefined;
   }
   return token;
+}
+
+/**
+ * readTls reads security.tls: cert_file and key_file (PEM) are required, ca_file is
+ * optional. Each must be a readable file now, so a typo stops the node at start.
+ */
+function readTls(security: Mapping, problems: ConfigProblem[]): TlsConfig | undefined {
+  if (!hasValue(security, "tls")) return undefined;
+  const tls = readMapping(security["tls"], "security.tls", keys.tls, problems);
+  if (tls === undefined) return undefined;
+  const file = (key: string, required: boolean): string | undefined => {
+    const path = readString(tls, key, "security.tls", problems, { required });
+    if (path === undefined) return undefined;
+    try {
+      if (!statSync(path).isFile()) {
+        problems.push({ path: `security.tls.${key}`, message: `${quote(path)} is not a file` });
+        return undefined;
+      }
+    } catch (error: unknown) {
+      problems.push({
+        path: `security.tls.${key}`,
+        message: `cannot read ${quote(path)}: ${describeFileError(error)}`,
+      });
+      return undefined;
+    }
+    return path;
+  };
+  const certFile = file("cert_file", true);
+  const keyFile = file("key_file", true);
+  const caFile = file("ca_file", false);
+  if (certFile === undefined || keyFile === undefined) return undefined;
+  return { certFile, keyFile, caFile };
 }
 
 // --- Readers --------------------------------------------------------------------------

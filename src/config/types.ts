@@ -53,8 +53,27 @@ export interface Config {
     secretFile: string | undefined;
     /** From security.admin_token, or read from security.admin_token_file at load. */
     adminToken: string | undefined;
+    /**
+     * From security.client_token, or read from security.client_token_file at load: when
+     * set, the client API (/v1/*) needs "Authorization: Bearer TOKEN".
+     */
+    clientToken?: string | undefined;
+    /** security.tls: serve HTTP and peer links over TLS. */
+    tls?: TlsConfig | undefined;
   };
   log: { level: "debug" | "info" | "warn" | "error"; format: "json" | "text" };
+}
+
+/** TlsConfig is the `security.tls:` section: PEM files, paths as written in the file. */
+export interface TlsConfig {
+  certFile: string;
+  keyFile: string;
+  /**
+   * CA bundle that peers' certificates must chain to. Set: peer links are verified both
+   * ways (mutual TLS) and forwarded HTTP requests verify the leader. Unset: encrypted but
+   * unverified (the handshake HMAC still authenticates peers).
+   */
+  caFile: string | undefined;
 }
 
 /** ConfigProblem is one validation failure with the path it concerns. */

@@ -32,6 +32,8 @@ export class Progress {
   incarnation: string | null = null;
   /** That host linked as a replacement still catching up. */
   recovering = false;
+  /** The incarnation heard under this name before the current one, if any. */
+  previousIncarnation: string | null = null;
 
   constructor(nextIndex: number) {
     this.nextIndex = nextIndex;
@@ -58,6 +60,7 @@ export class Progress {
 
   /** reset forgets everything learned about the follower: a new host took its name (R4). */
   reset(nextIndex: number, incarnation: string, recovering: boolean): void {
+    if (this.incarnation !== null && this.incarnation !== incarnation) this.previousIncarnation = this.incarnation;
     this.state = "probe";
     this.matchIndex = 0;
     this.nextIndex = nextIndex;

@@ -9,7 +9,7 @@
 
 import { assert, unreachable } from "../lib/assert.ts";
 import type { RaftConfig } from "./config.ts";
-import { encodeFence, type FenceTable } from "./fences.ts";
+import { encodeFence, encodeRoster, type FenceTable, newerIncarnation } from "./fences.ts";
 import { RaftLog } from "./log.ts";
 import { Progress } from "./progress.ts";
 import { committedIndex, quorumSize } from "./quorum.ts";
@@ -125,6 +125,10 @@ export class Raft {
   #becameNormal = false;
   /** The sender of the message being stepped (for vote counting). */
   #lastSender: Sender | undefined = undefined;
+  /** Follower: highest index verified to match the current leader (this term, this leader). */
+  #matchedThisTerm = 0;
+  /** Leader: followers seen to have lost acknowledged entries, for the node to refuse. */
+  #rolledBack: NodeId[] = [];
   #snapshotChunk: SnapshotChunkToPersist | undefined = undefined;
   #installSnapshot: SnapshotMeta | undefined = undefined;
   /** Offset of the incoming snapshot staged so far (follower side). */
@@ -319,8 +323,11 @@ export class Raft {
     const current = this.log.fences.current(name);
     if (current !== undefined && current.incarnation === sender.incarnation) return true;
     if (this.log.fences.isSuperseded(name, sender.incarnation)) return false;
-    if (current === undefined && !sender.recovering) return true;
-    return sender.recovering;
+    // Incarnations order by creation. One older than the current one was replaced (a
+    // founder missing from the roster, or a replacement abandoned before it was fenced
+    // in): never again. A newer one the table does not name was fenced in by a fence this
+    // node has not seen yet, or is a replacement still recovering: listen (not counted).
+    return current === undefined || newerIncarnation(sender.incarnation, current.incarnation);
   }
 
   /**
@@ -331,7 +338,7 @@ export class Raft {
    */
   #counts(name: NodeId, incarnation: string | null, recovering: boolean): boolean {
     const current = this.log.fences.current(name);
-    if (current !== undefined && current.index > this.log.commitIndex) {
+    if (current !== undefined && current.fence && current.index > this.log.commitIndex) {
       if (this.#config.unsafe?.fenceCountsReplaced !== true) return false;
       return incarnation === current.incarnation;
     }
@@ -348,10 +355,23 @@ export class Raft {
   fencedOut(name: NodeId, sender: Sender): string | null {
     const entry = this.log.fences.tableAt(this.log.commitIndex)[name];
     if (entry === undefined || entry.incarnation === sender.incarnation) return null;
-    if (entry.superseded.includes(sender.incarnation) || !sender.recovering) {
+    if (entry.superseded.includes(sender.incarnation)) {
       return `incarnation ${sender.incarnation} of ${name} was replaced by ${entry.incarnation} (fence at index ${entry.index})`;
     }
+    if (!newerIncarnation(sender.incarnation, entry.incarnation)) {
+      // Incarnations start with their creation time: an older one was replaced. (A host
+      // whose clock is far behind makes "older" incarnations: this names the cause.)
+      return `incarnation ${sender.incarnation} of ${name} is older than its current one, ${entry.incarnation} (replaced; or check this host's clock)`;
+    }
+    // Unknown and normal: newer than this node's committed table. Not refused.
     return null;
+  }
+
+  /** takeRolledBack returns (and forgets) followers seen to have lost acknowledged entries. */
+  takeRolledBack(): NodeId[] {
+    const names = this.#rolledBack;
+    this.#rolledBack = [];
+    return names;
   }
 
   /** restoreFences replaces the incarnation table after a snapshot is installed. */
@@ -414,10 +434,19 @@ export class Raft {
   #maybeFence(name: NodeId, sender: Sender): void {
     if (this.role !== "leader" || !sender.recovering) return;
     const current = this.log.fences.current(name);
-    if (current !== undefined && current.incarnation === sender.incarnation) return;
+    if (current !== undefined && !newerIncarnation(sender.incarnation, current.incarnation)) return;
+    if (this.log.fences.isSuperseded(name, sender.incarnation)) return;
     if (this.log.fences.uncommitted(this.log.commitIndex).length > 0) return;
     if (this.#transferee !== null) return;
-    this.#appendEntry("fence", encodeFence(name, sender.incarnation));
+    // Name the incarnation we last heard under this name when the table lacks it (a
+    // member replaced before the roster was recorded), so it is known to be superseded.
+    const previous = this.#progress.get(name)?.previousIncarnation ?? null;
+    const replaces = previous !== null && previous !== current?.incarnation &&
+        !this.log.fences.isSuperseded(name, previous) &&
+        newerIncarnation(sender.incarnation, previous)
+      ? previous
+      : undefined;
+    this.#appendEntry("fence", encodeFence(name, sender.incarnation, replaces));
   }
 
   /** #noteSender tracks which host speaks for a follower; a new one resets its progress (R4). */
@@ -432,6 +461,26 @@ export class Raft {
       progress.recovering = sender.recovering;
     }
     this.#maybeFence(name, sender);
+    this.#maybeRoster();
+  }
+
+  /**
+   * maybeRoster: a leader records the incarnation of every normal member the table does
+   * not name yet (the founders, at first), so that once that member is replaced, its old
+   * host is known to be superseded and is refused.
+   */
+  #maybeRoster(): void {
+    if (this.role !== "leader" || this.incarnation === "" || this.#transferee !== null) return;
+    if (this.log.fences.hasUncommittedRoster(this.log.commitIndex)) return;
+    const members: Record<NodeId, string> = {};
+    if (this.log.fences.current(this.id) === undefined && !this.recovering) members[this.id] = this.incarnation;
+    for (const [peer, progress] of this.#progress) {
+      if (progress.incarnation === null || progress.recovering) continue;
+      if (this.log.fences.current(peer) !== undefined) continue;
+      members[peer] = progress.incarnation;
+    }
+    if (Object.keys(members).length === 0) return;
+    this.#appendEntry("fence", encodeRoster(members));
   }
 
   /** propose appends a command to the leader's log. */
@@ -677,6 +726,7 @@ export class Raft {
 
   #becomeFollower(term: number, leader: NodeId | null): void {
     const wasLeader = this.role === "leader";
+    if (term !== this.term || leader !== this.leader) this.#matchedThisTerm = 0;
     if (term !== this.term) {
       this.term = term;
       this.votedFor = null;
@@ -744,6 +794,7 @@ export class Raft {
   #hearFromLeader(from: NodeId): void {
     assert(this.role !== "leader", `two leaders in term ${this.term}: ${this.id} and ${from}`);
     if (this.role !== "follower") this.#becomeFollower(this.term, from);
+    if (this.leader !== from) this.#matchedThisTerm = 0;
     this.leader = from;
     this.#electionElapsed = 0;
   }
@@ -770,6 +821,7 @@ export class Raft {
         const skip = this.log.commitIndex - message.prevLogIndex;
         this.log.appendFromLeader(message.entries.slice(skip));
         this.log.commitTo(Math.min(message.commitIndex, lastNew));
+        this.#matchedThisTerm = Math.max(this.#matchedThisTerm, lastNew);
         reply({ matchIndex: lastNew });
       } else {
         reply({ matchIndex: this.log.commitIndex });
@@ -780,6 +832,7 @@ export class Raft {
       this.log.appendFromLeader(message.entries);
       const lastNew = message.prevLogIndex + message.entries.length;
       this.log.commitTo(Math.min(message.commitIndex, lastNew));
+      this.#matchedThisTerm = Math.max(this.#matchedThisTerm, lastNew);
       reply({ matchIndex: lastNew });
       return;
     }
@@ -799,15 +852,23 @@ export class Raft {
 
   #onHeartbeat(message: Heartbeat): void {
     this.#hearFromLeader(message.from);
-    this.log.commitTo(Math.min(message.commitIndex, this.log.lastIndex));
+    // Commit only what this follower has verified to match this leader: the leader's
+    // view of our match may be a previous host's under our name, or from before a restart.
+    this.log.commitTo(Math.min(message.commitIndex, this.#verifiedIndex()));
     this.#send<HeartbeatResponse>({
       type: "heartbeatResponse",
       term: this.term,
       from: this.id,
       to: message.from,
       context: message.context,
-      lastIndex: this.log.lastIndex,
+      // What we verified, not all we hold: below the leader's match, it probes again.
+      lastIndex: this.#verifiedIndex(),
     });
+  }
+
+  /** verifiedIndex: the highest index known to match the current leader's log. */
+  #verifiedIndex(): number {
+    return Math.max(this.#matchedThisTerm, this.log.commitIndex);
   }
 
   #onInstallSnapshot(message: InstallSnapshot): void {
@@ -828,6 +889,7 @@ export class Raft {
     if (this.log.matchTerm(meta.index, meta.term) || meta.index <= this.log.commitIndex) {
       // We already hold the log through the snapshot point: no need to install.
       this.#incoming = undefined;
+      this.#matchedThisTerm = Math.max(this.#matchedThisTerm, meta.index);
       reply(meta.bytes, true, true);
       return;
     }
@@ -851,6 +913,7 @@ export class Raft {
       this.#incoming = undefined;
       this.#installSnapshot = meta;
       this.log.resetToSnapshot(meta.index, meta.term);
+      this.#matchedThisTerm = meta.index;
     }
     reply(incoming.offset, true, done);
   }
@@ -872,6 +935,16 @@ export class Raft {
         message.matchIndex === 0 && message.rejectHintIndex === 0 && message.rejectHintTerm === 0
       ) {
         return; // a stale-term answer; the term check already handled it
+      }
+      if (
+        progress.matchIndex > 0 && message.matchIndex >= progress.matchIndex &&
+        message.rejectHintIndex < progress.matchIndex
+      ) {
+        // The follower no longer holds entries it acknowledged in this term: its disk went
+        // back in time (restored from a backup). Start over with it, and let the node
+        // refuse the host (it rejoins as a new incarnation).
+        progress.reset(this.log.lastIndex + 1, progress.incarnation ?? "", progress.recovering);
+        if (!this.#rolledBack.includes(message.from)) this.#rolledBack.push(message.from);
       }
       let hint = message.rejectHintIndex;
       if (message.rejectHintTerm > 0) {
@@ -909,8 +982,15 @@ export class Raft {
       // flight: an append or its answer was lost. Probe again from the match point.
       progress.becomeProbe();
     }
+    if (progress.state !== "snapshot" && message.lastIndex < progress.matchIndex) {
+      // The follower has not verified what we believe it matches (it restarted): probe
+      // from our match point so it can, and commit again.
+      progress.becomeProbe();
+    }
     if (progress.matchIndex < this.log.lastIndex || message.lastIndex < this.log.lastIndex) {
-      this.#sendAppendsWhileOpen(message.from);
+      // A probe goes out even with no new entries: it is how the follower verifies.
+      if (progress.state === "probe") this.#sendAppend(message.from, true);
+      else this.#sendAppendsWhileOpen(message.from);
     }
     const round = this.#readRound;
     if (

@@ -18,7 +18,12 @@ export type SubmitResult =
   | { ok: false; code: "not-leader"; leader: LeaderInfo | null; message: string }
   | { ok: false; code: "timeout" | "unavailable"; message: string }
   /** The command was committed but refused (e.g. a stale idempotency sequence). */
-  | { ok: false; code: "rejected"; message: string };
+  | { ok: false; code: "rejected"; message: string }
+  /**
+   * The service threw applying the command: every member rolled it back and returns this
+   * same message (service/service.ts).
+   */
+  | { ok: false; code: "service-error"; message: string };
 
 export type ReadBarrierResult =
   | { ok: true }

@@ -5,9 +5,16 @@
 import { Hono } from "hono";
 import { AssertionError } from "../lib/assert.ts";
 import type { KvService } from "../service/kv.ts";
+import type { Service } from "../service/service.ts";
 import { registerAdminRoutes } from "./admin.ts";
 import type { NodeApi, OpsApi } from "./api.ts";
-import { type FetchLike, forwardTimeoutMsDefault, registerClientApi } from "./client_api.ts";
+import {
+  type ClientApiDeps,
+  type FetchLike,
+  forwardTimeoutMsDefault,
+  registerClientApi,
+} from "./client_api.ts";
+import { registerCommandApi } from "./command_api.ts";
 import { registerDashboard } from "./dashboard/dashboard.ts";
 import { errorResponse, HttpError } from "./errors.ts";
 import { HttpMetrics, httpMetricsMiddleware } from "./metrics_http.ts";
@@ -16,7 +23,13 @@ import { registerOpsRoutes } from "./ops.ts";
 /** AppDeps is what createApp needs. */
 export interface AppDeps {
   node: NodeApi;
-  kv: KvService;
+  /** The kv service, for the /v1/kv routes; undefined when the node runs another service. */
+  kv?: KvService | undefined;
+  /**
+   * The user's service (not the sessions wrapper), for POST /v1/command and /v1/query in
+   * its codec; without it those routes are absent.
+   */
+  service?: Pick<Service, "codec" | "query"> | undefined;
   /** Largest request body accepted (config http.bodyBytesMax). */
   bodyBytesMax: number;
   /** Used to forward writes to the leader; defaults to the global fetch. */
@@ -32,6 +45,8 @@ export interface AppDeps {
   ops?: OpsApi;
   /** Where request counts and latencies are recorded; a fresh registry by default. */
   httpMetrics?: HttpMetrics;
+  /** security.client_token: when set, the client API (/v1/*) needs it as a bearer token. */
+  clientToken?: string | undefined;
 }
 
 /** createApp builds the client-facing HTTP app. */
@@ -44,13 +59,16 @@ export function createApp(deps: AppDeps): Hono {
   // First, so that it wraps every route, the not-found handler and errors.
   app.use("*", httpMetricsMiddleware(httpMetrics));
 
-  registerClientApi(app, {
+  const client: ClientApiDeps = {
     node: deps.node,
     kv: deps.kv,
     bodyBytesMax: deps.bodyBytesMax,
     fetchLeader: deps.fetchLeader ?? ((input, init) => fetch(input, init)),
     forwardTimeoutMs: deps.forwardTimeoutMs ?? forwardTimeoutMsDefault,
-  });
+    clientToken: deps.clientToken,
+  };
+  registerClientApi(app, client);
+  if (deps.service !== undefined) registerCommandApi(app, { ...client, service: deps.service });
 
   // Readable from any origin: the dashboard served by one member reads all the others.
   app.get(

@@ -24,6 +24,11 @@
 // Reads take `?consistency=linearizable` (the default: a ReadIndex barrier, served by any
 // member) or `?consistency=stale` (local state, possibly behind).
 //
+// With security.client_token set, every /v1/* request needs `Authorization: Bearer TOKEN`:
+// 401 unauthorized without the header (with WWW-Authenticate), 403 forbidden with another
+// token; the token is compared in constant time. A forwarded write carries the client's
+// header to the leader. /status, /healthz, /readyz and /metrics stay open.
+//
 // A failed compare-and-set is 409 with code cas_failed and the current value beside the
 // error, so clients can retry from it without another read:
 //   { "error": {...}, "ok": false, "index": N, "current": "v" | null }  (null: key absent)
@@ -32,6 +37,7 @@
 import { Buffer } from "node:buffer";
 import type { Context, Hono } from "hono";
 import type { LeaderInfo, NodeApi, SessionKey } from "./api.ts";
+import { tokensEqual } from "./admin.ts";
 import { errorResponse, HttpError } from "./errors.ts";
 import {
   decodeKvResult,
@@ -56,18 +62,34 @@ export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 /** ClientApiDeps is what the client routes need. */
 export interface ClientApiDeps {
   node: NodeApi;
-  kv: KvService;
+  /** The kv service; undefined when the node runs another service (no /v1/kv routes). */
+  kv: KvService | undefined;
   bodyBytesMax: number;
   fetchLeader: FetchLike;
   forwardTimeoutMs: number;
+  /** security.client_token: when set, /v1/* needs it as a bearer token. */
+  clientToken?: string | undefined;
 }
 
 /** Headers relayed from the leader's answer to a forwarded write. */
-const relayedHeaders = ["content-type", "keel-mod-index"];
+const relayedHeaders = ["content-type", "keel-mod-index", "keel-index"];
 const forwardedHeader = "keel-forwarded";
 
 /** registerClientApi adds the /v1/kv routes to app. */
 export function registerClientApi(app: Hono, deps: ClientApiDeps): void {
+  const clientToken = deps.clientToken;
+  if (clientToken !== undefined) {
+    // Before the routes, so it answers for every /v1 path, known or not. A refused
+    // request's route label in the metrics is "/v1/*".
+    app.use("/v1/*", async (c, next) => {
+      const refusal = authorizeClient(clientToken, c.req.header("authorization"));
+      if (refusal !== undefined) return refusal;
+      await next();
+    });
+  }
+  // Another service than kv: no kv routes (POST /v1/command serves it, command_api.ts).
+  const kv = deps.kv;
+  if (kv === undefined) return;
   app.put("/v1/kv/:key", async (c) => {
     const key = keyParam(c);
     const write = parseWrite(c);
@@ -87,7 +109,7 @@ export function registerClientApi(app: Hono, deps: ClientApiDeps): void {
   app.get("/v1/kv/:key", async (c) => {
     const key = keyParam(c);
     await readBarrier(c, deps.node);
-    const entry = deps.kv.get(key);
+    const entry = kv.get(key);
     if (entry === undefined) {
       return errorResponse("not_found", `Key ${JSON.stringify(key)} not found`);
     }
@@ -134,7 +156,7 @@ export function registerClientApi(app: Hono, deps: ClientApiDeps): void {
     const after = c.req.query("after");
     const limit = parseLimit(c.req.query("limit"));
     await readBarrier(c, deps.node);
-    const { items, more } = deps.kv.list(prefix, limit, after);
+    const { items, more } = kv.list(prefix, limit, after);
     return c.json({
       items: items.map((item) => ({
         key: item.key,
@@ -148,7 +170,7 @@ export function registerClientApi(app: Hono, deps: ClientApiDeps): void {
 
 // ---- Requests -------------------------------------------------------------------------
 
-interface WriteOptions {
+export interface WriteOptions {
   session: SessionKey | undefined;
   redirect: boolean;
 }
@@ -161,7 +183,7 @@ function keyParam(c: Context): string {
   return key;
 }
 
-function parseWrite(c: Context): WriteOptions {
+export function parseWrite(c: Context): WriteOptions {
   const redirect = c.req.query("redirect");
   if (redirect !== undefined && redirect !== "true" && redirect !== "false") {
     throw new HttpError(
@@ -339,7 +361,7 @@ const base64Pattern = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]
 // ---- Replication ----------------------------------------------------------------------
 
 /** readBarrier waits for a linearizable read unless the request asked for a stale one. */
-async function readBarrier(c: Context, node: NodeApi): Promise<void> {
+export async function readBarrier(c: Context, node: NodeApi): Promise<void> {
   if (parseConsistency(c) === "stale") return;
   const barrier = await node.readBarrier();
   if (barrier.ok) return;
@@ -352,7 +374,7 @@ async function readBarrier(c: Context, node: NodeApi): Promise<void> {
 }
 
 /**
- * submitWrite replicates a command. It answers with the decoded result once applied, or
+ * submitWrite replicates a kv command. It answers with the decoded result once applied, or
  * with the Response to send when this node could not apply it: forwarded, redirected or an
  * error. `body` is the request body to forward (null: none).
  */
@@ -363,14 +385,28 @@ async function submitWrite(
   write: WriteOptions,
   body: Uint8Array | null,
 ): Promise<KvResult | Response> {
+  const outcome = await submitCommand(c, deps, command, write, body);
+  if (outcome instanceof Response) return outcome;
+  // A retry deduplicated by the sessions table carries the first attempt's result, whose
+  // index is the first attempt's.
+  const result = decodeKvResult(outcome.result);
+  if (result.type === "error") return errorResponse("bad_request", result.message);
+  return result;
+}
+
+/**
+ * submitCommand replicates a command of any service: the result bytes and the entry's
+ * index once applied here, or the Response to send (forwarded, redirected or an error).
+ */
+export async function submitCommand(
+  c: Context,
+  deps: ClientApiDeps,
+  command: Uint8Array,
+  write: WriteOptions,
+  body: Uint8Array | null,
+): Promise<{ result: Uint8Array; index: number } | Response> {
   const outcome = await deps.node.submit(command, write.session);
-  if (outcome.ok) {
-    // A retry deduplicated by the sessions table carries the first attempt's result, whose
-    // index is the first attempt's.
-    const result = decodeKvResult(outcome.result);
-    if (result.type === "error") return errorResponse("bad_request", result.message);
-    return result;
-  }
+  if (outcome.ok) return { result: outcome.result, index: outcome.index };
   switch (outcome.code) {
     case "timeout":
       return errorResponse(
@@ -381,6 +417,8 @@ async function submitWrite(
       return errorResponse("unavailable", outcome.message);
     case "rejected":
       return errorResponse("rejected", outcome.message);
+    case "service-error":
+      return errorResponse("service_error", outcome.message);
     case "not-leader":
       break;
   }
@@ -421,7 +459,7 @@ async function forward(
   body: Uint8Array | null,
 ): Promise<Response> {
   const headers: Record<string, string> = { [forwardedHeader]: "1" };
-  for (const name of ["content-type", "idempotency-key"]) {
+  for (const name of ["content-type", "idempotency-key", "authorization"]) {
     const value = c.req.header(name);
     if (value !== undefined) headers[name] = value;
   }
@@ -459,6 +497,41 @@ async function forward(
       { leader },
     );
   }
+}
+
+/**
+ * authorizeClient answers the refusal for a client API request, or undefined when its
+ * bearer token is the client token.
+ */
+export function authorizeClient(
+  clientToken: string,
+  authorization: string | undefined,
+): Response | undefined {
+  const match = authorization === undefined ? null : /^Bearer +(\S+) *$/i.exec(authorization);
+  if (match === null) {
+    return authError(
+      "unauthorized",
+      401,
+      'The client API needs the header "Authorization: Bearer TOKEN" (security.client_token)',
+      { "www-authenticate": 'Bearer realm="keel"' },
+    );
+  }
+  if (!tokensEqual(match[1] as string, clientToken)) {
+    return authError("forbidden", 403, "The bearer token is not the client token");
+  }
+  return undefined;
+}
+
+function authError(
+  code: "unauthorized" | "forbidden",
+  status: 401 | 403,
+  message: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(JSON.stringify({ error: { code, message } }), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
 }
 
 // ---- Results --------------------------------------------------------------------------

@@ -21,10 +21,15 @@ export type ErrorCode =
    * The write was committed but refused by the sessions table, e.g. an Idempotency-Key seq
    * older than the client's last applied one (409; the message says why).
    */
-  | "rejected";
+  | "rejected"
+  /**
+   * The service threw applying the command (or answering the query): every member rolled
+   * it back and answers the same message (422). A retry fails the same way.
+   */
+  | "service_error";
 
 /** errorStatus is the HTTP status of each code. */
-export const errorStatus: Record<ErrorCode, 400 | 404 | 409 | 413 | 500 | 503 | 504> = {
+export const errorStatus: Record<ErrorCode, 400 | 404 | 409 | 413 | 422 | 500 | 503 | 504> = {
   not_found: 404,
   bad_request: 400,
   payload_too_large: 413,
@@ -35,6 +40,7 @@ export const errorStatus: Record<ErrorCode, 400 | 404 | 409 | 413 | 500 | 503 | 
   internal: 500,
   cas_failed: 409,
   rejected: 409,
+  service_error: 422,
 };
 
 /** ErrorBody is the JSON of every error response. */

@@ -7,6 +7,7 @@ import { raftDefaults } from "../consensus/config.ts";
 import { Raft, type RaftStatus } from "../consensus/raft.ts";
 import type { Entry, Message, NodeId, Ready, Sender, SnapshotMeta } from "../consensus/types.ts";
 import type { Config, MemberConfig } from "../config/types.ts";
+import { type SecurityStatus, securityStatus } from "../config/secret.ts";
 import type {
   AdminResult,
   Check,
@@ -25,6 +26,18 @@ import type { Service } from "../service/service.ts";
 import { decodeSessionResult, encodeEnvelope } from "../service/sessions.ts";
 import { decodeFence } from "../consensus/fences.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot_envelope.ts";
+import {
+  decodeHostState,
+  encodeCommandEntry,
+  encodeHostState,
+  encodeTimerEntry,
+  type HostOutcome,
+  type HostState,
+  ServiceFatalError,
+  ServiceHost,
+  stampedTime,
+  type Timer,
+} from "./service_host.ts";
 import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { MemberResolution } from "../resolver/dns.ts";
@@ -52,6 +65,8 @@ export const eventsMax = 200;
 export const readyApplyLagMax = 1000;
 /** Storage write probes for /healthz and /readyz are cached this long. */
 export const storageProbeIntervalMs = 1000;
+/** Timer-fired entries a leader proposes per tick, at most. */
+export const timerFiresPerTickMax = 64;
 
 export interface NodeDeps {
   config: Config;
@@ -59,8 +74,17 @@ export interface NodeDeps {
   identity: Identity;
   storage: NodeStorage;
   transport: RecoveryTransport;
-  /** The replicated state machine (sessions wrapper around the user's service). */
+  /**
+   * The replicated state machine (sessions wrapper around the user's service). Its hooks
+   * (onTimer, start, onRoleChange) are called through the same object.
+   */
   service: Service;
+  /**
+   * Called when the node cannot go on serving the log's state (a snapshot the service
+   * cannot restore, a service that is not deterministic): stop the process, non-zero.
+   * Without it, the error is thrown from the loop.
+   */
+  onFatal?: (message: string) => void;
   log: Logger;
   version: string;
   random?: () => number;
@@ -107,6 +131,24 @@ export interface NodeCounters {
   snapshotsInstalled: number;
   messagesSent: number;
   messagesReceived: number;
+  /** Entries whose apply or onTimer threw (rolled back, answered with an error). */
+  serviceErrors: number;
+  /** Timers fired (onTimer called) on this node. */
+  timersFired: number;
+}
+
+/** ServiceStatusView is the service part of /status: the same fields for any service. */
+export interface ServiceStatusView {
+  /** The log's time as of the last applied entry (ms since the epoch). */
+  timeMs: number;
+  timers: number;
+  /** Entries applied to the service by this process, and their total and worst apply time. */
+  applied: number;
+  applySecondsTotal: number;
+  applySecondsMax: number;
+  /** The latest apply that threw, the same on every member: index and message. */
+  lastError: { index: number; message: string } | null;
+  snapshotBytes: number;
 }
 
 export class KeelNode implements NodeApi, OpsApi {
@@ -121,6 +163,8 @@ export class KeelNode implements NodeApi, OpsApi {
     snapshotsInstalled: 0,
     messagesSent: 0,
     messagesReceived: 0,
+    serviceErrors: 0,
+    timersFired: 0,
   };
   readonly #deps: NodeDeps;
   readonly #members: Map<NodeId, MemberConfig>;
@@ -172,7 +216,17 @@ export class KeelNode implements NodeApi, OpsApi {
   readonly #fsyncSeconds: Histogram;
   readonly #commitSeconds: Histogram;
   readonly #snapshotSeconds: Histogram;
-
+  readonly #applySeconds: Histogram;
+  readonly #host: ServiceHost;
+  /** The service's state before any entry, when no snapshot exists: the rollback base. */
+  #initialService: Uint8Array | undefined;
+  /** Highest log time seen in this node's log: a leader never stamps below it. */
+  #timeHighMs = 0;
+  /** Timer-fired entries this leader proposed and has not seen applied: id -> when. */
+  #timerProposals = new Map<string, { generation: number; deadlineMs: number; at: number }>();
+  #timerProposalsTerm = 0;
+  #applyStats = { applied: 0, secondsTotal: 0, secondsMax: 0 };
+  #lastServiceError: { index: number; message: string } | null = null;
   constructor(deps: NodeDeps) {
     this.#deps = deps;
     this.name = deps.name;
@@ -180,10 +234,19 @@ export class KeelNode implements NodeApi, OpsApi {
     const storage = deps.storage;
     const restored = storage.load();
     const snapshot = storage.readSnapshot();
+    this.#host = new ServiceHost(deps.service, {
+      base: () => this.#rollbackBase(),
+      entry: (index) => this.raft.log.entry(index),
+    });
     if (snapshot !== undefined) {
+      // Throws ServiceFatalError (or the envelope's Error) when the state cannot be read:
+      // the caller stops with the message rather than serve a state the log does not say.
       const decoded = decodeSnapshot(snapshot.data);
-      deps.service.restore(decoded.service);
+      this.#host.restore(decoded.service, hostState(decoded.host), snapshot.meta.index);
       restored.fences = decoded.fences;
+      this.#timeHighMs = this.#host.timeMs;
+    } else {
+      this.#initialService = deps.service.snapshot();
     }
     this.#appliedIndex = snapshot?.meta.index ?? 0;
     this.#appliedTerm = snapshot?.meta.term ?? 0;
@@ -228,6 +291,10 @@ export class KeelNode implements NodeApi, OpsApi {
       "keel_snapshot_seconds",
       "Duration of taking a snapshot",
     );
+    this.#applySeconds = this.registry.histogram(
+      "keel_apply_seconds",
+      "Duration of applying one entry to the service (apply or onTimer)",
+    );
     this.#registerGauges();
     deps.log.info("node restored", {
       incarnation: deps.identity.incarnation,
@@ -258,6 +325,11 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#schedule();
     });
     await transport.start();
+    this.#deps.service.start?.({
+      name: this.name,
+      appliedIndex: this.#appliedIndex,
+      log: this.#deps.log.child({ component: "service" }),
+    });
     const tickMs = this.#deps.config.raft.tickMs;
     this.#lastTickAt = performance.now();
     this.#ticker = setInterval(() => this.#onTimer(), tickMs);
@@ -291,6 +363,7 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#lastTickAt += due * tickMs;
     if (now - this.#lastTickAt > tickMs * 10) this.#lastTickAt = now;
     for (let i = 0; i < due; i++) this.raft.tick();
+    this.#proposeDueTimers();
     this.#schedule();
   }
 
@@ -320,8 +393,21 @@ export class KeelNode implements NodeApi, OpsApi {
         }
       }
     }
-    for (let rounds = 0; this.raft.hasReady() && rounds < 64; rounds++) {
-      this.#handleReady(this.raft.ready());
+    try {
+      for (let rounds = 0; this.raft.hasReady() && rounds < 64; rounds++) {
+        this.#handleReady(this.raft.ready());
+      }
+    } catch (error: unknown) {
+      // The node stopped itself (fatal) and onFatal stops the process: nothing more to do.
+      if (error instanceof ServiceFatalError && this.#deps.onFatal !== undefined) return;
+      throw error;
+    }
+    for (const peer of this.raft.takeRolledBack()) {
+      // It lost entries it acknowledged: make it handshake again, where it is refused as
+      // rolled back (noteHighWater) and rejoins as a new incarnation.
+      this.#deps.log.warn("a follower no longer holds entries it acknowledged (a restored backup?)", { peer });
+      this.#event("fence", `${peer} lost acknowledged entries: its link is reset`);
+      this.#deps.transport.closeInbound(peer);
     }
     this.#observeRole();
     this.#logRecoveryProgress();
@@ -338,6 +424,10 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#recovery.snapshotBytesDone = chunk.offset + chunk.data.byteLength;
       this.#recovery.snapshotBytesTotal = chunk.snapshot.bytes;
       this.#sampleRecovery();
+    }
+    for (const entry of ready.entries) {
+      if (entry.kind !== "command") continue;
+      this.#timeHighMs = Math.max(this.#timeHighMs, stampedTime(entry.data) ?? 0);
     }
     const status: NodeStatus | undefined = ready.becameNormal ? "normal" : undefined;
     if (ready.hardState !== undefined || ready.entries.length > 0 || status !== undefined) {
@@ -390,12 +480,17 @@ export class KeelNode implements NodeApi, OpsApi {
     );
     try {
       const decoded = decodeSnapshot(snapshot.data);
-      this.#deps.service.restore(decoded.service);
+      this.#host.restore(decoded.service, hostState(decoded.host), meta.index);
       this.raft.restoreFences(decoded.fences);
+      this.#timeHighMs = Math.max(this.#timeHighMs, this.#host.timeMs);
     } catch (error: unknown) {
       // Serving state that differs from the log's would split the replicas: stop instead.
-      this.#deps.log.error("snapshot restore failed; stopping", { index: meta.index, error });
-      throw error;
+      this.#fatal(
+        `Cannot restore the leader's snapshot at index ${meta.index}: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+        error,
+      );
     }
     this.#appliedIndex = meta.index;
     this.#appliedTerm = meta.term;
@@ -423,9 +518,21 @@ export class KeelNode implements NodeApi, OpsApi {
       entry.index === this.#appliedIndex + 1,
       `apply must be contiguous: ${entry.index} after ${this.#appliedIndex}`,
     );
-    let result: Uint8Array | undefined;
+    let outcome: HostOutcome = { type: "none" };
     if (entry.kind === "command") {
-      result = this.#deps.service.apply(entry.data, { index: entry.index, term: entry.term });
+      const started = performance.now();
+      try {
+        outcome = this.#host.apply(entry);
+      } catch (error: unknown) {
+        if (!(error instanceof ServiceFatalError)) throw error;
+        this.#fatal(error.message, error.cause);
+      }
+      const seconds = (performance.now() - started) / 1000;
+      this.#applySeconds.observe(seconds);
+      this.#applyStats.applied++;
+      this.#applyStats.secondsTotal += seconds;
+      this.#applyStats.secondsMax = Math.max(this.#applyStats.secondsMax, seconds);
+      this.#onOutcome(entry, outcome);
     } else if (entry.kind === "fence") {
       this.#onFenceApplied(entry);
     }
@@ -435,6 +542,11 @@ export class KeelNode implements NodeApi, OpsApi {
     if (write === undefined) return;
     this.#pendingWrites.delete(entry.index);
     clearTimeout(write.timer);
+    if (write.term === entry.term && outcome.type === "error") {
+      write.resolve({ ok: false, code: "service-error", message: outcome.message });
+      return;
+    }
+    const result = outcome.type === "result" ? outcome.result : undefined;
     if (write.term !== entry.term || result === undefined) {
       write.resolve({
         ok: false,
@@ -452,6 +564,93 @@ export class KeelNode implements NodeApi, OpsApi {
     }
   }
 
+  #onOutcome(entry: Entry, outcome: HostOutcome): void {
+    if (outcome.type === "timer" || (outcome.type === "error" && outcome.timer !== undefined)) {
+      const timer = outcome.timer!;
+      const proposed = this.#timerProposals.get(timer.id);
+      if (proposed !== undefined && proposed.generation === timer.generation) {
+        this.#timerProposals.delete(timer.id);
+      }
+      if (outcome.type === "error" || outcome.fired) this.counters.timersFired++;
+    }
+    if (outcome.type === "error") {
+      this.counters.serviceErrors++;
+      this.#lastServiceError = { index: entry.index, message: outcome.message };
+      this.#deps.log.error("service apply failed; rolled back and answered with the error", {
+        index: entry.index,
+        error: outcome.message,
+      });
+    }
+  }
+
+  /**
+   * stampMs is the time a leader stamps on an entry it proposes: its clock, but never
+   * below a time already in the log, so the log's time only moves forward.
+   */
+  #stampMs(): number {
+    this.#timeHighMs = Math.max(this.#timeHighMs, Date.now());
+    return this.#timeHighMs;
+  }
+
+  /**
+   * proposeDueTimers: the leader proposes a "timer fired" entry for each due timer, a
+   * bounded number per tick. A proposal still on its way is not repeated for two election
+   * timeouts; a duplicate is harmless anyway (applying it is a no-op), which is what makes
+   * a timer fire once across leader changes.
+   */
+  #proposeDueTimers(): void {
+    if (this.raft.role !== "leader" || this.#fencedReason !== null) {
+      this.#timerProposals.clear();
+      return;
+    }
+    if (this.#timerProposalsTerm !== this.raft.term) {
+      this.#timerProposals.clear();
+      this.#timerProposalsTerm = this.raft.term;
+    }
+    if (this.#host.timerCount === 0) return;
+    const now = Math.max(this.#timeHighMs, Date.now());
+    const retryMs = this.#deps.config.raft.electionTimeoutMs * 2;
+    const due = this.#host.dueTimers(now, timerFiresPerTickMax, (timer) => {
+      const proposed = this.#timerProposals.get(timer.id);
+      return proposed === undefined || proposed.generation !== timer.generation ||
+        proposed.deadlineMs !== timer.deadlineMs || now - proposed.at >= retryMs;
+    });
+    for (const timer of due) {
+      const proposed = this.raft.propose(encodeTimerEntry(this.#stampMs(), timer));
+      if (!proposed.ok) break;
+      this.#timerProposals.set(timer.id, {
+        generation: timer.generation,
+        deadlineMs: timer.deadlineMs,
+        at: now,
+      });
+    }
+  }
+
+  /** rollbackBase is the state a failed apply rolls back from: the latest snapshot's. */
+  #rollbackBase(): { index: number; service: Uint8Array; state: HostState } {
+    const snapshot = this.#deps.storage.readSnapshot();
+    if (snapshot === undefined) {
+      assert(this.#initialService !== undefined, "without a snapshot the initial state is kept");
+      return { index: 0, service: this.#initialService, state: { timeMs: 0, timers: [] } };
+    }
+    const decoded = decodeSnapshot(snapshot.data);
+    return { index: snapshot.meta.index, service: decoded.service, state: hostState(decoded.host) };
+  }
+
+  /** fatal stops the node: it cannot serve the log's state. */
+  #fatal(message: string, error: unknown): never {
+    this.#deps.log.error(
+      `${message}; stopping rather than serve a state that differs from the log`,
+      {
+        error,
+      },
+    );
+    this.#stopped = true;
+    if (this.#ticker !== undefined) clearInterval(this.#ticker);
+    this.#deps.onFatal?.(message);
+    throw new ServiceFatalError(message, { cause: error });
+  }
+
   #maybeSnapshot(): void {
     const every = this.#deps.config.raft.snapshotEntries;
     if (this.#appliedIndex - this.#snapshotIndex < every) return;
@@ -462,9 +661,21 @@ export class KeelNode implements NodeApi, OpsApi {
   takeSnapshot(): SnapshotMeta | undefined {
     if (this.#appliedIndex <= this.#snapshotIndex) return undefined;
     const started = performance.now();
+    let service: Uint8Array;
+    try {
+      service = this.#deps.service.snapshot();
+    } catch (error: unknown) {
+      this.#fatal(
+        `The service could not take a snapshot at index ${this.#appliedIndex}: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+        error,
+      );
+    }
     const data = encodeSnapshot(
       this.raft.fenceTableAt(this.#appliedIndex),
-      this.#deps.service.snapshot(),
+      service,
+      encodeHostState(this.#host.state()),
     );
     const meta: SnapshotMeta = {
       index: this.#appliedIndex,
@@ -476,6 +687,8 @@ export class KeelNode implements NodeApi, OpsApi {
     const point = this.raft.compact(meta, snapshotTrailingEntries);
     if (point >= 1) storage.compactLog(point);
     this.#snapshotIndex = meta.index;
+    this.#host.forgetFailuresThrough(meta.index);
+    this.#initialService = undefined;
     this.counters.snapshotsTaken++;
     this.#snapshotSeconds.observe((performance.now() - started) / 1000);
     this.#event("snapshot-taken", `snapshot at index ${meta.index} (${meta.bytes} bytes)`);
@@ -505,6 +718,12 @@ export class KeelNode implements NodeApi, OpsApi {
         this.#deps.log.info("lost leadership", { term: this.raft.term, leader });
       }
       this.#lastRole = role;
+      try {
+        this.#deps.service.onRoleChange?.(role);
+      } catch (error: unknown) {
+        // Outside the replicated state: a failure here is the service's to report.
+        this.#deps.log.error("service onRoleChange failed", { role, error });
+      }
     }
     if (leader !== this.#lastLeader) {
       if (leader !== null) {
@@ -533,7 +752,9 @@ export class KeelNode implements NodeApi, OpsApi {
         message: "Too many writes in flight",
       });
     }
-    const proposed = this.raft.propose(encodeEnvelope(session, command));
+    const proposed = this.raft.propose(
+      encodeCommandEntry(this.#stampMs(), encodeEnvelope(session, command)),
+    );
     if (!proposed.ok) {
       if (proposed.reason === "not-leader") {
         const leader = this.leader();
@@ -659,7 +880,7 @@ export class KeelNode implements NodeApi, OpsApi {
       const http = this.#deps.gossip?.httpAddress(name) ?? null;
       return http === null
         ? null
-        : { name, httpUrl: `http://${formatHost(http.host)}:${http.port}` };
+        : { name, httpUrl: `${this.#httpScheme}://${formatHost(http.host)}:${http.port}` };
     }
     // A DNS-named member is reached at the address the re-resolver found for it.
     const resolved = member.http.host === member.peer.host
@@ -667,7 +888,9 @@ export class KeelNode implements NodeApi, OpsApi {
       : null;
     return {
       name,
-      httpUrl: `http://${formatHost(resolved ?? member.http.host)}:${member.http.port}`,
+      httpUrl: `${this.#httpScheme}://${
+        formatHost(resolved ?? member.http.host)
+      }:${member.http.port}`,
     };
   }
 
@@ -845,19 +1068,24 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   #onFenceApplied(entry: Entry): void {
-    const fence = decodeFence(entry);
+    const record = decodeFence(entry);
+    if ("members" in record) {
+      this.#deps.log.info("founding incarnations recorded", { index: entry.index, members: record.members });
+      return;
+    }
     this.#event(
       "fence",
-      `fence committed at index ${entry.index}: ${fence.name} is incarnation ${fence.incarnation}`,
+      `fence committed at index ${entry.index}: ${record.name} is incarnation ${record.incarnation}`,
     );
     this.#deps.log.info("fence committed", {
-      member: fence.name,
-      incarnation: fence.incarnation,
+      member: record.name,
+      incarnation: record.incarnation,
+      replaces: record.replaces,
       index: entry.index,
     });
-    if (fence.name !== this.name) {
+    if (record.name !== this.name) {
       // Links from the replaced host must handshake again, and are then refused (R7).
-      this.#deps.transport.closeInbound(fence.name);
+      this.#deps.transport.closeInbound(record.name);
     }
   }
 
@@ -1127,6 +1355,26 @@ export class KeelNode implements NodeApi, OpsApi {
       () => [[{}, this.#deps.storage.latestSnapshot()?.bytes ?? 0]],
     );
     r.gauge(
+      "keel_service_timers",
+      "Cluster timers scheduled by the service",
+      () => [[{}, this.#host.timerCount]],
+    );
+    r.gauge(
+      "keel_service_time_ms",
+      "The log's time as of the last applied entry (ms since the epoch)",
+      () => [[{}, this.#host.timeMs]],
+    );
+    r.counter(
+      "keel_service_errors_total",
+      "Entries whose apply or onTimer threw (rolled back and answered with an error)",
+      () => [[{}, this.counters.serviceErrors]],
+    );
+    r.counter(
+      "keel_timers_fired_total",
+      "Cluster timers fired (onTimer called) on this node",
+      () => [[{}, this.counters.timersFired]],
+    );
+    r.gauge(
       "keel_snapshot_index",
       "Log index of the latest snapshot",
       () => [[{}, this.#deps.storage.latestSnapshot()?.index ?? 0]],
@@ -1265,6 +1513,24 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#deps.onShutdown?.();
   }
 
+  /** serviceStatus is the service part of /status. */
+  serviceStatus(): ServiceStatusView {
+    return {
+      timeMs: this.#host.timeMs,
+      timers: this.#host.timerCount,
+      applied: this.#applyStats.applied,
+      applySecondsTotal: this.#applyStats.secondsTotal,
+      applySecondsMax: this.#applyStats.secondsMax,
+      lastError: this.#lastServiceError,
+      snapshotBytes: this.#deps.storage.latestSnapshot()?.bytes ?? 0,
+    };
+  }
+
+  /** Members serve HTTP over TLS when security.tls is set (the same file for all). */
+  get #httpScheme(): "http" | "https" {
+    return this.#deps.config.security.tls === undefined ? "http" : "https";
+  }
+
   status(): NodeStatusView {
     const raft: RaftStatus = this.raft.status();
     const links = new Map(this.#deps.transport.links().map((link) => [link.name, link]));
@@ -1300,6 +1566,8 @@ export class KeelNode implements NodeApi, OpsApi {
         ? this.raft.commitIndex
         : this.#leaderCommitSeen,
       counters: { ...this.counters },
+      security: securityStatus(this.#deps.config),
+      service: this.serviceStatus(),
       members: this.#deps.config.members.map((member) => {
         const link = links.get(member.name);
         const progress = raft.progress[member.name];
@@ -1311,7 +1579,9 @@ export class KeelNode implements NodeApi, OpsApi {
           name: member.name,
           self,
           peer: peerAt === null ? "" : `${formatHost(peerAt.host)}:${peerAt.port}`,
-          http: httpAt === null ? "" : `http://${formatHost(httpAt.host)}:${httpAt.port}`,
+          http: httpAt === null
+            ? ""
+            : `${this.#httpScheme}://${formatHost(httpAt.host)}:${httpAt.port}`,
           connected: self ? true : link?.connected ?? false,
           incarnation: self ? this.#deps.identity.incarnation : link?.incarnation ?? null,
           lastError: link?.lastError ?? null,
@@ -1358,6 +1628,9 @@ export interface NodeStatusView {
   suspended: boolean;
   leaderCommitSeen: number;
   counters: NodeCounters;
+  /** Peer authentication, tokens and TLS in force (config/secret.ts). */
+  security: SecurityStatus;
+  service: ServiceStatusView;
   members: MemberStatusView[];
 }
 
@@ -1390,6 +1663,12 @@ export interface MemberStatusView {
   resolution: MemberResolution | null;
   /** Gossip entry of the member (name scheme); null when this node runs no gossip. */
   gossip: MemberGossip | null;
+}
+
+/** hostState reads a snapshot's host section; a version 1 snapshot (none) has no timers. */
+function hostState(host: Uint8Array | undefined): HostState {
+  if (host === undefined || host.length === 0) return { timeMs: 0, timers: [] };
+  return decodeHostState(host);
 }
 
 function formatHost(host: string): string {

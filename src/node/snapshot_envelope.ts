@@ -1,36 +1,91 @@
-// A node snapshot carries two replicated states: the incarnation table of fences (the
-// replacement protocol's) and the service's own snapshot.
+// A node snapshot carries three replicated states: the incarnation table of fences (the
+// replacement protocol's), the service host's (the log's time and the cluster timers,
+// node/service_host.ts) and the service's own snapshot. Integers are big-endian.
 //
-//   [u32 big-endian byte length of the table JSON][table JSON, UTF-8][service snapshot]
+//   version 2: "KNS2", u32 tableBytes, table JSON (UTF-8), u32 hostBytes, host state,
+//              service snapshot (the rest)
+//   version 1: u32 tableBytes, table JSON (UTF-8), service snapshot (the rest)
+//
+// Version 1 snapshots (written before timers existed) still decode, with no host state.
+// They are told apart by the first four bytes: as a version 1 table length, "KNS2" would
+// be 1.26 GB of fence table, which no cluster of at most 9 members ever writes.
 
 import type { FenceTable } from "../consensus/fences.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-export function encodeSnapshot(fences: FenceTable, service: Uint8Array): Uint8Array {
+const magic = encoder.encode("KNS2");
+const magicValue = new DataView(magic.buffer).getUint32(0);
+
+/** encodeSnapshot writes a version 2 node snapshot (an empty host section: no host state). */
+export function encodeSnapshot(
+  fences: FenceTable,
+  service: Uint8Array,
+  host: Uint8Array = new Uint8Array(0),
+): Uint8Array {
   const table = encoder.encode(JSON.stringify(fences));
-  const out = new Uint8Array(4 + table.byteLength + service.byteLength);
-  new DataView(out.buffer).setUint32(0, table.byteLength);
-  out.set(table, 4);
-  out.set(service, 4 + table.byteLength);
+  const out = new Uint8Array(12 + table.byteLength + host.byteLength + service.byteLength);
+  const view = new DataView(out.buffer);
+  out.set(magic, 0);
+  view.setUint32(4, table.byteLength);
+  out.set(table, 8);
+  view.setUint32(8 + table.byteLength, host.byteLength);
+  out.set(host, 12 + table.byteLength);
+  out.set(service, 12 + table.byteLength + host.byteLength);
   return out;
 }
 
+/** DecodedSnapshot is a node snapshot's parts; `host` is undefined in a version 1 one. */
+export interface DecodedSnapshot {
+  fences: FenceTable;
+  host: Uint8Array | undefined;
+  service: Uint8Array;
+}
+
 /** decodeSnapshot throws a clear Error on bytes that are not a node snapshot. */
-export function decodeSnapshot(data: Uint8Array): { fences: FenceTable; service: Uint8Array } {
+export function decodeSnapshot(data: Uint8Array): DecodedSnapshot {
   if (data.byteLength < 4) {
     throw new Error(`Snapshot of ${data.byteLength} bytes is too short for its header`);
   }
-  const length = new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(0);
-  if (4 + length > data.byteLength) {
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  if (view.getUint32(0) !== magicValue) {
+    const { fences, end } = decodeTable(data, 0);
+    return { fences, host: undefined, service: data.subarray(end) };
+  }
+  const { fences, end } = decodeTable(data, 4);
+  if (end + 4 > data.byteLength) {
+    throw new Error(`Snapshot of ${data.byteLength} bytes is too short for its host section`);
+  }
+  const hostBytes = view.getUint32(end);
+  if (end + 4 + hostBytes > data.byteLength) {
+    throw new Error(
+      `Snapshot host section of ${hostBytes} bytes runs past the snapshot's ${data.byteLength} bytes`,
+    );
+  }
+  return {
+    fences,
+    host: data.subarray(end + 4, end + 4 + hostBytes),
+    service: data.subarray(end + 4 + hostBytes),
+  };
+}
+
+/** decodeTable reads the length-prefixed fence table at offset. */
+function decodeTable(data: Uint8Array, offset: number): { fences: FenceTable; end: number } {
+  if (offset + 4 > data.byteLength) {
+    throw new Error(`Snapshot of ${data.byteLength} bytes is too short for its header`);
+  }
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const length = view.getUint32(offset);
+  const start = offset + 4;
+  if (start + length > data.byteLength) {
     throw new Error(
       `Snapshot fence table of ${length} bytes runs past the snapshot's ${data.byteLength} bytes`,
     );
   }
   let fences: unknown;
   try {
-    fences = JSON.parse(decoder.decode(data.subarray(4, 4 + length)));
+    fences = JSON.parse(decoder.decode(data.subarray(start, start + length)));
   } catch (error: unknown) {
     throw new Error(
       `Snapshot fence table is not JSON: ${error instanceof Error ? error.message : error}`,
@@ -49,5 +104,5 @@ export function decodeSnapshot(data: Uint8Array): { fences: FenceTable; service:
       throw new Error(`Snapshot fence table entry for "${name}" is malformed`);
     }
   }
-  return { fences: fences as FenceTable, service: data.subarray(4 + length) };
+  return { fences: fences as FenceTable, end: start + length };
 }

@@ -47,9 +47,9 @@
 // sender per half interval and one correction per member per interval. Authentication:
 // HMAC-SHA256 with the cluster secret (gossip_wire.ts). Time and timers are injected.
 
-import { readFileSync, statSync } from "node:fs";
 import type { Config } from "../config/types.ts";
 import { gossipAddressed } from "../config/parse.ts";
+import { loadSecret } from "../config/secret.ts";
 import { AssertionError } from "../lib/assert.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Registry } from "../lib/metrics.ts";
@@ -74,8 +74,6 @@ export const neighboursMax = 32;
 export const startPullRounds = 3;
 /** recentRounds: a changed claim rides along in this many rounds after it changed. */
 export const recentRounds = 3;
-/** secretFileBytesMax bounds security.secret_file. */
-export const secretFileBytesMax = 4096;
 /** heardDirectMax bounds the incarnations per member remembered for the conflict alarm. */
 const heardDirectMax = 8;
 /** pullRepliesTracked bounds the rate limiter's memory of senders it answered. */
@@ -804,19 +802,6 @@ export function registerGossipMetrics(registry: Registry, agent: GossipAgent): v
   );
 }
 
-/** readSecretFile reads the cluster secret (security.secret_file): its bytes, trimmed. */
-export function readSecretFile(path: string): Uint8Array {
-  const size = statSync(path).size;
-  if (size > secretFileBytesMax) {
-    throw new RangeError(
-      `Secret file "${path}" is ${size} bytes, more than the maximum of ${secretFileBytesMax}`,
-    );
-  }
-  const text = readFileSync(path, "utf8").trim();
-  if (text.length === 0) throw new RangeError(`Secret file "${path}" is empty`);
-  return new TextEncoder().encode(text);
-}
-
 export interface StartGossipOptions {
   config: Config;
   self: GossipSelf;
@@ -839,9 +824,8 @@ export async function startGossip(options: StartGossipOptions): Promise<GossipAg
   const { config, self, log } = options;
   const settings = config.gossip;
   if (settings === undefined) throw new RangeError("The config has no gossip section");
-  const secret = config.security.secretFile === undefined
-    ? undefined
-    : readSecretFile(config.security.secretFile);
+  // The same secret as the peer handshake (config/secret.ts); keel run warns about it.
+  const secret = loadSecret(config);
   const neighbours = new ReResolver({
     members: settings.neighbours.map((endpoint, index) => ({
       name: `gossip.neighbours[${index}]`,

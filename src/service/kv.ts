@@ -20,7 +20,7 @@
 // snapshot use that order, which is the same on every replica.
 
 import { assert } from "../lib/assert.ts";
-import type { ApplyContext, Service } from "./service.ts";
+import { bytesCodec, type LogPosition, type Service, type ServiceCodec } from "./service.ts";
 
 /** kvKeyBytesMax bounds a key's UTF-8 length; keys are also non-empty. */
 export const kvKeyBytesMax = 4096;
@@ -58,6 +58,8 @@ export type KvResult =
 
 /** KvService is the built-in key-value state machine. */
 export class KvService implements Service {
+  /** POST /v1/command takes the binary command layout above, and answers the result's. */
+  readonly codec: ServiceCodec = bytesCodec;
   #entries = new Map<string, KvEntry>();
   #keys = new SortedKeys();
 
@@ -66,7 +68,8 @@ export class KvService implements Service {
     return this.#entries.size;
   }
 
-  apply(command: Uint8Array, context: ApplyContext): Uint8Array {
+  // kv needs only the entry's index (its modification index): no time, no timers.
+  apply(command: Uint8Array, context: LogPosition): Uint8Array {
     let decoded: KvCommand;
     try {
       decoded = decodeCommand(command);

@@ -21,7 +21,14 @@
 // many other clients to write between a client's attempt and its retry.
 
 import { assert } from "../lib/assert.ts";
-import type { ApplyContext, Service } from "./service.ts";
+import {
+  type ApplyContext,
+  type LogPosition,
+  type Service,
+  type ServiceRole,
+  type StartContext,
+  toApplyContext,
+} from "./service.ts";
 
 /**
  * SessionKey identifies a client write: a retry reuses its seq. The same shape as
@@ -97,7 +104,9 @@ export class SessionService implements Service {
     return session === undefined ? undefined : { seq: session.seq, index: session.index };
   }
 
-  apply(envelope: Uint8Array, context: ApplyContext): Uint8Array {
+  // A bare LogPosition (tests, tools) is completed into a standalone context.
+  apply(envelope: Uint8Array, position: LogPosition | ApplyContext): Uint8Array {
+    const context = toApplyContext(position);
     let decoded: { session: SessionKey | undefined; command: Uint8Array };
     try {
       decoded = decodeEnvelope(envelope);
@@ -188,6 +197,20 @@ export class SessionService implements Service {
     this.inner.restore(rest);
     this.#clients = clients;
     while (this.#clients.size > this.clientsMax) this.#evictOldest();
+  }
+
+  // The hooks below belong to the inner service: the sessions table has no timers.
+
+  onTimer(id: string, context: ApplyContext): void {
+    this.inner.onTimer?.(id, context);
+  }
+
+  start(context: StartContext): void {
+    this.inner.start?.(context);
+  }
+
+  onRoleChange(role: ServiceRole): void {
+    this.inner.onRoleChange?.(role);
   }
 
   #evictOldest(): void {

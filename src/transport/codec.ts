@@ -5,6 +5,7 @@
 //   2 helloReply   HelloReply
 //   3 message      one Message
 //   4 batch        varint count (1..batchMessagesMax), then that many Messages back to back
+//   5 challenge    u8 length (exactly nonceBytes), then the acceptor's nonce
 //
 // A Message is: u8 type tag, varint term, name from, name to, then its own fields in the
 // order of the interfaces in consensus/types.ts. Field encodings:
@@ -13,6 +14,7 @@
 //   bool    one byte, 0 or 1
 //   name    u8 byte length (1..255), then UTF-8
 //   bytes   varint byte length, then the raw bytes
+//   short   u8 byte length (0..nonceBytesMax), then the raw bytes (nonces, auth)
 //   entry   varint index, varint term, u8 kind (0 noop, 1 command, 2 fence), bytes data
 //
 // decode* validate everything and throw DecodeError on any malformed input: an unknown
@@ -24,13 +26,14 @@
 import { assert, AssertionError, unreachable } from "../lib/assert.ts";
 import type { Entry, EntryKind, Message, MessageType } from "../consensus/types.ts";
 import { checkFrameBytes, frameHeaderBytes, writeFrameHeader } from "./frame.ts";
-import type { Hello, HelloReply } from "./handshake.ts";
+import type { Challenge, Hello, HelloReply } from "./handshake.ts";
 import {
   batchMessagesMax,
   entriesPerMessageMax,
   fingerprintFieldsMax,
   frameBytesMax,
   nameBytesMax,
+  nonceBytes,
   nonceBytesMax,
   reasonBytesMax,
 } from "./limits.ts";
@@ -46,12 +49,14 @@ export const FrameKind = {
   helloReply: 2,
   message: 3,
   batch: 4,
+  challenge: 5,
 } as const;
 
 /** Frame is a decoded frame payload. */
 export type Frame =
   | { kind: "hello"; hello: Hello }
   | { kind: "helloReply"; reply: HelloReply }
+  | { kind: "challenge"; challenge: Challenge }
   | { kind: "messages"; messages: Message[] };
 
 // ---- Tags ------------------------------------------------------------------------------
@@ -169,6 +174,67 @@ export function encodeHelloReplyFrame(reply: HelloReply): Uint8Array {
   return writer.finishFrame();
 }
 
+/** encodeChallengeFrame returns a whole frame, length prefix included, carrying challenge. */
+export function encodeChallengeFrame(challenge: Challenge): Uint8Array {
+  assert(
+    challenge.nonce.byteLength === nonceBytes,
+    `a challenge nonce is ${nonceBytes} bytes, not ${challenge.nonce.byteLength}`,
+  );
+  const writer = new Writer(frameHeaderBytes + 2 + nonceBytes);
+  writer.skip(frameHeaderBytes);
+  writer.u8(FrameKind.challenge);
+  writer.shortBytes(challenge.nonce, "challenge nonce");
+  return writer.finishFrame();
+}
+
+/** helloAuthLabel and replyAuthLabel start the bytes each side's HMAC covers. */
+export const helloAuthLabel = "keel-hello-v1";
+export const replyAuthLabel = "keel-reply-v1";
+
+/**
+ * encodeHelloAuthInput returns the bytes a Hello's auth is the HMAC of: the label
+ * "keel-hello-v1", the acceptor's challenge nonce, the name of the member the dialler
+ * means to reach, then the Hello encoded with an empty auth and its fingerprint fields
+ * sorted by name (so the bytes do not depend on property order), each part in its wire
+ * encoding (length-prefixed, so no two inputs run together the same way).
+ */
+export function encodeHelloAuthInput(
+  challenge: Uint8Array,
+  acceptorName: string,
+  hello: Hello,
+): Uint8Array {
+  const writer = new Writer(
+    2 + helloAuthLabel.length + 1 + challenge.byteLength + nameBytesUpperBound(acceptorName) +
+      helloBytesUpperBound(hello),
+  );
+  writer.name(helloAuthLabel, "label");
+  writer.shortBytes(challenge, "challenge nonce");
+  writer.name(acceptorName, "acceptor name");
+  writeHello(writer, { ...hello, auth: new Uint8Array(0) }, true);
+  return writer.finish();
+}
+
+/**
+ * encodeReplyAuthInput returns the bytes a HelloReply's auth is the HMAC of: the label
+ * "keel-reply-v1", the dialler's Hello nonce, the acceptor's challenge nonce, then the
+ * reply encoded with an empty auth.
+ */
+export function encodeReplyAuthInput(
+  dialerNonce: Uint8Array,
+  challenge: Uint8Array,
+  reply: HelloReply,
+): Uint8Array {
+  const writer = new Writer(
+    2 + replyAuthLabel.length + 2 + dialerNonce.byteLength + challenge.byteLength +
+      helloReplyBytesUpperBound(reply),
+  );
+  writer.name(replyAuthLabel, "label");
+  writer.shortBytes(dialerNonce, "dialler nonce");
+  writer.shortBytes(challenge, "challenge nonce");
+  writeHelloReply(writer, { ...reply, auth: new Uint8Array(0) });
+  return writer.finish();
+}
+
 /**
  * encodeMessagesFrame returns a whole frame, length prefix included: a message frame for
  * one message, a batch frame for several. Throws RangeError when the payload exceeds
@@ -206,6 +272,16 @@ export function decodeFrame(payload: Uint8Array): Frame {
     case FrameKind.helloReply:
       frame = { kind: "helloReply", reply: readHelloReply(reader) };
       break;
+    case FrameKind.challenge: {
+      const nonce = reader.shortBytes("challenge nonce");
+      if (nonce.byteLength !== nonceBytes) {
+        throw new DecodeError(
+          `Challenge nonce of ${nonce.byteLength} bytes; it must be ${nonceBytes} bytes`,
+        );
+      }
+      frame = { kind: "challenge", challenge: { nonce } };
+      break;
+    }
     case FrameKind.message:
       frame = { kind: "messages", messages: [readMessage(reader)] };
       break;
@@ -468,11 +544,13 @@ function helloBytesUpperBound(hello: Hello): number {
   return bytes;
 }
 
-function writeHello(writer: Writer, hello: Hello): void {
+/** writeHello writes a Hello; sorted: the fingerprint fields by name (for auth input). */
+function writeHello(writer: Writer, hello: Hello, sorted = false): void {
   writer.varint(hello.protocolVersion, "protocolVersion");
   writer.name(hello.clusterName, "clusterName");
   writer.name(hello.fingerprint, "fingerprint");
   const fields = Object.entries(hello.fingerprintFields);
+  if (sorted) fields.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   assert(
     fields.length <= fingerprintFieldsMax,
     `fingerprintFields has ${fields.length} fields, more than ${fingerprintFieldsMax}`,
@@ -547,7 +625,8 @@ function readStateFlags(
 
 function helloReplyBytesUpperBound(reply: HelloReply): number {
   let bytes = 4 + 2 + 3 * (reply.reason?.length ?? 0) + varintBytesMax +
-    nameBytesUpperBound(reply.name) + nameBytesUpperBound(reply.incarnation);
+    nameBytesUpperBound(reply.name) + nameBytesUpperBound(reply.incarnation) + 1 +
+    reply.auth.byteLength;
   for (const field of reply.differingFields ?? []) bytes += nameBytesUpperBound(field);
   return bytes;
 }
@@ -571,6 +650,7 @@ function writeHelloReply(writer: Writer, reply: HelloReply): void {
     (reply.hasState ? 1 : 0) | (reply.recovering ? 2 : 0) | (reply.fenced ? 4 : 0) |
       (reply.rolledBack ? 8 : 0),
   );
+  writer.shortBytes(reply.auth, "auth");
 }
 
 function readHelloReply(reader: Reader): HelloReply {
@@ -589,7 +669,13 @@ function readHelloReply(reader: Reader): HelloReply {
   }
   const name = reader.name("name");
   const incarnation = reader.name("incarnation");
-  const reply: HelloReply = { accepted, name, incarnation, ...readStateFlags(reader, 0b1111) };
+  const reply: HelloReply = {
+    accepted,
+    name,
+    incarnation,
+    ...readStateFlags(reader, 0b1111),
+    auth: reader.shortBytes("auth"),
+  };
   if (reason !== undefined) reply.reason = reason;
   if (differingFields !== undefined) reply.differingFields = differingFields;
   return reply;
@@ -599,7 +685,8 @@ function readHelloReply(reader: Reader): HelloReply {
 // Hot paths: messages for errors are built only when failing, never per field.
 
 const textEncoder = new TextEncoder();
-const textDecoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of a name, not a byte-order mark to strip.
+const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function nameBytesUpperBound(name: string): number {
   return 1 + 3 * name.length;

@@ -81,7 +81,10 @@ export class FrameDecoder {
    * us allocate a large frame for a 4-byte header.
    */
   setFrameBytesMax(frameBytesMax: number): void {
-    assert(Number.isInteger(frameBytesMax) && frameBytesMax >= 0 && frameBytesMax <= u32Max, "frameBytesMax must be a u32");
+    assert(
+      Number.isInteger(frameBytesMax) && frameBytesMax >= 0 && frameBytesMax <= u32Max,
+      "frameBytesMax must be a u32",
+    );
     this.#frameBytesMax = frameBytesMax;
   }
 

@@ -1,11 +1,37 @@
-// The peer handshake. The dialling side sends a Hello as its first frame; the accepting
-// side checks it against its own config (checkHello) and answers with a HelloReply, then
-// closes the connection if it refused. Pure: the codec (codec.ts) puts these on the wire.
+// The peer handshake (DESIGN §5). Three frames, then messages:
+//
+//   acceptor -> dialler   Challenge   a fresh random nonce, sent as soon as it accepts
+//   dialler  -> acceptor  Hello       its identity and state; auth = HMAC-SHA256(secret,
+//                                     "keel-hello-v1", the challenge, the acceptor's name,
+//                                     the Hello's fields and its own fresh nonce)
+//   acceptor -> dialler   HelloReply  accepted or why not; auth = HMAC-SHA256(secret,
+//                                     "keel-reply-v1", the Hello's nonce, the challenge,
+//                                     the reply's fields)
+//
+// Each side proves it holds the cluster secret over a nonce the other side just chose, so
+// a recorded handshake replayed on a new connection fails, and a forged refusal (which
+// can make a node change its incarnation) is ignored. The exact bytes under each HMAC
+// are codec.ts's encodeHelloAuthInput and encodeReplyAuthInput. No secret configured on
+// either side is dev mode: auth is empty and unchecked. A node with a secret refuses a
+// peer without one, and the other way round. Authentication covers the handshake only:
+// with security.tls the link itself is protected too.
+//
+// Pure (HMAC is computation): the codec puts these on the wire, tcp.ts drives them.
 
+import { createHmac, timingSafeEqual } from "node:crypto";
 import type { NodeId } from "../consensus/types.ts";
+import { encodeHelloAuthInput, encodeReplyAuthInput } from "./codec.ts";
 
-/** protocolVersion is bumped on any incompatible change to frames, messages or handshake. */
-export const protocolVersion = 1;
+/**
+ * protocolVersion is bumped on any incompatible change to frames, messages or handshake.
+ * 2: the Challenge frame, authenticated Hello and HelloReply.
+ */
+export const protocolVersion = 2;
+
+/** Challenge is the acceptor's first frame: the nonce the dialler's Hello must sign. */
+export interface Challenge {
+  nonce: Uint8Array;
+}
 
 /** Hello is the first frame on every connection, sent by the side that dialled. */
 export interface Hello {
@@ -17,14 +43,9 @@ export interface Hello {
   fingerprintFields: Record<string, string>;
   name: NodeId;
   incarnation: string;
-  /** Random bytes, fresh for each connection: the challenge for authentication. */
+  /** Random bytes, fresh for each connection: the challenge the reply's auth signs. */
   nonce: Uint8Array;
-  /**
-   * auth is reserved for shared-secret authentication (DESIGN §5): an HMAC over the
-   * handshake with the cluster secret. Empty for now; nothing checks it, so every link
-   * runs in dev mode. When it lands, checkHello verifies it and the reply carries the
-   * accepting side's own proof over this nonce.
-   */
+  /** HMAC-SHA256 over the acceptor's challenge and this Hello (helloAuth); empty in dev mode. */
   auth: Uint8Array;
   /** The sender has cluster state (a term, an entry or a snapshot): not a blank node. */
   hasState: boolean;
@@ -51,6 +72,8 @@ export interface HelloReply {
   fenced: boolean;
   /** Set on a refusal because the dialler's disk went back in time (restored from a backup). */
   rolledBack: boolean;
+  /** HMAC-SHA256 over the Hello's nonce and this reply (replyAuth); empty in dev mode. */
+  auth: Uint8Array;
 }
 
 /** LocalHandshakeInfo is what a member checks an incoming Hello against. */
@@ -125,4 +148,92 @@ export function differingFields(
 
 function refuse(reason: string, differingFields: string[] = []): HelloCheck {
   return { ok: false, reason, differingFields };
+}
+
+// ---- Authentication ------------------------------------------------------------------
+
+/** authBytes is the size of an HMAC-SHA256. */
+export const authBytes = 32;
+
+/** AuthCheck is the outcome of verifying one side's proof. */
+export type AuthCheck = { ok: true } | { ok: false; reason: string };
+
+/** helloAuth is the dialler's proof: the HMAC of its Hello over the acceptor's challenge. */
+export function helloAuth(
+  secret: Uint8Array,
+  challenge: Uint8Array,
+  acceptorName: NodeId,
+  hello: Hello,
+): Uint8Array {
+  return hmac(secret, encodeHelloAuthInput(challenge, acceptorName, hello));
+}
+
+/** replyAuth is the acceptor's proof: the HMAC of its reply over the dialler's nonce. */
+export function replyAuth(
+  secret: Uint8Array,
+  dialerNonce: Uint8Array,
+  challenge: Uint8Array,
+  reply: HelloReply,
+): Uint8Array {
+  return hmac(secret, encodeReplyAuthInput(dialerNonce, challenge, reply));
+}
+
+/**
+ * checkHelloAuth verifies a Hello's auth on the accepting side. secret undefined is dev
+ * mode: only an empty auth passes. Reasons start with "bad handshake authentication".
+ */
+export function checkHelloAuth(
+  secret: Uint8Array | undefined,
+  challenge: Uint8Array,
+  selfName: NodeId,
+  hello: Hello,
+): AuthCheck {
+  return checkAuth(secret, hello.auth, () => helloAuth(secret!, challenge, selfName, hello));
+}
+
+/** checkReplyAuth verifies a HelloReply's auth on the dialling side; see checkHelloAuth. */
+export function checkReplyAuth(
+  secret: Uint8Array | undefined,
+  dialerNonce: Uint8Array,
+  challenge: Uint8Array,
+  reply: HelloReply,
+): AuthCheck {
+  return checkAuth(secret, reply.auth, () => replyAuth(secret!, dialerNonce, challenge, reply));
+}
+
+function checkAuth(
+  secret: Uint8Array | undefined,
+  given: Uint8Array,
+  expected: () => Uint8Array,
+): AuthCheck {
+  if (secret === undefined) {
+    return given.byteLength === 0 ? { ok: true } : {
+      ok: false,
+      reason: "bad handshake authentication: the peer has a cluster secret and this node " +
+        "has none (dev mode: set security.secret_file)",
+    };
+  }
+  if (given.byteLength === 0) {
+    return {
+      ok: false,
+      reason: "bad handshake authentication: the peer sent none (it has no " +
+        "security.secret_file: dev mode)",
+    };
+  }
+  if (!authEqual(given, expected())) {
+    return { ok: false, reason: "bad handshake authentication (a different secret?)" };
+  }
+  return { ok: true };
+}
+
+/** authEqual compares two proofs in time that does not depend on where they differ. */
+export function authEqual(given: Uint8Array, expected: Uint8Array): boolean {
+  // Lengths are public (an HMAC is always authBytes); only the contents are compared
+  // in constant time.
+  if (given.byteLength !== expected.byteLength) return false;
+  return timingSafeEqual(given, expected);
+}
+
+function hmac(secret: Uint8Array, input: Uint8Array): Uint8Array {
+  return new Uint8Array(createHmac("sha256", secret).update(input).digest());
 }

@@ -29,10 +29,10 @@ export const reasonBytesMax = 4 * kib;
 /** fingerprintFieldsMax bounds the config fields a handshake lists, and so differingFields. */
 export const fingerprintFieldsMax = 256;
 
-/** nonceBytesMax bounds the handshake nonce; auth (an HMAC, later) shares the bound. */
+/** nonceBytesMax bounds the handshake nonces and auth (an HMAC-SHA256, 32 bytes). */
 export const nonceBytesMax = 64;
 
-/** nonceBytes is the size of the nonce this transport sends. */
+/** nonceBytes is the size of the nonces this transport sends (Hello) and demands (Challenge). */
 export const nonceBytes = 16;
 
 /** outboundQueueMessagesMax bounds each peer's outbound queue; newer messages are dropped. */
@@ -66,3 +66,12 @@ export const reconnectBackoffMaxMs = 2000;
 
 /** inboundPendingMax bounds accepted connections that have not completed a handshake. */
 export const inboundPendingMax = 64;
+
+/**
+ * refusalWarnIntervalMs: a refused handshake is logged as a warning once per remote host
+ * and reason in this interval, at debug level otherwise (a misconfigured peer redials).
+ */
+export const refusalWarnIntervalMs = 60_000;
+
+/** refusalWarnKeysMax bounds the (remote host, reason) pairs remembered for that. */
+export const refusalWarnKeysMax = 256;

@@ -7,20 +7,28 @@
 // replaced).
 //
 // Outbound link lifecycle:
-//   idle --dial--> connecting --open, send Hello--> handshaking --accepted--> established
+//   idle --dial--> connecting --open--> handshaking: wait for the peer's Challenge, send
+//   our Hello signed over it, check the peer's signed HelloReply --accepted--> established
 //   any state --close, error, refusal, timeout, address change--> idle, redial after a
 //   jittered exponential backoff (reset by an accepted handshake).
-// Inbound connection: must send a Hello within handshakeTimeoutMs; then only message
-// frames, each message from the handshaken name and to us. Any violation, malformed or
-// oversized frame closes that connection alone and logs a warning with its address.
+// Inbound connection: we send a Challenge at once; it must send a Hello within
+// handshakeTimeoutMs; then only message frames, each message from the handshaken name
+// and to us. Any violation, malformed or oversized frame closes that connection alone and
+// logs a warning with its address. The handshake and its authentication: handshake.ts.
+//
+// With TLS (options.tls) both directions run over TLS and the protocol starts once the TLS
+// handshake is done. With a CA, each side checks that the other's certificate chains to
+// it (mutual TLS); the dialled address is not checked against the certificate, because a
+// peer is identified by the name in its authenticated Hello and hosts change addresses.
 
-import type { Socket, SocketHandler, TCPSocketListener } from "bun";
+import type { Socket, SocketHandler, TCPSocketListener, TLSOptions } from "bun";
 import { assert } from "../lib/assert.ts";
 import type { Message, NodeId, Sender } from "../consensus/types.ts";
 import type { PeerLinkState, Transport } from "./transport.ts";
 import {
   DecodeError,
   decodeFrame,
+  encodeChallengeFrame,
   encodeHelloFrame,
   encodeHelloReplyFrame,
   encodeMessagesFrame,
@@ -28,7 +36,18 @@ import {
   messageBytesUpperBound,
 } from "./codec.ts";
 import { FrameDecoder } from "./frame.ts";
-import { checkHello, type Hello, type LocalHandshakeInfo, protocolVersion } from "./handshake.ts";
+import {
+  authEqual,
+  checkHello,
+  checkHelloAuth,
+  checkReplyAuth,
+  type Hello,
+  helloAuth,
+  type HelloReply,
+  type LocalHandshakeInfo,
+  protocolVersion,
+  replyAuth,
+} from "./handshake.ts";
 import {
   batchBytesTarget,
   batchMessagesMax,
@@ -40,6 +59,8 @@ import {
   outboundQueueMessagesMax,
   reconnectBackoffMaxMs,
   reconnectBackoffMinMs,
+  refusalWarnIntervalMs,
+  refusalWarnKeysMax,
   writeStallMsMax,
 } from "./limits.ts";
 
@@ -77,6 +98,21 @@ export interface TcpTransportOptions {
    * disk went back in time (restored from a backup). The refusal tells the host which.
    */
   checkPeer?: (hello: Hello) => PeerRefusal | null;
+  /**
+   * The cluster secret (config/secret.ts): handshakes are authenticated with it both ways.
+   * Undefined is dev mode: no authentication, and peers that have a secret are refused.
+   */
+  secret?: Uint8Array | undefined;
+  /** Serve and dial peer links over TLS. */
+  tls?: PeerTls | undefined;
+}
+
+/** PeerTls holds PEM text: this member's certificate and key, and the CA peers chain to. */
+export interface PeerTls {
+  cert: string;
+  key: string;
+  /** Set: peers must present a certificate issued by this CA, both ways. */
+  ca?: string | undefined;
 }
 
 /** LocalState is what this node says of itself in every handshake. */
@@ -110,6 +146,10 @@ interface OutboundConn {
   readonly address: string;
   readonly decoder: FrameDecoder;
   socket: Socket<OutboundConn> | null;
+  /** The acceptor's challenge nonce, once its Challenge frame arrived. */
+  challenge: Uint8Array | null;
+  /** The nonce of the Hello we sent; the reply's auth signs it. */
+  nonce: Uint8Array | null;
   /** Set once this connection is abandoned; its later callbacks are ignored. */
   closed: boolean;
 }
@@ -119,6 +159,8 @@ interface InboundConn {
   readonly socket: Socket<InboundConn | undefined>;
   readonly remoteAddress: string;
   readonly decoder: FrameDecoder;
+  /** The nonce of the Challenge we sent: the Hello's auth must sign it. */
+  readonly challenge: Uint8Array;
   /** The name and incarnation from an accepted Hello; null until then. */
   peerName: NodeId | null;
   incarnation: string | null;
@@ -181,6 +223,8 @@ export class TcpTransport implements Transport {
   #listener: TCPSocketListener<InboundConn | undefined> | null = null;
   #started = false;
   #closed = false;
+  /** When each (remote host, reason) refusal was last logged as a warning. */
+  readonly #refusalWarnedAt = new Map<string, number>();
 
   constructor(options: TcpTransportOptions) {
     this.#options = options;
@@ -205,11 +249,21 @@ export class TcpTransport implements Transport {
     const { host, port } = this.#options.listen;
     const address = formatAddress(host, port);
     try {
+      const tls = this.#options.tls;
       this.#listener = Bun.listen<InboundConn | undefined>({
         hostname: host,
         port,
         data: undefined,
         socket: this.#inboundHandlers,
+        ...(tls === undefined ? {} : {
+          tls: {
+            cert: tls.cert,
+            key: tls.key,
+            ...(tls.ca === undefined
+              ? {}
+              : { ca: tls.ca, requestCert: true, rejectUnauthorized: true }),
+          } satisfies TLSOptions,
+        }),
       });
     } catch (error: unknown) {
       // Bun's message names the host only; say which address and why (EADDRINUSE...).
@@ -217,7 +271,15 @@ export class TcpTransport implements Transport {
       const why = typeof code === "string" ? code : error instanceof Error ? error.message : "";
       throw new Error(`Cannot listen for peers on ${address}: ${why}`, { cause: error });
     }
-    this.#log("info", `Listening for peers on ${address}`, { address });
+    this.#log("info", `Listening for peers on ${address}`, {
+      address,
+      auth: this.#options.secret === undefined ? "none (dev mode)" : "hmac-sha256",
+      tls: this.#options.tls === undefined
+        ? "off"
+        : this.#options.tls.ca === undefined
+        ? "on, peers not verified (no ca_file)"
+        : "on, peers verified (mutual)",
+    });
     for (const link of this.#links.values()) this.#dial(link);
   }
 
@@ -382,7 +444,33 @@ export class TcpTransport implements Transport {
       if (conn.closed || conn.link.conn !== conn) return;
       this.#disconnect(conn.link, `Cannot connect: ${error.message}`);
     },
+    // TLS only: the peer's certificate was checked (or failed) before any frame.
+    handshake: (socket, success, authorizationError) => {
+      const conn = socket.data;
+      if (conn.closed || conn.link.conn !== conn) return;
+      const failure = this.#tlsFailure(success, authorizationError, "dialler");
+      if (failure !== null) this.#disconnect(conn.link, failure, "warn");
+    },
   };
+
+  /**
+   * #tlsFailure says why a finished TLS handshake is not good enough, or null. Without a
+   * CA nothing is verified. With one, the certificate must chain to it; the dialler
+   * accepts a certificate that does not name the dialled address (see the file comment).
+   */
+  #tlsFailure(
+    success: boolean,
+    authorizationError: Error | null,
+    side: "dialler" | "acceptor",
+  ): string | null {
+    // Without a CA nothing is checked; a broken TLS session closes the socket anyway.
+    if (this.#options.tls?.ca === undefined) return null;
+    const code = (authorizationError as { code?: unknown } | null)?.code;
+    // Bun reports the address check only once the chain verified.
+    if (side === "dialler" && code === "ERR_TLS_CERT_ALTNAME_INVALID") return null;
+    if (authorizationError !== null) return `TLS handshake failed: ${authorizationError.message}`;
+    return success ? null : "TLS handshake failed";
+  }
 
   #dial(link: PeerLink): void {
     if (this.#closed) return;
@@ -393,6 +481,8 @@ export class TcpTransport implements Transport {
       address: link.address,
       decoder: new FrameDecoder(),
       socket: null,
+      challenge: null,
+      nonce: null,
       closed: false,
     };
     link.conn = conn;
@@ -402,14 +492,29 @@ export class TcpTransport implements Transport {
     link.handshakeTimer = setTimeout(() => {
       link.handshakeTimer = null;
       if (link.conn === conn) {
-        this.#disconnect(link, `Not linked within ${handshakeTimeoutMs} ms`);
+        const stage = conn.socket === null
+          ? "not connected"
+          : conn.challenge === null
+          ? `no challenge from the peer (a keel older than protocol ${protocolVersion}?)`
+          : "no answer to our hello";
+        this.#disconnect(link, `Not linked within ${handshakeTimeoutMs} ms: ${stage}`);
       }
     }, handshakeTimeoutMs);
+    const tls = this.#options.tls;
     Bun.connect<OutboundConn>({
       hostname: link.host,
       port: link.port,
       data: conn,
       socket: this.#outboundHandlers,
+      // Checked in the handshake handler (#tlsFailure), not by Bun: see the file comment.
+      ...(tls === undefined ? {} : {
+        tls: {
+          cert: tls.cert,
+          key: tls.key,
+          ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+          rejectUnauthorized: false,
+        } satisfies TLSOptions,
+      }),
     }).catch((error: unknown) => {
       // connectError normally reports this first; this covers failures before a socket.
       if (link.conn === conn) {
@@ -429,8 +534,17 @@ export class TcpTransport implements Transport {
     }
     socket.setNoDelay(true);
     socket.setKeepAlive(true, keepAliveIdleMs);
+    // The acceptor speaks first: its Challenge, which our Hello answers.
     link.state = "handshaking";
-    const nonce = crypto.getRandomValues(new Uint8Array(nonceBytes));
+  }
+
+  /** #sendHello answers the acceptor's challenge with our Hello, signed over it. */
+  #sendHello(conn: OutboundConn, challenge: Uint8Array): void {
+    const link = conn.link;
+    const socket = conn.socket;
+    assert(socket !== null, "a challenge arrives on an open socket");
+    conn.challenge = challenge;
+    conn.nonce = crypto.getRandomValues(new Uint8Array(nonceBytes));
     const hello: Hello = {
       protocolVersion,
       clusterName: this.#options.clusterName,
@@ -438,10 +552,12 @@ export class TcpTransport implements Transport {
       fingerprintFields: this.#options.fingerprintFields,
       name: this.#options.self.name,
       incarnation: this.#options.self.incarnation,
-      nonce,
+      nonce: conn.nonce,
       auth: new Uint8Array(0),
       ...this.#localState(),
     };
+    const secret = this.#options.secret;
+    if (secret !== undefined) hello.auth = helloAuth(secret, challenge, link.name, hello);
     this.#write(link, socket, encodeHelloFrame(hello));
   }
 
@@ -452,55 +568,83 @@ export class TcpTransport implements Transport {
     });
     for (const frame of frames) {
       if (conn.closed || link.conn !== conn) return;
-      if (link.state !== "handshaking" || frame.kind !== "helloReply") {
+      if (link.state === "handshaking" && conn.challenge === null && frame.kind === "challenge") {
+        this.#sendHello(conn, frame.challenge.nonce);
+        continue;
+      }
+      if (
+        link.state !== "handshaking" || conn.challenge === null || frame.kind !== "helloReply"
+      ) {
         this.#disconnect(link, `Unexpected ${frame.kind} frame from the peer`, "warn");
         return;
       }
-      const reply = frame.reply;
-      if (reply.name !== link.name) {
-        this.#disconnect(
-          link,
-          `The member at ${conn.address} is "${reply.name}", not "${link.name}"`,
-          "warn",
-        );
-        return;
-      }
-      if (!reply.accepted) {
-        const differingFields = reply.differingFields ?? [];
-        const reason = `Peer "${link.name}" refused our handshake: ${reply.reason ?? "no reason"}`;
-        this.#log("warn", reason, {
-          peer: link.name,
-          address: conn.address,
-          differingFields,
-          fenced: reply.fenced,
-        });
-        link.lastError = reason;
-        this.#disconnect(link, reason, "none");
-        const kind = reply.fenced ? "fenced" : reply.rolledBack ? "rolled-back" : null;
-        for (const handler of this.#refusedHandlers) {
-          handler(link.name, reply.reason ?? reason, kind);
-        }
-        return;
-      }
-      this.#handshakes.set(link.name, {
-        name: link.name,
-        incarnation: reply.incarnation,
-        hasState: reply.hasState,
-        recovering: reply.recovering,
-        at: Date.now(),
-      });
-      this.#clearTimer(link, "handshakeTimer");
-      link.incarnation = reply.incarnation;
-      link.state = "established";
-      link.failures = 0;
-      link.lastError = null;
-      this.#log("info", `Connected to peer "${link.name}" at ${conn.address}`, {
+      this.#onHelloReply(conn, frame.reply);
+    }
+  }
+
+  /** #onHelloReply checks the acceptor's answer to our Hello: its proof, then its verdict. */
+  #onHelloReply(conn: OutboundConn, reply: HelloReply): void {
+    const link = conn.link;
+    assert(conn.challenge !== null && conn.nonce !== null, "a reply follows our hello");
+    const auth = checkReplyAuth(this.#options.secret, conn.nonce, conn.challenge, reply);
+    if (!auth.ok) {
+      // Nothing in an unproven reply is believed (a forged "fenced" would make us take
+      // a new incarnation); what it claims is logged, for the operator.
+      const claim = reply.accepted ? "accepted" : `refused: ${reply.reason ?? "no reason given"}`;
+      const reason = `Refused peer "${link.name}" at ${conn.address}: ${auth.reason}`;
+      this.#log(link.lastError === reason ? "debug" : "warn", reason, {
         peer: link.name,
         address: conn.address,
-        incarnation: reply.incarnation,
+        unverifiedReply: claim,
       });
-      this.#flush(link);
+      link.lastError = reason;
+      this.#disconnect(link, reason, "none");
+      return;
     }
+    if (reply.name !== link.name) {
+      this.#disconnect(
+        link,
+        `The member at ${conn.address} is "${reply.name}", not "${link.name}"`,
+        "warn",
+      );
+      return;
+    }
+    if (!reply.accepted) {
+      const differingFields = reply.differingFields ?? [];
+      const reason = `Peer "${link.name}" refused our handshake: ${reply.reason ?? "no reason"}`;
+      // Said once as a warning; the same refusal on every redial after it, at debug.
+      this.#log(link.lastError === reason ? "debug" : "warn", reason, {
+        peer: link.name,
+        address: conn.address,
+        differingFields,
+        fenced: reply.fenced,
+      });
+      link.lastError = reason;
+      this.#disconnect(link, reason, "none");
+      const kind = reply.fenced ? "fenced" : reply.rolledBack ? "rolled-back" : null;
+      for (const handler of this.#refusedHandlers) {
+        handler(link.name, reply.reason ?? reason, kind);
+      }
+      return;
+    }
+    this.#handshakes.set(link.name, {
+      name: link.name,
+      incarnation: reply.incarnation,
+      hasState: reply.hasState,
+      recovering: reply.recovering,
+      at: Date.now(),
+    });
+    this.#clearTimer(link, "handshakeTimer");
+    link.incarnation = reply.incarnation;
+    link.state = "established";
+    link.failures = 0;
+    link.lastError = null;
+    this.#log("info", `Connected to peer "${link.name}" at ${conn.address}`, {
+      peer: link.name,
+      address: conn.address,
+      incarnation: reply.incarnation,
+    });
+    this.#flush(link);
   }
 
   /**
@@ -640,7 +784,22 @@ export class TcpTransport implements Transport {
       }
       this.#forgetInbound(conn);
     },
+    // TLS only: the protocol starts once the peer's certificate is checked.
+    handshake: (socket, success, authorizationError) => {
+      const conn = socket.data;
+      if (conn === undefined || conn.closed) return;
+      const failure = this.#tlsFailure(success, authorizationError, "acceptor");
+      if (failure !== null) {
+        this.#rejectInbound(conn, failure);
+        return;
+      }
+      this.#sendChallenge(conn);
+    },
   };
+
+  #sendChallenge(conn: InboundConn): void {
+    conn.socket.write(encodeChallengeFrame({ nonce: conn.challenge }));
+  }
 
   #onInboundOpen(socket: Socket<InboundConn | undefined>): void {
     const remoteAddress = formatAddress(socket.remoteAddress, socket.remotePort);
@@ -665,6 +824,7 @@ export class TcpTransport implements Transport {
       socket,
       remoteAddress,
       decoder: new FrameDecoder(),
+      challenge: crypto.getRandomValues(new Uint8Array(nonceBytes)),
       peerName: null,
       incarnation: null,
       recovering: false,
@@ -677,6 +837,8 @@ export class TcpTransport implements Transport {
     }, handshakeTimeoutMs);
     socket.data = conn;
     this.#inbound.add(conn);
+    // Over TLS nothing can be written before the TLS handshake: the handler sends it then.
+    if (this.#options.tls === undefined) this.#sendChallenge(conn);
   }
 
   #onInboundData(conn: InboundConn, chunk: Uint8Array): void {
@@ -720,6 +882,30 @@ export class TcpTransport implements Transport {
 
   #onHello(conn: InboundConn, hello: Hello): void {
     const self = this.#options.self;
+    // Authentication first (another protocol version is refused by checkHello below, for
+    // what it is): nothing about this node or its config goes to an unproven peer.
+    if (hello.protocolVersion === protocolVersion) {
+      const auth = checkHelloAuth(this.#options.secret, conn.challenge, self.name, hello);
+      if (!auth.ok) {
+        const reason = this.#misdirected(conn, hello) ?? auth.reason;
+        this.#warnRefusal(conn, `Refused peer from ${conn.remoteAddress}: ${reason}`, reason, {
+          remoteAddress: conn.remoteAddress,
+          claimedName: hello.name,
+        });
+        this.#writeReply(conn, hello, {
+          accepted: false,
+          reason,
+          name: self.name,
+          incarnation: self.incarnation,
+          hasState: false,
+          recovering: false,
+          fenced: false,
+          rolledBack: false,
+        });
+        this.#endInbound(conn);
+        return;
+      }
+    }
     const local = this.#localState();
     const refusal = checkHello(hello, this.#local).ok
       ? this.#options.checkPeer?.(hello) ?? null
@@ -735,7 +921,7 @@ export class TcpTransport implements Transport {
           refusal: refusal.kind,
         },
       );
-      conn.socket.write(encodeHelloReplyFrame({
+      this.#writeReply(conn, hello, {
         accepted: false,
         reason: refusal.reason,
         name: self.name,
@@ -743,7 +929,7 @@ export class TcpTransport implements Transport {
         ...local,
         fenced: refusal.kind === "fenced",
         rolledBack: refusal.kind === "rolled-back",
-      }));
+      });
       this.#endInbound(conn);
       return;
     }
@@ -758,7 +944,7 @@ export class TcpTransport implements Transport {
           differingFields: check.differingFields,
         },
       );
-      conn.socket.write(encodeHelloReplyFrame({
+      this.#writeReply(conn, hello, {
         accepted: false,
         reason: check.reason,
         differingFields: check.differingFields,
@@ -767,7 +953,7 @@ export class TcpTransport implements Transport {
         ...local,
         fenced: false,
         rolledBack: false,
-      }));
+      });
       this.#endInbound(conn);
       return;
     }
@@ -807,19 +993,65 @@ export class TcpTransport implements Transport {
     this.#inboundByName.set(hello.name, conn);
     const link = this.#links.get(hello.name);
     if (link !== undefined) link.incarnation = hello.incarnation;
-    conn.socket.write(encodeHelloReplyFrame({
+    this.#writeReply(conn, hello, {
       accepted: true,
       name: self.name,
       incarnation: self.incarnation,
       ...local,
       fenced: false,
       rolledBack: false,
-    }));
+    });
     this.#log("info", `Accepted the link of peer "${hello.name}" from ${conn.remoteAddress}`, {
       peer: hello.name,
       remoteAddress: conn.remoteAddress,
       incarnation: hello.incarnation,
     });
+  }
+
+  /** #writeReply signs a reply over the dialler's nonce (with a secret) and sends it. */
+  #writeReply(conn: InboundConn, hello: Hello, fields: Omit<HelloReply, "auth">): void {
+    const secret = this.#options.secret;
+    const reply: HelloReply = { ...fields, auth: new Uint8Array(0) };
+    if (secret !== undefined) reply.auth = replyAuth(secret, hello.nonce, conn.challenge, reply);
+    conn.socket.write(encodeHelloReplyFrame(reply));
+  }
+
+  /**
+   * #misdirected explains a Hello that failed authentication because it was signed for
+   * another member (the dialler has a stale address for it), or returns null.
+   */
+  #misdirected(conn: InboundConn, hello: Hello): string | null {
+    const secret = this.#options.secret;
+    if (secret === undefined || hello.auth.byteLength === 0) return null;
+    for (const name of this.#local.memberNames) {
+      if (name === this.#options.self.name) continue;
+      if (authEqual(hello.auth, helloAuth(secret, conn.challenge, name, hello))) {
+        return `the peer meant to reach "${name}", not us (it has a stale address for "${name}")`;
+      }
+    }
+    return null;
+  }
+
+  /**
+   * #warnRefusal logs a refused handshake as a warning once per remote host and reason
+   * every refusalWarnIntervalMs, at debug level in between: a peer with the wrong secret
+   * redials every few seconds, and a flood must not flood the log.
+   */
+  #warnRefusal(
+    conn: InboundConn,
+    message: string,
+    reason: string,
+    fields: Record<string, unknown>,
+  ): void {
+    const key = `${conn.socket.remoteAddress} ${reason}`;
+    const now = Date.now();
+    const last = this.#refusalWarnedAt.get(key);
+    const warn = last === undefined || now - last >= refusalWarnIntervalMs;
+    if (warn) {
+      if (this.#refusalWarnedAt.size >= refusalWarnKeysMax) this.#refusalWarnedAt.clear();
+      this.#refusalWarnedAt.set(key, now);
+    }
+    this.#log(warn ? "warn" : "debug", message, fields);
   }
 
   /** #rejectInbound closes an inbound connection that broke the protocol. */

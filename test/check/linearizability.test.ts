@@ -29,12 +29,16 @@ function cas(
   return { clientId, key, op: "cas", input: { expected, value }, output, ...at(when) };
 }
 
+// verdict checks a history twice, with and without the refutation before the search, and
+// insists that both agree.
 function verdict(history: KvOperation[]) {
-  return checkHistory(history, { timeoutMs: 5_000 }).result;
+  const result = checkHistory(history, { timeoutMs: 5_000 }).result;
+  expect(checkHistory(history, { timeoutMs: 5_000, refuteFirst: false }).result).toBe(result);
+  return result;
 }
 
-function counterexample(history: KvOperation[], key = "x") {
-  const report = checkHistory(history, { timeoutMs: 5_000 });
+function counterexample(history: KvOperation[], refuteFirst = true, key = "x") {
+  const report = checkHistory(history, { timeoutMs: 5_000, refuteFirst });
   expect(report.result).toBe("illegal");
   const partition = report.perKey.get(key);
   expect(partition?.result).toBe("illegal");
@@ -120,7 +124,15 @@ describe("linearizable histories", () => {
     const history: KvOperation[] = [
       put([0, 1], "a"),
       { clientId: 5, key: "x", op: "get", output: "garbage", call: 2, return: null },
-      { clientId: 6, key: "x", op: "cas", input: { expected: "a", value: "b" }, output: false, call: 2, return: Infinity },
+      {
+        clientId: 6,
+        key: "x",
+        op: "cas",
+        input: { expected: "a", value: "b" },
+        output: false,
+        call: 2,
+        return: Infinity,
+      },
       get([5, 6], "b"),
     ];
     expect(verdict(history)).toBe("ok");
@@ -141,8 +153,22 @@ describe("linearizable histories", () => {
 });
 
 describe("histories that are not linearizable", () => {
+  const stale = [put([0, 1], "a"), put([2, 3], "b"), get([4, 5], "a")];
+
   test("a stale read: a read after a completed write sees the value before it", () => {
-    const found = counterexample([put([0, 1], "a"), put([2, 3], "b"), get([4, 5], "a")]);
+    const found = counterexample(stale);
+    expect(found.blocked).toMatchObject({ op: "get", output: "a" });
+    expect(found.involved).toEqual(stale);
+    expect(found.explanation).toBe(
+      'Key "x": get() -> "a" [client 1, 4..5] cannot take effect in any order: it needs a ' +
+        'state where the value is "a"; only put("a") -> ok [client 2, 0..1] could produce it ' +
+        'in time, but put("b") -> ok [client 2, 2..3] was called after that returned and ' +
+        'returned before it was called, after which the value is "b".',
+    );
+  });
+
+  test("the search alone explains a stale read with the longest linearizable prefix", () => {
+    const found = counterexample(stale, false);
     expect(found.blocked).toMatchObject({ op: "get", output: "a" });
     expect(found.linearized.map((op) => op.op === "put" && op.input)).toEqual(["a", "b"]);
     expect(found.state).toBe('the value is "b"');
@@ -160,14 +186,21 @@ describe("histories that are not linearizable", () => {
       get([8, 9], "a", 3),
       get([10, 11], "a", 2),
     ];
-    const found = counterexample(history);
-    expect(found.blocked).toMatchObject({ op: "get", call: 8 });
+    for (const refuteFirst of [true, false]) {
+      expect(counterexample(history, refuteFirst).blocked).toMatchObject({ op: "get", call: 8 });
+    }
   });
 
   test("a read of a value nobody wrote", () => {
-    const found = counterexample([put([0, 1], "a"), get([2, 3], "z")]);
+    const history = [put([0, 1], "a"), get([2, 3], "z")];
+    const found = counterexample(history);
     expect(found.blocked).toMatchObject({ op: "get", output: "z" });
-    expect(found.explanation).toContain('it read "z" but the value was "a"');
+    expect(found.explanation).toContain("nothing called before it returned produces that state");
+    const searched = counterexample(history, false);
+    expect(searched.explanation).toContain(
+      'it read "z" but the value was absent, and nothing left can produce a state where the ' +
+        'value is "z"',
+    );
   });
 
   test("a read of a value written only after the read returned", () => {
@@ -184,11 +217,13 @@ describe("histories that are not linearizable", () => {
     expect(found.pending.some(({ why }) => why.includes("it succeeded but the value was"))).toBe(
       true,
     );
+    expect(found.involved.filter((op) => op.op === "cas")).toHaveLength(2);
   });
 
   test("a cas fails although the value was the expected one", () => {
     const history = [put([0, 1], "0"), cas([2, 3], "0", "1", false), get([4, 5], "0")];
-    const found = counterexample(history);
+    expect(verdict(history)).toBe("illegal");
+    const found = counterexample(history, false);
     expect(found.explanation).toContain('it failed but the value was the expected "0"');
   });
 
@@ -210,7 +245,14 @@ describe("histories that are not linearizable", () => {
     ];
     expect(verdict(history)).toBe("illegal");
     // The same reads the other way round are fine: b had not yet taken effect.
-    expect(verdict([put([0, 1], "a", 1), put([2, 20], "b", 2), get([3, 4], "a", 3), get([5, 6], "b", 3)]))
+    expect(
+      verdict([
+        put([0, 1], "a", 1),
+        put([2, 20], "b", 2),
+        get([3, 4], "a", 3),
+        get([5, 6], "b", 3),
+      ]),
+    )
       .toBe("ok");
   });
 
@@ -255,21 +297,31 @@ describe("histories that are not linearizable", () => {
 });
 
 describe("the time bound", () => {
-  // Thirty puts that all overlap, then a read of a value none of them wrote: proving the
-  // read impossible means visiting every subset of the puts, about 2^30 states.
+  // Twenty-four puts that all overlap, then two deletes that each report removing a value:
+  // the second is impossible, but a delete's output names no one value, so nothing prunes
+  // the search, which visits every subset of the puts with each last value, 24 * 2^23 pairs.
   function pathological(): KvOperation[] {
     const history: KvOperation[] = [];
-    for (let i = 0; i < 30; i++) history.push(put([i * 0.01, 100 + i * 0.01], `v${i}`, i));
-    history.push(get([200, 201], "never", 99));
+    for (let i = 0; i < 24; i++) history.push(put([i * 0.01, 100 + i * 0.01], `v${i}`, i));
+    history.push(del([200, 201], true, 98), del([202, 203], true, 99));
     return history;
   }
+
+  test("a smaller pathological history is illegal, as the search proves", () => {
+    const history = pathological().slice(18);
+    expect(history).toHaveLength(8);
+    expect(verdict(history)).toBe("illegal");
+  });
 
   test("a pathological history reports unknown within the bound instead of hanging", () => {
     const started = performance.now();
     const report = checkHistory(pathological(), { timeoutMs: 200 });
     const elapsedMs = performance.now() - started;
     expect(report.result).toBe("unknown");
-    expect(report.perKey.get("x")).toMatchObject({ result: "unknown", reason: "time bound reached" });
+    expect(report.perKey.get("x")).toMatchObject({
+      result: "unknown",
+      reason: "time bound reached",
+    });
     expect(report.perKey.get("x")!.explored).toBeGreaterThan(1000);
     expect(elapsedMs).toBeLessThan(200 + 300);
   });

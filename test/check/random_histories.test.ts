@@ -6,7 +6,7 @@
 
 import { describe, expect, test } from "bun:test";
 import { checkHistory, checkOperations } from "../../src/check/linearizability.ts";
-import { kvModel, kvStep, type KvOperation, type KvValue } from "../../src/check/kv_model.ts";
+import { kvModel, type KvOperation, kvStep, type KvValue } from "../../src/check/kv_model.ts";
 import { Prng } from "../../src/lib/prng.ts";
 
 interface GeneratorOptions {
@@ -104,7 +104,11 @@ function generateHistory(seed: number, options: GeneratorOptions): KvOperation[]
     }
     if ((op.op === "put" || op.op === "cas") && op.output !== undefined) {
       const value = op.op === "put" ? op.input : op.input.value;
-      if (value !== null) written.set(op.key, [...(written.get(op.key) ?? []), value]);
+      if (value !== null) {
+        const values = written.get(op.key) ?? [];
+        values.push(value);
+        written.set(op.key, values);
+      }
     }
   }
   // Lost operations keep no output worth trusting: give some a wrong one to prove it ignored.
@@ -135,14 +139,19 @@ function unseeableValues(history: KvOperation[], read: KvOperation): string[] {
   const values: string[] = [];
   for (const writer of history) {
     if (writer.key !== read.key) continue;
-    const value = writer.op === "put" ? writer.input : writer.op === "cas" ? writer.input.value : null;
+    const value = writer.op === "put"
+      ? writer.input
+      : writer.op === "cas"
+      ? writer.input.value
+      : null;
     if (value === null) continue;
     if (writer.call > read.return!) {
       values.push(value);
     } else if (writer.op === "cas" && known(writer) && !definitelyWrote(writer)) {
       values.push(value);
     } else if (
-      definitelyWrote(writer) && history.some((later) =>
+      definitelyWrote(writer) &&
+      history.some((later) =>
         later !== writer && later.key === read.key && definitelyWrote(later) &&
         later.call > writer.return! && later.return! < read.call
       )
@@ -215,14 +224,21 @@ function randomSmallHistory(prng: Prng): KvOperation[] {
 }
 
 describe("random histories from a sequential model", () => {
-  const small: GeneratorOptions = {
+  const smallOptions: GeneratorOptions = {
     clients: 4,
     opsPerClient: 25,
     keys: 2,
     unknownChance: 0.05,
     durationMax: 4,
   };
-  const large: GeneratorOptions = {
+  const mediumOptions: GeneratorOptions = {
+    clients: 8,
+    opsPerClient: 40,
+    keys: 1,
+    unknownChance: 0.02,
+    durationMax: 10,
+  };
+  const largeOptions: GeneratorOptions = {
     clients: 16,
     opsPerClient: 60,
     keys: 1,
@@ -233,21 +249,22 @@ describe("random histories from a sequential model", () => {
   test("every generated history is linearizable (300 small seeds, 30 large)", () => {
     const failures: string[] = [];
     for (let seed = 1; seed <= 330; seed++) {
-      const history = generateHistory(seed, seed <= 300 ? small : large);
+      const history = generateHistory(seed, seed <= 300 ? smallOptions : largeOptions);
       const report = checkHistory(history, { timeoutMs: 5_000 });
       if (report.result !== "ok") failures.push(`seed ${seed}: ${report.result}`);
     }
     expect(failures).toEqual([]);
   });
 
-  test("every mutated history is flagged, on the mutated key (300 small seeds, 30 large)", () => {
+  // mutatedVerdicts mutates one read of each generated history and checks it.
+  function mutatedFailures(seeds: number[], options: GeneratorOptions, refuteFirst: boolean) {
     const failures: string[] = [];
     const kinds = new Map<string, number>();
-    for (let seed = 1; seed <= 330; seed++) {
-      const history = generateHistory(seed, seed <= 300 ? small : large);
+    for (const seed of seeds) {
+      const history = generateHistory(seed, options);
       const { key, kind } = mutate(history, new Prng(seed * 7919));
       kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
-      const report = checkHistory(history, { timeoutMs: 5_000 });
+      const report = checkHistory(history, { timeoutMs: 5_000, refuteFirst });
       if (report.result !== "illegal" || report.perKey.get(key)?.result !== "illegal") {
         failures.push(`seed ${seed} (${kind}): ${report.result}`);
       }
@@ -255,26 +272,44 @@ describe("random histories from a sequential model", () => {
         if (other !== key && partition.result !== "ok") failures.push(`seed ${seed}: key ${other}`);
       }
     }
-    expect(failures).toEqual([]);
+    return { failures, kinds };
+  }
+  const seeds = (from: number, to: number) =>
+    Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+  test("every mutated history is flagged, on the mutated key (300 small seeds, 30 large)", () => {
+    const small = mutatedFailures(seeds(1, 300), smallOptions, true);
+    const large = mutatedFailures(seeds(301, 330), largeOptions, true);
+    expect([...small.failures, ...large.failures]).toEqual([]);
     // Most mutations must be the subtle kind: a value that was written, just not visible.
-    expect(kinds.get("unseeable") ?? 0).toBeGreaterThan(200);
+    expect(small.kinds.get("unseeable") ?? 0).toBeGreaterThan(200);
   });
 
-  test("the checker agrees with a brute force search on 3000 small random histories", () => {
+  test("the search alone flags every mutated history of 8 clients (100 seeds)", () => {
+    const { failures } = mutatedFailures(seeds(1, 100), mediumOptions, false);
+    expect(failures).toEqual([]);
+  });
+
+  test("the checker agrees with a brute force search on 5000 small random histories", () => {
     const prng = new Prng(42);
     const verdicts = { ok: 0, illegal: 0 };
     const disagreements: string[] = [];
-    for (let i = 0; i < 3000; i++) {
+    for (let i = 0; i < 5000; i++) {
       const ops = randomSmallHistory(prng);
       const expected = bruteForce(ops) ? "ok" : "illegal";
-      const actual = checkOperations(kvModel, ops, { deadline: Infinity, now: () => 0 }).result;
       verdicts[expected]++;
-      if (actual !== expected) disagreements.push(`${JSON.stringify(ops)}: ${actual}`);
+      for (const refuteFirst of [true, false]) {
+        const options = { deadline: Infinity, now: () => 0, refuteFirst };
+        const actual = checkOperations(kvModel, ops, options).result;
+        if (actual !== expected) {
+          disagreements.push(`${JSON.stringify(ops)} (refuteFirst ${refuteFirst}): ${actual}`);
+        }
+      }
     }
     expect(disagreements.slice(0, 3)).toEqual([]);
     // Both verdicts must be common, or the comparison proves little.
-    expect(verdicts.ok).toBeGreaterThan(600);
-    expect(verdicts.illegal).toBeGreaterThan(600);
+    expect(verdicts.ok).toBeGreaterThan(1000);
+    expect(verdicts.illegal).toBeGreaterThan(1000);
   });
 });
 

@@ -19,7 +19,9 @@ group("replacement", () => {
     const fresh = cluster.wipe("b");
     expect(fresh.raft.recovering).toBe(true);
     settle(cluster);
-    const fence = cluster.node("a").applied.find((entry) => entry.kind === "fence");
+    const fence = cluster.node("a").applied.find((entry) =>
+      entry.kind === "fence" && new TextDecoder().decode(entry.data).includes('"name"')
+    );
     expect(fence).toBeDefined();
     expect(new TextDecoder().decode(fence!.data)).toBe(
       JSON.stringify({ name: "b", incarnation: "b-2" }),
@@ -65,7 +67,9 @@ group("replacement", () => {
     const fresh = cluster.wipe("b");
     cluster.tickAll(30);
     // a and the new b alone: the fence is appended but must not commit.
-    const fenceOnA = cluster.node("a").disk.entries.find((entry) => entry.kind === "fence");
+    const fenceOnA = cluster.node("a").disk.entries.find((entry) =>
+      entry.kind === "fence" && new TextDecoder().decode(entry.data).includes('"name"')
+    );
     expect(fenceOnA).toBeDefined();
     expect(cluster.raft("a").commitIndex).toBeLessThan(fenceOnA!.index);
     expect(fresh.raft.recovering).toBe(true);

@@ -11,6 +11,7 @@ import {
   decodeHello,
   decodeHelloReply,
   decodeMessage,
+  encodeChallengeFrame,
   encodeHello,
   encodeHelloFrame,
   encodeHelloReply,
@@ -21,8 +22,8 @@ import {
   messageBytesUpperBound,
 } from "../../src/transport/codec.ts";
 import { frameHeaderBytes } from "../../src/transport/frame.ts";
-import type { Hello, HelloReply } from "../../src/transport/handshake.ts";
-import { entriesPerMessageMax } from "../../src/transport/limits.ts";
+import type { Challenge, Hello, HelloReply } from "../../src/transport/handshake.ts";
+import { entriesPerMessageMax, nonceBytes } from "../../src/transport/limits.ts";
 import {
   bytes,
   fuzzParams,
@@ -193,6 +194,7 @@ const helloReply: fc.Arbitrary<HelloReply> = fc.record({
   recovering: fc.boolean(),
   fenced: fc.boolean(),
   rolledBack: fc.boolean(),
+  auth: shortBytes,
 }, {
   requiredKeys: [
     "accepted",
@@ -202,7 +204,12 @@ const helloReply: fc.Arbitrary<HelloReply> = fc.record({
     "recovering",
     "fenced",
     "rolledBack",
+    "auth",
   ],
+});
+
+const challenge: fc.Arbitrary<Challenge> = fc.record({
+  nonce: fc.uint8Array({ minLength: nonceBytes, maxLength: nonceBytes }),
 });
 
 /** payloadOf drops the length prefix of a whole frame. */
@@ -214,6 +221,7 @@ function payloadOf(frame: Uint8Array): Uint8Array {
 const validFramePayload = fc.oneof(
   hello.map((value) => payloadOf(encodeHelloFrame(value))),
   helloReply.map((value) => payloadOf(encodeHelloReplyFrame(value))),
+  challenge.map((value) => payloadOf(encodeChallengeFrame(value))),
   fc.array(message, { minLength: 1, maxLength: 4 }).map((list) =>
     payloadOf(encodeMessagesFrame(list))
   ),
@@ -295,6 +303,8 @@ describe("peer codec under fuzzing", () => {
           }
           const again = frame.kind === "helloReply"
             ? encodeHelloReplyFrame(frame.reply)
+            : frame.kind === "challenge"
+            ? encodeChallengeFrame(frame.challenge)
             : encodeMessagesFrame(frame.messages);
           expect(payloadOf(again)).toEqual(mutated);
         }),

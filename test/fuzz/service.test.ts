@@ -12,7 +12,7 @@ import {
   encodePut,
   KvService,
 } from "../../src/service/kv.ts";
-import type { Service } from "../../src/service/service.ts";
+import { type Service, standaloneContext } from "../../src/service/service.ts";
 import { decodeSessionResult, encodeEnvelope, SessionService } from "../../src/service/sessions.ts";
 import { bytes, fuzzParams, fuzzTimeoutMs, mutate, mutations, plainErrorBy, text } from "./fuzz.ts";
 
@@ -63,7 +63,9 @@ const envelopeCommand = fc.oneof(
 
 /** applyAll applies commands at increasing indexes from `first`, returning the results. */
 function applyAll(service: Service, commands: readonly Uint8Array[], first = 1): Uint8Array[] {
-  return commands.map((command, i) => service.apply(command, { index: first + i, term: 1 }));
+  return commands.map((command, i) =>
+    service.apply(command, standaloneContext({ index: first + i, term: 1 }))
+  );
 }
 
 /**

@@ -27,7 +27,11 @@ function schemaKeys(): string[] {
     // A section (storage, raft, ...) is only a heading; members is a setting itself.
     if (fields === undefined || key === "members") paths.push(key);
     for (const field of fields ?? []) {
-      paths.push(key === "members" ? `members[].${field}` : `${key}.${field}`);
+      // A field that is a section itself (security.tls) counts by its own fields.
+      const nested = key === "members" ? undefined : sections.get(field);
+      if (nested !== undefined) {
+        for (const inner of nested) paths.push(`${key}.${field}.${inner}`);
+      } else paths.push(key === "members" ? `members[].${field}` : `${key}.${field}`);
     }
   }
   return paths;

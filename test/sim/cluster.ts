@@ -32,7 +32,9 @@
 // 7. a recovering host never grants a vote or a pre-vote (R3);
 // 8. a replacement turns normal only after its fence committed, in one write with a vote
 //    in a term at least the fence's (R6); the current incarnation of a member is never
-//    fenced (that is a liveness bug: a fenced host never acts again);
+//    refused or fenced (a fenced host never acts again: the member is lost for good);
+//    fences of a member commit in the order its hosts were created (a name is never
+//    handed back to a replaced host);
 // plus: a new leader's log holds every committed entry (§5.4, Leader Completeness); a
 // node's commit index never goes back; the durable term never goes back and a durable vote
 // never changes within a term; committed entries arrive in order without gaps; the disk
@@ -268,6 +270,14 @@ export interface HarnessBugs {
   sendBeforePersist?: boolean;
   /** Snapshots miss the last command they claim to include. */
   staleSnapshot?: boolean;
+  /** A zombie's links present the current host's incarnation (R0 broken: identity spoofed). */
+  zombieClaimsCurrent?: boolean;
+  /**
+   * A vote response's link reports a recovering sender as normal, so the candidate counts
+   * it. With RaftConfig.unsafe.recoveringVotes (the voter's half of R3) this turns R3 off
+   * on both sides: the core's switch alone still leaves the candidate discarding the vote.
+   */
+  votesHideRecovering?: boolean;
 }
 
 export type BugName = keyof HarnessBugs;
@@ -466,9 +476,11 @@ function copyDisk(disk: Disk): Disk {
     entries: disk.entries.map(cloneEntry),
     snapshot: disk.snapshot,
     older: disk.older.slice(),
-    staged: disk.staged === undefined
-      ? undefined
-      : { meta: { ...disk.staged.meta }, parts: disk.staged.parts.slice(), bytes: disk.staged.bytes },
+    staged: disk.staged === undefined ? undefined : {
+      meta: { ...disk.staged.meta },
+      parts: disk.staged.parts.slice(),
+      bytes: disk.staged.bytes,
+    },
   };
 }
 
@@ -540,7 +552,8 @@ export class SimNode {
   constructor(id: NodeId, generation = 1, status: HostStatus = "normal") {
     this.id = id;
     this.generation = generation;
-    this.incarnation = `${id}#${generation}`;
+    // Zero-padded so that incarnations order by creation, like keel's time-prefixed ones.
+    this.incarnation = `${id}#${String(generation).padStart(4, "0")}`;
     this.disk = emptyDisk(this.incarnation, status);
   }
 
@@ -635,6 +648,8 @@ const readyRoundsMax = 10_000;
 const traceLinesMax = 40;
 /** Replaced snapshots a disk keeps readable for transfers still under way. */
 const olderSnapshotsMax = 64;
+/** Zombies kept at once; a wipe beyond this shuts the oldest one down for good. */
+const zombiesMax = 8;
 
 export interface ClusterOptions {
   seed: number;
@@ -1051,6 +1066,12 @@ export class Cluster {
     const fresh = new SimNode(id, incarnations.length + 1, "recovering");
     incarnations.push(fresh.incarnation);
     if (options.zombie === true) {
+      if (this.zombies.length >= zombiesMax) {
+        const oldest = this.zombies.shift()!;
+        if (oldest.raft !== undefined) this.#stop(oldest);
+        oldest.gone = true;
+        this.#zombieGroups.delete(oldest);
+      }
       old.zombie = true;
       this.zombies.push(old);
       this.stats.zombies++;
@@ -1194,9 +1215,9 @@ export class Cluster {
       for (let i = 0; i < node.stateMachine.length; i++) {
         if (node.stateMachine[i] !== payloads[i]) {
           this.#fail(
-            `${node.incarnation} state machine differs at command ${i}: "${node.stateMachine[i]}" vs "${
-              payloads[i]
-            }"`,
+            `${node.incarnation} state machine differs at command ${i}: "${
+              node.stateMachine[i]
+            }" vs "${payloads[i]}"`,
           );
         }
       }
@@ -1299,7 +1320,9 @@ export class Cluster {
       const raft = node.raft;
       if (raft === undefined || !raft.hasReady()) break;
       if (round >= readyRoundsMax) {
-        this.#fail(`${node.incarnation} produced more than ${readyRoundsMax} Ready batches in a row`);
+        this.#fail(
+          `${node.incarnation} produced more than ${readyRoundsMax} Ready batches in a row`,
+        );
       }
       const ready = raft.ready();
       // Every message in a Ready was produced before ready() ended recovering (R6).
@@ -1527,6 +1550,18 @@ export class Cluster {
   #onFenceCommitted(entry: Entry, payload: string): void {
     const fence = JSON.parse(payload) as { name: NodeId; incarnation: string };
     if (this.#fenceCommits.has(fence.incarnation)) return;
+    // A name moves forward only: handing it back to an older host (one replaced before it
+    // was ever fenced in) would fence out the live replacement.
+    const order = this.#incarnations.get(fence.name) ?? [];
+    const newer = order.slice(order.indexOf(fence.incarnation) + 1).find((incarnation) =>
+      this.#fenceCommits.has(incarnation)
+    );
+    if (newer !== undefined) {
+      this.#fail(
+        `fence ${fence.incarnation} commits at index ${entry.index} after the fence of the newer ` +
+          `${newer}: ${fence.name} is handed back to a replaced host`,
+      );
+    }
     this.#fenceCommits.set(fence.incarnation, {
       name: fence.name,
       index: entry.index,
@@ -1554,7 +1589,9 @@ export class Cluster {
       agreed.payload !== record.payload
     ) {
       this.#fail(
-        `${node.incarnation} applied ${describe(record)} at index ${index}, where another node applied ` +
+        `${node.incarnation} applied ${
+          describe(record)
+        } at index ${index}, where another node applied ` +
           `${describe(agreed)}`,
       );
     }
@@ -1562,7 +1599,9 @@ export class Cluster {
     if (ack !== undefined && (ack.term !== record.term || ack.payload !== record.payload)) {
       this.#fail(
         `acknowledged write "${ack.payload}" (term ${ack.term}, acknowledged by ${ack.node} at tick ` +
-          `${ack.tick}) was lost: ${node.incarnation} applied ${describe(record)} at index ${index}`,
+          `${ack.tick}) was lost: ${node.incarnation} applied ${
+            describe(record)
+          } at index ${index}`,
       );
     }
   }
@@ -1687,7 +1726,9 @@ export class Cluster {
       return;
     }
     this.#moment++;
-    const sender = from.sender;
+    const sender = this.#bugs.zombieClaimsCurrent && from.zombie
+      ? { ...this.node(from.id).sender, recovering: from.recovering }
+      : from.sender;
     // The handshake (R7): a receiver refuses a host its committed fences rule out, and the
     // refusal tells that host it is fenced.
     const refusal = to.raft.fencedOut(message.from, sender);
@@ -1711,7 +1752,9 @@ export class Cluster {
         incarnations.add(from.incarnation);
       }
     }
-    to.raft.step(message, sender);
+    const hide = this.#bugs.votesHideRecovering &&
+      (message.type === "requestVoteResponse" || message.type === "preVoteResponse");
+    to.raft.step(message, hide ? { ...sender, recovering: false } : sender);
     this.#drain(to);
   }
 
@@ -1720,7 +1763,8 @@ export class Cluster {
     if (raft === undefined || raft.fenced !== null) return;
     if (!from.zombie) {
       this.#fail(
-        `${by.incarnation} refused ${from.incarnation}, the current host of ${from.id}: ${reason}`,
+        `${by.incarnation}${by.zombie ? " (a zombie)" : ""} refused ${from.incarnation}, ` +
+          `the current host of ${from.id}: ${reason}`,
       );
     }
     raft.markFenced(`member ${by.id} refused this host: ${reason}`);
@@ -1843,6 +1887,11 @@ export class Cluster {
       if (commit !== undefined && commit.moment < moment) return true;
     }
     return false;
+  }
+
+  /** note adds a line to the trace (the driver names the faults it shapes). */
+  note(text: string): void {
+    this.#event(text);
   }
 
   #event(text: string): void {
@@ -2002,12 +2051,13 @@ export function drive(cluster: Cluster, options: SimOptions): void {
     return among.filter((id) => lost.includes(id) || lost.length < lostMax);
   };
 
-  const wipe = (id: NodeId): void => {
+  const wipe = (id: NodeId, zombieAllowed = true): void => {
     const old = cluster.node(id);
     // Zombies only with check-quorum (keel always runs with it): without it, a zombie
     // leader whose address moved hears no one, never steps down, and its heartbeats keep
     // the others from ever electing the leader that would fence it (a liveness limit).
-    const zombie = s.checkQuorum && faults.zombieRate > 0 && prng.chance(faults.zombieRate);
+    const zombie = zombieAllowed && s.checkQuorum && faults.zombieRate > 0 &&
+      prng.chance(faults.zombieRate);
     if (!zombie) restartAt.delete(old);
     cluster.wipe(id, {
       zombie,
@@ -2030,7 +2080,9 @@ export function drive(cluster: Cluster, options: SimOptions): void {
   /** reformat wipes a member, sometimes shaped by a partition (FaultOptions.wipePartitionRate). */
   const reformat = (): void => {
     const candidates = wipeable(cluster.ids);
-    if (candidates.length === 0) return;
+    // Wiping a replacement again before it is fenced in is a fault worth trying, but
+    // not the only one: without this, wipes pile onto the one member already lost.
+    if (candidates.length === 0 || (candidates.length < n - f && !prng.chance(0.3))) return;
     const leader = cluster.leader();
     const kind = faults.wipePartitionRate > 0 && prng.chance(faults.wipePartitionRate)
       ? prng.int(0, 3)
@@ -2043,6 +2095,7 @@ export function drive(cluster: Cluster, options: SimOptions): void {
       const others = shuffle(cluster.ids.filter((id) => id !== leader.id), prng);
       const minority = [leader.id, ...others.slice(0, f - 1)];
       const majority = others.slice(f - 1);
+      cluster.note(`fault: old leader ${leader.id} cut off; then a replacement on its side`);
       partitionFor([minority, majority]);
       const at = cluster.now + prng.int(s.electionTicks, 3 * s.electionTicks + 1);
       healAt = at + prng.int(faults.partitionTicksMin, faults.partitionTicksMax + 1);
@@ -2059,23 +2112,28 @@ export function drive(cluster: Cluster, options: SimOptions): void {
       });
       return;
     }
-    if (kind === 1 && leader !== undefined) {
+    const holdersWipeable = candidates.filter((id) => id !== leader?.id);
+    if (kind === 1 && leader !== undefined && holdersWipeable.length > 0) {
       // A lagging survivor: f members are cut off while the leader commits entries with
-      // the others; then one of those others is wiped and the leader is cut off. The
-      // survivors must not elect a lagging member with the replacement's vote (R3): its
-      // log lacks entries only the leader and the wiped disk held.
-      const others = shuffle(cluster.ids.filter((id) => id !== leader.id), prng);
+      // the others; then one of those others is wiped (its disk really gone: no zombie)
+      // and the leader is cut off. The survivors must not elect a lagging member with the
+      // replacement's vote (R3): its log lacks entries only the leader and the wiped disk
+      // held.
+      const victim = prng.pick(holdersWipeable);
+      const others = shuffle(cluster.ids.filter((id) => id !== leader.id && id !== victim), prng);
       const lagging = others.slice(0, f);
-      const holders = others.slice(f);
+      const holders = [victim, ...others.slice(f)];
+      cluster.note(
+        `fault: ${lagging.join(",")} lag; then ${victim} is wiped and ${leader.id} cut off`,
+      );
       partitionFor([lagging, [leader.id, ...holders]]);
       const at = cluster.now + prng.int(Math.ceil(s.electionTicks / 2), 2 * s.electionTicks + 1);
       healAt = at + prng.int(faults.partitionTicksMin, faults.partitionTicksMax + 1);
       scheduled.push({
         at,
         run: () => {
-          const pool = wipeable(holders);
-          if (pool.length === 0) return;
-          wipe(prng.pick(pool));
+          if (!wipeable([victim]).includes(victim)) return;
+          wipe(victim, false);
           cluster.partition([[leader.id], cluster.ids.filter((id) => id !== leader.id)], 0.5);
         },
       });

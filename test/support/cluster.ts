@@ -9,13 +9,15 @@ import type { Subprocess } from "bun";
 
 export const binaryPath = resolve(import.meta.dir, "..", "..", "dist", "keel");
 
-export function requireBinary(): void {
-  if (!existsSync(binaryPath)) {
-    throw new Error(`${binaryPath} is missing: run "make build" (make test does it first)`);
+export function requireBinary(path = binaryPath): void {
+  if (!existsSync(path)) {
+    throw new Error(`${path} is missing: run "make build" (make test does it first)`);
   }
 }
 
 export interface ClusterOptions {
+  /** The executable to run (a binary built with keel as a library); dist/keel by default. */
+  binary?: string;
   /** Member count (3 or 5). */
   size?: number;
   /** First IP's last octet: members get 127.0.0.<base>, <base+1>, ... */
@@ -66,7 +68,7 @@ export class TestCluster {
   readonly members: Member[];
 
   constructor(readonly options: ClusterOptions) {
-    requireBinary();
+    requireBinary(options.binary);
     const size = options.size ?? 3;
     const peerPort = options.peerPort ?? 7070;
     const httpPort = options.httpPort ?? 7080;
@@ -124,7 +126,7 @@ export class TestCluster {
     }
     const child = Bun.spawn(
       [
-        binaryPath,
+        this.options.binary ?? binaryPath,
         "run",
         "--config",
         this.configPath,

@@ -8,12 +8,15 @@ import {
   decodeHello,
   decodeHelloReply,
   decodeMessage,
+  encodeChallengeFrame,
   encodeHello,
+  encodeHelloAuthInput,
   encodeHelloFrame,
   encodeHelloReply,
   encodeHelloReplyFrame,
   encodeMessage,
   encodeMessagesFrame,
+  encodeReplyAuthInput,
   FrameKind,
   messageBytesUpperBound,
 } from "../../src/transport/codec.ts";
@@ -164,6 +167,7 @@ const refusal: HelloReply = {
   recovering: false,
   fenced: true,
   rolledBack: false,
+  auth: allBytes.subarray(100, 132),
 };
 
 const acceptance: HelloReply = {
@@ -174,6 +178,7 @@ const acceptance: HelloReply = {
   recovering: true,
   fenced: false,
   rolledBack: true,
+  auth: new Uint8Array(0),
 };
 
 /** expectDecodeError fails unless fn throws a DecodeError, and returns its message. */
@@ -252,6 +257,56 @@ describe("codec round trips", () => {
       kind: "helloReply",
       reply: refusal,
     });
+    const challenge = { nonce: allBytes.subarray(16, 32) };
+    expect(decodeFrame(payloadOf(encodeChallengeFrame(challenge)))).toEqual({
+      kind: "challenge",
+      challenge,
+    });
+  });
+
+  test("a challenge nonce has exactly nonceBytes bytes, both ways", () => {
+    expect(() => encodeChallengeFrame({ nonce: new Uint8Array(15) })).toThrow(AssertionError);
+    for (const length of [0, 15, 17, 64]) {
+      const payload = new Uint8Array([FrameKind.challenge, length, ...new Uint8Array(length)]);
+      expect(expectDecodeError(() => decodeFrame(payload))).toBe(
+        `Challenge nonce of ${length} bytes; it must be 16 bytes`,
+      );
+    }
+    const tooLong = new Uint8Array([FrameKind.challenge, 65, ...new Uint8Array(65)]);
+    expect(expectDecodeError(() => decodeFrame(tooLong))).toBe(
+      "challenge nonce of 65 bytes exceeds the maximum of 64",
+    );
+  });
+
+  test("auth inputs: labelled, bound to nonces and names, independent of field order", () => {
+    const challenge = allBytes.subarray(16, 32);
+    const input = encodeHelloAuthInput(challenge, "node-b", hello);
+    expect(new TextDecoder().decode(input.subarray(1, 14))).toBe("keel-hello-v1");
+    // The auth field itself is left out; fingerprint field order does not matter.
+    expect(encodeHelloAuthInput(challenge, "node-b", { ...hello, auth: allBytes.subarray(0, 32) }))
+      .toEqual(input);
+    const reordered = Object.fromEntries(Object.entries(hello.fingerprintFields).reverse());
+    expect(encodeHelloAuthInput(challenge, "node-b", { ...hello, fingerprintFields: reordered }))
+      .toEqual(input);
+    // Everything else changes it.
+    for (
+      const other of [
+        encodeHelloAuthInput(allBytes.subarray(17, 33), "node-b", hello),
+        encodeHelloAuthInput(challenge, "node-c", hello),
+        encodeHelloAuthInput(challenge, "node-b", { ...hello, nonce: allBytes.subarray(1, 17) }),
+        encodeHelloAuthInput(challenge, "node-b", { ...hello, term: 8 }),
+        encodeHelloAuthInput(challenge, "node-b", { ...hello, recovering: true }),
+      ]
+    ) {
+      expect(other).not.toEqual(input);
+    }
+    const reply = encodeReplyAuthInput(hello.nonce, challenge, refusal);
+    expect(new TextDecoder().decode(reply.subarray(1, 14))).toBe("keel-reply-v1");
+    expect(encodeReplyAuthInput(hello.nonce, challenge, { ...refusal, auth: new Uint8Array(0) }))
+      .toEqual(reply);
+    expect(encodeReplyAuthInput(allBytes.subarray(1, 17), challenge, refusal)).not.toEqual(reply);
+    expect(encodeReplyAuthInput(hello.nonce, challenge, { ...refusal, fenced: false })).not
+      .toEqual(reply);
   });
 
   test("a fingerprint field named __proto__ stays an ordinary field", () => {
@@ -286,7 +341,13 @@ describe("codec rejects malformed input with DecodeError", () => {
   });
 
   test("every truncation of handshake frames", () => {
-    for (const frame of [encodeHelloFrame(hello), encodeHelloReplyFrame(refusal)]) {
+    for (
+      const frame of [
+        encodeHelloFrame(hello),
+        encodeHelloReplyFrame(refusal),
+        encodeChallengeFrame({ nonce: allBytes.subarray(0, 16) }),
+      ]
+    ) {
       const payload = payloadOf(frame);
       for (let length = 0; length < payload.byteLength; length++) {
         expectDecodeError(() => decodeFrame(payload.subarray(0, length)));
@@ -415,13 +476,14 @@ describe("codec rejects malformed input with DecodeError", () => {
       payloadOf(encodeMessagesFrame(messages)),
       payloadOf(encodeHelloFrame(hello)),
       payloadOf(encodeHelloReplyFrame(refusal)),
+      payloadOf(encodeChallengeFrame({ nonce: allBytes.subarray(0, 16) })),
     ];
     let decoded = 0;
     for (let i = 0; i < 5000; i++) {
       let input: Uint8Array;
       if (i % 2 === 0) {
         input = Uint8Array.from({ length: prng.int(0, 80) }, () => prng.int(0, 256));
-        if (input.byteLength > 0 && prng.chance(0.7)) input[0] = prng.int(1, 5); // a known kind
+        if (input.byteLength > 0 && prng.chance(0.7)) input[0] = prng.int(1, 6); // a known kind
       } else {
         input = prng.pick(valid).slice();
         for (let flips = prng.int(1, 4); flips > 0; flips--) {

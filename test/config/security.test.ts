@@ -1,0 +1,168 @@
+// The security settings: client_token(_file) and tls in the config (parse.ts), the secret
+// file and TLS files read at start (secret.ts), and what /status says of them.
+
+import { afterAll, describe, expect, test } from "bun:test";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type ConfigResult, parseConfigText } from "../../src/config/parse.ts";
+import {
+  loadSecret,
+  loadTls,
+  readSecretFile,
+  SecretError,
+  secretFileBytesMax,
+  securityStatus,
+} from "../../src/config/secret.ts";
+import type { Config } from "../../src/config/types.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "keel-security-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const members = `
+cluster_name: test
+members:
+  - name: node-a
+    peer: 127.0.0.11:7070
+    http: 127.0.0.11:7080
+`;
+
+function parse(security: string): ConfigResult {
+  return parseConfigText(`${members}security:\n${security}`, "test.yaml");
+}
+
+function file(name: string, text: string, mode = 0o600): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  chmodSync(path, mode);
+  return path;
+}
+
+function withSecurity(security: Partial<Config["security"]>): Config {
+  const config = parse("  admin_token: x").config!;
+  return { ...config, security: { secretFile: undefined, adminToken: undefined, ...security } };
+}
+
+describe("config: client token and tls", () => {
+  test("client_token inline, or from a file", () => {
+    expect(parse("  client_token: c-1").config?.security.clientToken).toBe("c-1");
+    const path = file("client-token", "  c-2\n");
+    expect(parse(`  client_token_file: ${path}`).config?.security.clientToken).toBe("c-2");
+    expect(parse("  admin_token: a").config?.security.clientToken).toBeUndefined();
+  });
+
+  test("client_token and client_token_file together, or a bad file, are problems", () => {
+    const path = file("client-token-2", "c-3");
+    expect(parse(`  client_token: c\n  client_token_file: ${path}`).problems).toEqual([{
+      path: "security.client_token_file",
+      message: 'give only one of "client_token" and "client_token_file"',
+    }]);
+    expect(parse(`  client_token_file: ${join(dir, "missing")}`).problems[0]).toMatchObject({
+      path: "security.client_token_file",
+      message: expect.stringContaining("no such file"),
+    });
+    const open = file("client-token-open", "c-4", 0o644);
+    expect(parse(`  client_token_file: ${open}`).warnings).toContainEqual({
+      path: "security.client_token_file",
+      message: expect.stringContaining("accessible to other users (mode 644)"),
+    });
+    expect(parse("  client_token: 12345").problems[0]?.message).toBe(
+      "must be a string, got a number", // a token is never echoed
+    );
+  });
+
+  test("tls needs cert_file and key_file that exist; ca_file is optional", () => {
+    const cert = file("cert.pem", "-----BEGIN CERTIFICATE-----\n");
+    const key = file("key.pem", "-----BEGIN PRIVATE KEY-----\n");
+    expect(parse(`  tls:\n    cert_file: ${cert}\n    key_file: ${key}`).config?.security.tls)
+      .toEqual({ certFile: cert, keyFile: key, caFile: undefined });
+    expect(paths(parse(`  tls:\n    cert_file: ${cert}`))).toEqual(["security.tls.key_file"]);
+    const missing = parse(
+      `  tls:\n    cert_file: ${cert}\n    key_file: ${key}\n    ca_file: ${dir}/nope.pem`,
+    );
+    expect(missing.problems).toEqual([{
+      path: "security.tls.ca_file",
+      message: `cannot read "${dir}/nope.pem": no such file`,
+    }]);
+    expect(paths(parse(`  tls:\n    cert: ${cert}`))).toContain("security.tls.cert");
+    expect(paths(parse(`  tls: yes`))).toEqual(["security.tls"]);
+  });
+});
+
+function paths(result: ConfigResult): string[] {
+  return result.problems.map((problem) => problem.path);
+}
+
+describe("loadSecret", () => {
+  test("no secret_file is dev mode", () => {
+    expect(loadSecret(withSecurity({}))).toBeUndefined();
+  });
+
+  test("reads the file, trimmed, and warns when others may read it or it is short", () => {
+    const warnings: string[] = [];
+    const path = file("secret-open", "short\n", 0o644);
+    const secret = loadSecret(withSecurity({ secretFile: path }), {
+      warn: (message) => warnings.push(message),
+    });
+    expect(new TextDecoder().decode(secret)).toBe("short");
+    expect(warnings).toEqual([
+      `security.secret_file "${path}" is accessible to other users (mode 644); chmod 600 it`,
+      `security.secret_file "${path}" holds only 5 bytes; use at least 32 random bytes (openssl rand -base64 32)`,
+    ]);
+    const quiet: string[] = [];
+    readSecretFile(file("secret-ok", "x".repeat(32)), { warn: (m) => quiet.push(m) });
+    expect(quiet).toEqual([]);
+  });
+
+  test("missing, empty, too big and a directory are errors that name the file", () => {
+    const cases: Array<[string, string]> = [
+      [join(dir, "absent"), `Cannot read security.secret_file "${dir}/absent": no such file`],
+      [file("empty", " \n"), `security.secret_file "${dir}/empty" is empty`],
+      [
+        file("big", "x".repeat(secretFileBytesMax + 1)),
+        `security.secret_file "${dir}/big" is ${
+          secretFileBytesMax + 1
+        } bytes, more than the maximum of ${secretFileBytesMax}`,
+      ],
+    ];
+    mkdirSync(join(dir, "a-dir"));
+    cases.push([join(dir, "a-dir"), `security.secret_file "${dir}/a-dir" is not a regular file`]);
+    for (const [path, message] of cases) {
+      expect(() => loadSecret(withSecurity({ secretFile: path }))).toThrow(SecretError);
+      expect(() => loadSecret(withSecurity({ secretFile: path }))).toThrow(message);
+    }
+  });
+});
+
+describe("loadTls", () => {
+  test("reads the PEM files, and refuses a file that is not PEM", () => {
+    const cert = file("tls-cert.pem", "-----BEGIN CERTIFICATE-----\nAA\n");
+    const key = file("tls-key.pem", "-----BEGIN EC PRIVATE KEY-----\nBB\n");
+    const ca = file("tls-ca.pem", "-----BEGIN CERTIFICATE-----\nCC\n");
+    expect(loadTls(withSecurity({}))).toBeUndefined();
+    expect(loadTls(withSecurity({ tls: { certFile: cert, keyFile: key, caFile: ca } }))).toEqual({
+      cert: "-----BEGIN CERTIFICATE-----\nAA\n",
+      key: "-----BEGIN EC PRIVATE KEY-----\nBB\n",
+      ca: "-----BEGIN CERTIFICATE-----\nCC\n",
+    });
+    expect(() => loadTls(withSecurity({ tls: { certFile: key, keyFile: key, caFile: undefined } })))
+      .toThrow(`security.tls.cert_file "${key}" does not hold a PEM certificate`);
+  });
+});
+
+describe("securityStatus", () => {
+  test("dev mode and everything off, then everything on", () => {
+    expect(securityStatus(withSecurity({}))).toEqual({
+      peerAuth: "none (dev mode)",
+      adminToken: false,
+      clientToken: false,
+      tls: false,
+    });
+    expect(securityStatus(withSecurity({
+      secretFile: "/s",
+      adminToken: "a",
+      clientToken: "c",
+      tls: { certFile: "c", keyFile: "k", caFile: undefined },
+    }))).toEqual({ peerAuth: "hmac-sha256", adminToken: true, clientToken: true, tls: true });
+  });
+});
