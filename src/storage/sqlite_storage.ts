@@ -662,9 +662,15 @@ function toStatus(status: string): NodeStatus {
 }
 
 /** newIncarnation is 128 random bits as 32 hex digits. */
-function newIncarnation(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+/**
+ * newIncarnation: 48 bits of creation time (ms, hex) then 80 random bits, 32 hex digits.
+ * Incarnations of one member thus order by creation (consensus/fences.ts): a replaced
+ * host's incarnation is older than its replacement's.
+ */
+export function newIncarnation(now: number = Date.now()): string {
+  const time = Math.floor(now).toString(16).padStart(12, "0").slice(-12);
+  const bytes = crypto.getRandomValues(new Uint8Array(10));
+  return time + Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
 function fileBytes(path: string): number {

@@ -540,3 +540,12 @@ describe("health", () => {
     expect(() => storage.probeWrite()).toThrow();
   });
 });
+
+test("incarnations order by creation time, so a replacement's is newer than its predecessor's", async () => {
+  const { newIncarnation } = await import("../../src/storage/sqlite_storage.ts");
+  const older = newIncarnation(1_700_000_000_000);
+  const newer = newIncarnation(1_700_000_000_001);
+  expect(older).toMatch(/^[0-9a-f]{32}$/);
+  expect(newer > older).toBe(true);
+  expect(newIncarnation(1_700_000_000_000) === older).toBe(false); // the random part differs
+});
