@@ -198,7 +198,6 @@ export async function run(options: RunOptions): Promise<number> {
     tls,
   });
   // Declared before the node exists: the transport's callbacks above read it late.
-  // deno-lint-ignore prefer-const
   let node: KeelNode | undefined;
   // Resolve the members' DNS names before the transport first dials (waits at most ~2 s),
   // then every resolver.refresh; a changed address redials that peer.

@@ -104,6 +104,15 @@ export interface OpsApi {
 export interface OpsEvent {
   /** Milliseconds since the epoch. */
   at: number;
-  kind: "leader-changed" | "election-started" | "snapshot-taken" | "snapshot-installed" | "peer-connected" | "peer-disconnected" | "address-changed" | "fence" | "recovery";
+  kind:
+    | "leader-changed"
+    | "election-started"
+    | "snapshot-taken"
+    | "snapshot-installed"
+    | "peer-connected"
+    | "peer-disconnected"
+    | "address-changed"
+    | "fence"
+    | "recovery";
   message: string;
 }

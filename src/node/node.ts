@@ -36,7 +36,6 @@ import {
   ServiceFatalError,
   ServiceHost,
   stampedTime,
-  type Timer,
 } from "./service_host.ts";
 import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
 import type { Transport } from "../transport/transport.ts";
@@ -227,6 +226,8 @@ export class KeelNode implements NodeApi, OpsApi {
   #timerProposalsTerm = 0;
   #applyStats = { applied: 0, secondsTotal: 0, secondsMax: 0 };
   #lastServiceError: { index: number; message: string } | null = null;
+  /** Set when the node cannot serve the log's state (fatal): the loop does no more. */
+  #halted = false;
   constructor(deps: NodeDeps) {
     this.#deps = deps;
     this.name = deps.name;
@@ -368,7 +369,7 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#stopped) return;
+    if (this.#scheduled || this.#stopped || this.#halted) return;
     this.#scheduled = true;
     // setImmediate runs after this turn's I/O callbacks, so messages and requests that
     // arrived together share one Ready and one fsync (group commit).
@@ -379,7 +380,7 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   #drain(): void {
-    if (this.#stopped) return;
+    if (this.#stopped || this.#halted) return;
     const inbox = this.#inbox;
     this.#inbox = [];
     this.#maybeBootstrap();
@@ -405,7 +406,10 @@ export class KeelNode implements NodeApi, OpsApi {
     for (const peer of this.raft.takeRolledBack()) {
       // It lost entries it acknowledged: make it handshake again, where it is refused as
       // rolled back (noteHighWater) and rejoins as a new incarnation.
-      this.#deps.log.warn("a follower no longer holds entries it acknowledged (a restored backup?)", { peer });
+      this.#deps.log.warn(
+        "a follower no longer holds entries it acknowledged (a restored backup?)",
+        { peer },
+      );
       this.#event("fence", `${peer} lost acknowledged entries: its link is reset`);
       this.#deps.transport.closeInbound(peer);
     }
@@ -639,13 +643,10 @@ export class KeelNode implements NodeApi, OpsApi {
 
   /** fatal stops the node: it cannot serve the log's state. */
   #fatal(message: string, error: unknown): never {
-    this.#deps.log.error(
-      `${message}; stopping rather than serve a state that differs from the log`,
-      {
-        error,
-      },
-    );
-    this.#stopped = true;
+    const why = `${message}; stopping rather than serve a state that differs from the log`;
+    this.#deps.log.error(why, { error });
+    // The loop applies nothing more; stop() still closes the transport and fails waiters.
+    this.#halted = true;
     if (this.#ticker !== undefined) clearInterval(this.#ticker);
     this.#deps.onFatal?.(message);
     throw new ServiceFatalError(message, { cause: error });
@@ -742,7 +743,7 @@ export class KeelNode implements NodeApi, OpsApi {
   // ---- NodeApi -----------------------------------------------------------------------------
 
   submit(command: Uint8Array, session: SessionKey | undefined): Promise<SubmitResult> {
-    if (this.#stopped) {
+    if (this.#stopped || this.#halted) {
       return Promise.resolve({ ok: false, code: "unavailable", message: "Node is shutting down" });
     }
     if (this.#pendingWrites.size >= pendingRequestsMax) {
@@ -798,7 +799,7 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   readBarrier(): Promise<ReadBarrierResult> {
-    if (this.#stopped) {
+    if (this.#stopped || this.#halted) {
       return Promise.resolve({
         ok: false,
         code: "timeout",
@@ -1070,7 +1071,10 @@ export class KeelNode implements NodeApi, OpsApi {
   #onFenceApplied(entry: Entry): void {
     const record = decodeFence(entry);
     if ("members" in record) {
-      this.#deps.log.info("founding incarnations recorded", { index: entry.index, members: record.members });
+      this.#deps.log.info("founding incarnations recorded", {
+        index: entry.index,
+        members: record.members,
+      });
       return;
     }
     this.#event(
@@ -1215,8 +1219,12 @@ export class KeelNode implements NodeApi, OpsApi {
     return [
       {
         name: "process",
-        ok: !this.#stopped,
-        detail: this.#stopped ? "node is stopping" : "running",
+        ok: !this.#stopped && !this.#halted,
+        detail: this.#halted
+          ? "halted: the service cannot serve the log's state (see the log)"
+          : this.#stopped
+          ? "node is stopping"
+          : "running",
       },
       this.#storageCheck(),
     ];

@@ -5,9 +5,10 @@
 //
 // Entry envelope: the data of every "command" entry the node proposes (integers
 // big-endian). Timer firings ride in "command" entries too, under their own tag, rather
-// than in a new EntryKind: the consensus core, the wire codec and storage stay as they
-// are (a timer firing is the service's business, like a command), and members of an
-// older version that see a new tag fail loudly in apply instead of in the transport.
+// than in a new EntryKind: a timer firing is the service's business, like a command, so
+// the consensus core, the wire codec, storage and the simulator stay as they are. The
+// layout is part of the peer protocol: members that read it differently must not share a
+// log, and handshake.ts refuses a peer of another protocolVersion (2 brought this layout).
 //   u8 0 | u8 1, ...                                    a sessions envelope from before
 //                                                       stamping (sessions.ts); no time
 //   u8 0x10, u64 timeMs, sessions envelope              a client command

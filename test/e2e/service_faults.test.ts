@@ -94,6 +94,11 @@ test("a throwing apply is the same error on every member and changes nothing", a
   for (const error of errors) expect(error).toEqual(errors[0]!);
   for (const status of statuses) expect(status.counters.serviceErrors).toBe(1);
   for (const name of names) expect(await counter(name)).toEqual({ counter: 6, poisoned: false });
+  // Apply time and errors are visible for any service.
+  const metrics = await (await fetch(`${cluster.member(follower).url}/metrics`)).text();
+  expect(metrics).toMatch(/^keel_apply_seconds_count [1-9]/m);
+  expect(metrics).toMatch(/^keel_service_errors_total 1$/m);
+  expect(metrics).toMatch(/^keel_snapshot_bytes \d+$/m);
 }, 60_000);
 
 test("a snapshot the service cannot restore stops the node with a clear message", async () => {
@@ -110,6 +115,10 @@ test("a snapshot the service cannot restore stops the node with a clear message"
     signal: AbortSignal.timeout(5000),
   });
   expect(snapshot.status).toBe(200);
+  const taken = await serviceStatus(victim.name) as unknown as {
+    service: { snapshotBytes: number };
+  };
+  expect(taken.service.snapshotBytes).toBeGreaterThan(0);
   await cluster.kill(victim.name);
   const logged = victim.log.length;
   cluster.start(victim.name);

@@ -12,7 +12,13 @@ import type { Config } from "../../src/config/types.ts";
 import type { Message, NodeId, Sender } from "../../src/consensus/types.ts";
 import { createLogger } from "../../src/lib/log.ts";
 import { KeelNode, type RecoveryTransport } from "../../src/node/node.ts";
-import { type ApplyContext, jsonService, type Service } from "../../src/service/service.ts";
+import {
+  type ApplyContext,
+  jsonService,
+  type Service,
+  type ServiceRole,
+  type StartContext,
+} from "../../src/service/service.ts";
 import { SessionService } from "../../src/service/sessions.ts";
 import { SqliteStorage } from "../../src/storage/sqlite_storage.ts";
 import type { PeerLinkState } from "../../src/transport/transport.ts";
@@ -32,6 +38,17 @@ class Alarms {
   firings: Firing[] = [];
   deadlines = new Map<string, number>();
   applied = 0;
+  /** Not replicated: what this member was told about itself. */
+  roles: string[] = [];
+  startedAt: number | undefined;
+
+  start(context: StartContext): void {
+    this.startedAt = context.appliedIndex;
+  }
+
+  onRoleChange(role: ServiceRole): void {
+    this.roles.push(role);
+  }
 
   apply(command: { schedule: Array<{ id: string; inMs: number }> }, context: ApplyContext) {
     this.applied++;
@@ -59,7 +76,11 @@ class Alarms {
     return { firings: this.firings, deadlines: [...this.deadlines], applied: this.applied };
   }
 
+  /** Set by a test: restore refuses every snapshot, as a buggy service would. */
+  failRestore = false;
+
   restore(state: unknown): void {
+    if (this.failRestore) throw new Error("this build cannot read its snapshots");
     const s = state as { firings: Firing[]; deadlines: [string, number][]; applied: number };
     this.firings = s.firings;
     this.deadlines = new Map(s.deadlines);
@@ -171,7 +192,10 @@ class InProcess {
     };
   }
 
-  async start(): Promise<void> {
+  /** Messages the node gave onFatal: it stopped itself. */
+  fatal: string[] = [];
+
+  async start(options: { failRestore?: boolean } = {}): Promise<void> {
     const storage = SqliteStorage.open(this.dataDir);
     let identity = storage.identity(this.name);
     if (storage.isEmpty() && identity.status !== "recovering") {
@@ -181,6 +205,7 @@ class InProcess {
     this.identity = identity.incarnation;
     this.storage = storage;
     const alarms = new Alarms();
+    alarms.failRestore = options.failRestore ?? false;
     this.service = alarms;
     const service: Service = jsonService(alarms);
     this.transport = new MemoryTransport(this.network, this);
@@ -194,6 +219,7 @@ class InProcess {
       service: new SessionService(service),
       log: createLogger({ level: "error", format: "json", write: () => {} }),
       version: "test",
+      onFatal: (message) => void this.fatal.push(message),
     });
     this.up = true;
     await this.node.start();
@@ -337,6 +363,8 @@ describe("cluster timers", () => {
       const others = members.filter((m) => m !== first);
       const second = await waitFor("a new leader", () => leaderOf(others));
       expect(second.name).not.toBe(first.name);
+      expect(second.service!.roles).toContain("leader");
+      expect(second.service!.startedAt).toBe(0);
       await waitFor(
         "every timer to fire on the majority",
         () => others.every((m) => m.service!.firings.length >= ids.length) ? true : undefined,
@@ -405,4 +433,51 @@ describe("cluster timers", () => {
     const expected = positions(members[0]!);
     for (const member of members) expect(positions(member)).toEqual(expected);
   }, 30_000);
+
+  test(
+    "a replacement gets the timers in the leader's snapshot; one that cannot restore it stops",
+    async () => {
+      const { members } = makeCluster(100);
+      await Promise.all(members.map((m) => m.start()));
+      const leader = await waitFor("a leader", () => leaderOf(members));
+      await schedule(members, [{ id: "far", inMs: 600_000 }], { clientId: "c", seq: 1 });
+      // More entries than a snapshot keeps behind it (5000): a wiped member can then only
+      // catch up from the leader's snapshot.
+      const filler = new TextEncoder().encode('{"schedule":[]}');
+      for (let batch = 0; batch < 27; batch++) {
+        await Promise.all(
+          Array.from({ length: 200 }, () => leader.node!.submit(filler, undefined)),
+        );
+      }
+      await waitFor(
+        "the leader to compact its log",
+        () => leader.node!.status().firstIndex > 1 ? true : undefined,
+      );
+      const victim = members.find((m) => m !== leader)!;
+      await victim.stop();
+      rmSync(victim.dataDir, { recursive: true, force: true });
+      await victim.start({ failRestore: true });
+      const message = await waitFor(
+        "the replacement to stop itself",
+        () => victim.fatal[0],
+        20_000,
+      );
+      expect(message).toContain("Cannot restore the leader's snapshot at index");
+      expect(message).toContain("this build cannot read its snapshots");
+      expect(victim.node!.status().appliedIndex).toBe(0);
+      await victim.stop();
+
+      rmSync(victim.dataDir, { recursive: true, force: true });
+      await victim.start();
+      await waitFor(
+        "the replacement to install the snapshot",
+        () => victim.node!.counters.snapshotsInstalled > 0 ? true : undefined,
+        20_000,
+      );
+      expect(victim.node!.serviceStatus().timers).toBe(1);
+      expect(victim.node!.serviceStatus().timeMs).toBeGreaterThan(0);
+      expect(victim.service!.deadlines.get("far")).toBe(leader.service!.deadlines.get("far"));
+    },
+    60_000,
+  );
 });
