@@ -6,7 +6,7 @@ DENO := ./node_modules/.bin/deno
 TSC  := ./node_modules/.bin/tsc
 SRC  := $(shell find src -name '*.ts' 2>/dev/null) package.json
 
-.PHONY: all install build example-ledger run test test-fast check fmt fmt-check lint typecheck bench sim clean help
+.PHONY: all install build example-ledger run test test-fast check fmt fmt-check lint typecheck bench sim chaos clean help
 
 all: build
 
@@ -16,6 +16,7 @@ help:
 	@echo "make check      fmt check, lint, typecheck, then the tests"
 	@echo "make bench      writes/s and latency of a local 3-node cluster"
 	@echo "make sim SEEDS=1000 [NODES=5] [PROFILE=replace]   run the deterministic simulator over many seeds"
+	@echo "make chaos DURATION=10m SEED=42 [NODES=3|5]   chaos run of a real cluster (history in chaos-results/)"
 	@echo "make build      dist/keel, a single executable"
 	@echo "make example-ledger   dist/keel-ledger: keel with the ledger service (examples/ledger)"
 
@@ -78,5 +79,10 @@ PROFILE ?= chaos
 sim: node_modules/.installed
 	$(BUN) scripts/sim.ts --seeds=$(SEEDS) --nodes=$(NODES) --profile=$(PROFILE)
 
+DURATION ?= 60s
+SEED ?= 1
+chaos: dist/keel
+	$(BUN) scripts/chaos.ts --duration=$(DURATION) --seed=$(SEED) --nodes=$(NODES)
+
 clean:
-	rm -rf dist data .tmp bench-results
+	rm -rf dist data .tmp bench-results chaos-results
