@@ -420,6 +420,18 @@ export class KeelNode implements NodeApi, OpsApi {
 
   #handleReady(ready: Ready): void {
     const storage = this.#deps.storage;
+    // 0. A leader's appendEntries may go out before its own write: they promise nothing
+    // about the leader's disk, and the leader counts itself toward commit only once the
+    // entries are durable (advance). Its disk write then overlaps the followers' (Raft
+    // thesis §10.2.1; etcd-raft does the same). Everything else waits for step 1.
+    const early = this.raft.role === "leader";
+    if (early) {
+      for (const message of ready.messages) {
+        if (message.type !== "appendEntries") continue;
+        this.#deps.transport.send(message);
+        this.counters.messagesSent++;
+      }
+    }
     // 1. Persist.
     const chunk = ready.snapshotChunk;
     if (chunk !== undefined) storage.stageSnapshotChunk(chunk.snapshot, chunk.offset, chunk.data);
@@ -460,6 +472,7 @@ export class KeelNode implements NodeApi, OpsApi {
     }
     // 2. Send, only now that what the messages promise is durable.
     for (const message of ready.messages) {
+      if (early && message.type === "appendEntries") continue;
       this.#deps.transport.send(message);
       this.counters.messagesSent++;
     }
