@@ -347,7 +347,7 @@ export async function run(options: RunOptions): Promise<number> {
       storage.close();
       resolve(code);
     };
-    requestShutdown = () => void stop("admin shutdown");
+    requestShutdown = () => void stop("graceful shutdown (SIGTERM or keel shutdown)");
     // 75 (EX_TEMPFAIL): start again; the data dir has a new incarnation (see --help).
     requestRestart = () => void stop("restart required", 75);
     // The node stopped itself: it cannot serve the log's state (logged with the reason).

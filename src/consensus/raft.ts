@@ -542,7 +542,9 @@ export class Raft {
     if (to === this.id) return { ok: false, reason: "already-leader", leader: this.id };
     const progress = this.#progress.get(to);
     if (progress === undefined) return { ok: false, reason: "unknown-member", leader: this.id };
-    if (!this.#counts(to, progress.incarnation, progress.recovering)) {
+    // Not to a replacement still recovering. (Not heard from yet in this term is fine:
+    // timeoutNow goes out only once it has caught up, i.e. answered.)
+    if (progress.incarnation !== null && !this.#counts(to, progress.incarnation, progress.recovering)) {
       return { ok: false, reason: "not-voter", leader: this.id };
     }
     this.#transferee = to;

@@ -1524,12 +1524,25 @@ export class KeelNode implements NodeApi, OpsApi {
   async shutdown(): Promise<void> {
     this.#deps.log.info("shutdown requested", { role: this.raft.role });
     if (this.raft.role === "leader" && this.raft.peers.length > 0) {
-      const moved = await this.stepDown(undefined);
-      if (moved.ok) {
-        this.#deps.log.info("handed over leadership before shutdown", { leader: moved.leader });
-      } else {this.#deps.log.warn("could not hand over leadership before shutdown", {
-          reason: moved.message,
-        });}
+      const result = this.transferLeadership(undefined);
+      // Wait until this node no longer leads: handed over, or stepped down because its
+      // peers are gone too (a whole cluster stopping). Bounded by two election timeouts.
+      const electionMs = this.#deps.config.raft.electionTimeoutMs;
+      const started = Date.now();
+      const successorKnown = () => this.raft.leader !== null && this.raft.leader !== this.name;
+      while (result.ok && !successorKnown() && Date.now() - started < electionMs * 2) {
+        // Stepped down with nobody taking over: the peers are going away too.
+        if (this.raft.role !== "leader" && Date.now() - started > electionMs) break;
+        await Bun.sleep(10);
+      }
+      const leader = this.raft.leader;
+      if (result.ok && leader !== null && leader !== this.name) {
+        this.#deps.log.info("handed over leadership before shutdown", { leader });
+      } else {
+        this.#deps.log.warn("could not hand over leadership before shutdown", {
+          reason: result.ok ? "no other member took over in time" : result.reason,
+        });
+      }
     }
     this.#deps.onShutdown?.();
   }
