@@ -62,7 +62,11 @@ const decoder = new TextDecoder();
 
 /** encodeFence is the data of a fence entry. */
 export function encodeFence(name: NodeId, incarnation: string, replaces?: string): Uint8Array {
-  return encoder.encode(JSON.stringify(replaces === undefined ? { name, incarnation } : { name, incarnation, replaces }));
+  return encoder.encode(
+    JSON.stringify(
+      replaces === undefined ? { name, incarnation } : { name, incarnation, replaces },
+    ),
+  );
 }
 
 /** encodeRoster is the data of a roster entry (kind "fence"). */
@@ -187,15 +191,16 @@ export class Fences {
     const base = this.#base.get(name);
     if (base?.superseded.includes(incarnation) || base?.incarnation === incarnation) return true;
     return this.#inLog.some((record) =>
-      isRoster(record)
-        ? record.members[name] === incarnation
-        : record.name === name && (record.incarnation === incarnation || record.replaces === incarnation)
+      isRoster(record) ? record.members[name] === incarnation : record.name === name &&
+        (record.incarnation === incarnation || record.replaces === incarnation)
     );
   }
 
   /** uncommitted returns the fences (not rosters) above commitIndex. */
   uncommitted(commitIndex: number): Fence[] {
-    return this.#inLog.filter((record): record is Fence => !isRoster(record) && record.index > commitIndex);
+    return this.#inLog.filter((record): record is Fence =>
+      !isRoster(record) && record.index > commitIndex
+    );
   }
 
   /** tableAt returns the table including every fence and roster at or below index. */
@@ -206,22 +211,31 @@ export class Fences {
       table = apply(table, record);
     }
     const out: FenceTable = {};
-    for (const [name, entry] of table) out[name] = { ...entry, superseded: entry.superseded.slice() };
+    for (const [name, entry] of table) {
+      out[name] = { ...entry, superseded: entry.superseded.slice() };
+    }
     return out;
   }
 }
 
-function apply(table: Map<NodeId, FenceTableEntry>, record: Fence | Roster): Map<NodeId, FenceTableEntry> {
+function apply(
+  table: Map<NodeId, FenceTableEntry>,
+  record: Fence | Roster,
+): Map<NodeId, FenceTableEntry> {
   const next = new Map(table);
   if (isRoster(record)) {
     for (const [name, incarnation] of Object.entries(record.members)) {
-      if (!next.has(name)) next.set(name, { incarnation, index: record.index, superseded: [], founding: true });
+      if (!next.has(name)) {
+        next.set(name, { incarnation, index: record.index, superseded: [], founding: true });
+      }
     }
     return next;
   }
   const previous = table.get(record.name);
   const superseded = previous === undefined ? [] : [...previous.superseded, previous.incarnation];
-  if (record.replaces !== undefined && !superseded.includes(record.replaces)) superseded.push(record.replaces);
+  if (record.replaces !== undefined && !superseded.includes(record.replaces)) {
+    superseded.push(record.replaces);
+  }
   next.set(record.name, {
     incarnation: record.incarnation,
     index: record.index,

@@ -60,7 +60,9 @@ export class Progress {
 
   /** reset forgets everything learned about the follower: a new host took its name (R4). */
   reset(nextIndex: number, incarnation: string, recovering: boolean): void {
-    if (this.incarnation !== null && this.incarnation !== incarnation) this.previousIncarnation = this.incarnation;
+    if (this.incarnation !== null && this.incarnation !== incarnation) {
+      this.previousIncarnation = this.incarnation;
+    }
     this.state = "probe";
     this.matchIndex = 0;
     this.nextIndex = nextIndex;

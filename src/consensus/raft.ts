@@ -473,7 +473,9 @@ export class Raft {
     if (this.role !== "leader" || this.incarnation === "" || this.#transferee !== null) return;
     if (this.log.fences.hasUncommittedRoster(this.log.commitIndex)) return;
     const members: Record<NodeId, string> = {};
-    if (this.log.fences.current(this.id) === undefined && !this.recovering) members[this.id] = this.incarnation;
+    if (this.log.fences.current(this.id) === undefined && !this.recovering) {
+      members[this.id] = this.incarnation;
+    }
     for (const [peer, progress] of this.#progress) {
       if (progress.incarnation === null || progress.recovering) continue;
       if (this.log.fences.current(peer) !== undefined) continue;
@@ -544,7 +546,9 @@ export class Raft {
     if (progress === undefined) return { ok: false, reason: "unknown-member", leader: this.id };
     // Not to a replacement still recovering. (Not heard from yet in this term is fine:
     // timeoutNow goes out only once it has caught up, i.e. answered.)
-    if (progress.incarnation !== null && !this.#counts(to, progress.incarnation, progress.recovering)) {
+    if (
+      progress.incarnation !== null && !this.#counts(to, progress.incarnation, progress.recovering)
+    ) {
       return { ok: false, reason: "not-voter", leader: this.id };
     }
     this.#transferee = to;

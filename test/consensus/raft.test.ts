@@ -205,7 +205,10 @@ group("leadership transfer and reads", () => {
     cluster.flush();
     expect(cluster.node("a").readStates).toEqual([]);
     cluster.deliver();
-    expect(cluster.node("a").readStates).toEqual([{ requestId: 42, index: cluster.raft("a").commitIndex }]);
+    expect(cluster.node("a").readStates).toEqual([{
+      requestId: 42,
+      index: cluster.raft("a").commitIndex,
+    }]);
   });
 
   test("ReadIndex on a follower is answered by the leader", () => {
@@ -215,7 +218,10 @@ group("leadership transfer and reads", () => {
     cluster.deliver();
     cluster.raft("b").readIndex(7);
     cluster.deliver();
-    expect(cluster.node("b").readStates).toEqual([{ requestId: 7, index: cluster.raft("a").commitIndex }]);
+    expect(cluster.node("b").readStates).toEqual([{
+      requestId: 7,
+      index: cluster.raft("a").commitIndex,
+    }]);
   });
 
   test("an isolated leader cannot serve a linearizable read", () => {

@@ -651,4 +651,3 @@ describe("restore from an old backup (the core's part)", () => {
     expect(result.failure ?? "").not.toMatch(/a message storm/);
   });
 });
-
