@@ -8,6 +8,9 @@
 // An operation whose outcome is unknown (timeout, connection lost) has `return` null or
 // Infinity. It may take effect at any point after its call, or not at all, and its output is
 // ignored. A get with an unknown outcome constrains nothing and is dropped before checking.
+//
+// kvModel also states the facts about each op that the search prunes on (see Model in
+// linearizability.ts); a property test checks every one of them against kvStep.
 
 import type { Model, TimedOperation } from "./linearizability.ts";
 
@@ -180,8 +183,55 @@ export function kvStep(state: KvValue, op: KvOperation): KvValue | undefined {
   }
 }
 
+/**
+ * unreadValue stands in, during a check, for every written value of a key that no operation
+ * observes (see anonymizeUnread).
+ */
+export const unreadValue = "\u0000unread";
+
+/**
+ * anonymizeUnread replaces each value written to a key that no operation of the key
+ * observes (no get returned it, no cas expected it or reported it as current) by
+ * unreadValue, and returns the new ops with a map back to the originals. No operation can
+ * tell such values apart, nor tell them from unreadValue, so the history is linearizable
+ * exactly when the anonymized one is; but the search sees far fewer distinct states, and the
+ * writes of unread values become interchangeable, which matters most for the many writes
+ * with unknown outcome that never took effect. A history that itself uses unreadValue is
+ * returned unchanged.
+ */
+export function anonymizeUnread(
+  ops: readonly KvOperation[],
+): { ops: KvOperation[]; originals: Map<KvOperation, KvOperation> } {
+  const observed = new Set<KvValue>();
+  let clash = false;
+  for (const op of ops) {
+    if (op.op === "get" && outcomeKnown(op) && op.output !== undefined) observed.add(op.output);
+    if (op.op === "put" && op.input === unreadValue) clash = true;
+    if (op.op === "cas") {
+      observed.add(op.input.expected);
+      const current = casOutcome(op)?.current;
+      if (current !== undefined) observed.add(current);
+      if (op.input.value === unreadValue) clash = true;
+    }
+  }
+  const originals = new Map<KvOperation, KvOperation>();
+  if (clash || observed.has(unreadValue)) return { ops: [...ops], originals };
+  const renamed = ops.map((op): KvOperation => {
+    let copy: KvOperation | undefined;
+    if (op.op === "put" && !observed.has(op.input)) copy = { ...op, input: unreadValue };
+    if (op.op === "cas" && op.input.value !== null && !observed.has(op.input.value)) {
+      copy = { ...op, input: { ...op.input, value: unreadValue } };
+    }
+    if (copy === undefined) return op;
+    originals.set(copy, op);
+    return copy;
+  });
+  return { ops: renamed, originals };
+}
+
 /** describeValue prints a value as the explanations show it. */
 export function describeValue(value: KvValue): string {
+  if (value === unreadValue) return "one no operation read";
   return value === null ? "absent" : JSON.stringify(value);
 }
 

@@ -18,17 +18,26 @@
 //
 // Plain Wing & Gong is exponential in the number of concurrent operations, and a chaos run
 // has many, so the search uses facts a model may declare about its operations (see Model):
-// reads are placed as soon as they fit, states where some operation can never fit are
-// abandoned at once, a check before the search refutes stale reads without searching at all,
-// and the memo lets one visited pair stand for many when operations with unknown outcome
-// differ. Each refinement is argued where it is made, and the tests compare the checker with
-// a brute-force search over every order.
+// reads are placed as soon as they fit; states where some operation can never fit are
+// abandoned at once; operations with unknown outcome are tried only where something could
+// observe them, and only one of each group that acts alike; the memo lets one visited pair
+// stand for many that differ in operations with unknown outcome; and a check before the
+// search refutes stale reads without searching at all. For the kv model, values nobody read
+// are also merged into one (kv_model.ts, anonymizeUnread). Each refinement is argued where
+// it is made, and the tests compare the checker with a brute-force search over every order.
 //
 // Pure: no I/O. The clock that enforces the time bound is injectable.
 
 import { assert } from "../lib/assert.ts";
 import { Prng } from "../lib/prng.ts";
-import { kvModel, type KvOperation, partitionByKey, validateHistory } from "./kv_model.ts";
+import {
+  anonymizeUnread,
+  describeKvOperation,
+  kvModel,
+  type KvOperation,
+  partitionByKey,
+  validateHistory,
+} from "./kv_model.ts";
 
 /** TimedOperation is the part of an operation the search needs: its interval. */
 export interface TimedOperation {
@@ -41,6 +50,10 @@ export interface TimedOperation {
  * Model is a sequential specification. step returns the state after op, or undefined when
  * op's recorded output is impossible in state; for an op with unknown outcome it must
  * ignore the output. hash and equal must agree (equal states, equal hashes).
+ *
+ * The optional members after explainStep are facts about ops that let the search prune.
+ * Each fact a model states must hold for every state, or the checker may answer wrongly;
+ * a model that states none gets a plain, slower search.
  */
 export interface Model<State, Op extends TimedOperation> {
   init(): State;
@@ -143,8 +156,11 @@ export interface CheckOptions {
 
 /** checkTimeoutMsDefault is the time bound of a check that names none. */
 export const checkTimeoutMsDefault = 10_000;
-/** memoEntriesMaxDefault keeps one partition's memo to a few hundred megabytes at most. */
-export const memoEntriesMaxDefault = 2_000_000;
+/**
+ * memoEntriesMaxDefault keeps one partition's memo to a few hundred megabytes at most (an
+ * entry holds its known set run-length encoded and its unknown ops, a few hundred bytes).
+ */
+export const memoEntriesMaxDefault = 1_000_000;
 /** clockCheckIterations is how many search steps pass between reads of the clock. */
 const clockCheckIterations = 1024;
 /** counterexampleTailOps is how many prefix operations an explanation prints. */
@@ -171,8 +187,9 @@ function growInt32(array: Int32Array<ArrayBuffer>, needed: number): Int32Array<A
 }
 
 /**
- * checkOperations searches for a linearization of one partition of a history. It never runs
- * past `deadline` (on the `now` clock) by more than a few thousand search steps.
+ * checkOperations searches for a linearization of one partition of a history, whose ops
+ * must each have call <= return (checkHistory validates this). It never runs past
+ * `deadline` (on the `now` clock) by more than a few thousand search steps.
  */
 export function checkOperations<State, Op extends TimedOperation>(
   model: Model<State, Op>,
@@ -283,9 +300,10 @@ export function checkOperations<State, Op extends TimedOperation>(
   };
 
   // The memo records the (set, state) pairs visited, in an open-addressing hash table keyed
-  // by a 64-bit hash of the set's known ops and the state. A hit compares the known ops
-  // (run-length encoded) and the state exactly, so a collision costs time, not truth; the
-  // encodings live end to end in one pool.
+  // by a 64-bit hash of the set's known ops and the state. Each slot heads a chain of the
+  // entries with the same known ops and state, which differ in their unknown ops; a slot is
+  // taken only after comparing the known ops (run-length encoded) and the state exactly, so
+  // a collision costs time, not truth. The encodings live end to end in one pool.
   //
   // Ops with an unknown outcome are optional, which makes a visited pair dominate more than
   // itself: if (K + U, s) failed, so does (K + U', s) for every U' that includes U, since
@@ -295,9 +313,11 @@ export function checkOperations<State, Op extends TimedOperation>(
   let memoLow = new Uint32Array(memoCapacity);
   let memoHigh = new Uint32Array(memoCapacity);
   let memoEntry = new Int32Array(memoCapacity).fill(nil);
+  let memoKeys = 0;
   const entryState: State[] = [];
+  let entryNext = new Int32Array(1024);
   // Entry e's runs are pool[entryStart[e], entryUnknown[e]); its unknown ops follow, to
-  // entryStart[e + 1].
+  // entryStart[e + 1], newest placement first, as that is where two sets tend to differ.
   let entryStart = new Int32Array(1024);
   let entryUnknown = new Int32Array(1024);
   let pool = new Int32Array(4096);
@@ -329,11 +349,14 @@ export function checkOperations<State, Op extends TimedOperation>(
       }
     }
   };
-  const dominates = (entry: number) => {
+  const sameKey = (entry: number, state: State) => {
     const start = entryStart[entry]!;
-    const unknownFrom = entryUnknown[entry]!;
-    if (unknownFrom - start !== scratchLength) return false;
+    if (entryUnknown[entry]! - start !== scratchLength) return false;
     for (let i = 0; i < scratchLength; i++) if (pool[start + i] !== scratch[i]) return false;
+    return model.equal(entryState[entry]!, state);
+  };
+  const dominates = (entry: number) => {
+    const unknownFrom = entryUnknown[entry]!;
     const end = entryStart[entry + 1]!;
     for (let i = unknownFrom; i < end; i++) if (unknownPlaced[pool[i]!] === 0) return false;
     return true;
@@ -356,38 +379,55 @@ export function checkOperations<State, Op extends TimedOperation>(
       memoEntry[at] = oldEntry[slot]!;
     }
   };
-  // remember adds (current set, state) to the memo; false when a visited pair dominates it.
-  const remember = (state: State): boolean => {
+  // seen says whether a visited pair dominates (current set, state); if not, it leaves the
+  // slot for record, which must follow before the set or the memo changes.
+  let seenSlot = 0;
+  let seenLow = 0;
+  let seenHigh = 0;
+  const seen = (state: State): boolean => {
     const stateHash = model.hash(state) >>> 0;
     const low = (hashLow ^ Math.imul(stateHash, 0x9e3779b1)) >>> 0;
     const high = (hashHigh ^ Math.imul(stateHash ^ (stateHash >>> 16), 0x85ebca6b)) >>> 0;
     const mask = memoCapacity - 1;
     let slot = low & mask;
-    let encoded = false;
-    for (let entry = memoEntry[slot]!; entry !== nil; entry = memoEntry[slot]!) {
-      if (memoLow[slot] === low && memoHigh[slot] === high) {
-        if (!encoded) encodeRuns();
-        encoded = true;
-        if (dominates(entry) && model.equal(entryState[entry]!, state)) return false;
-      }
+    encodeRuns();
+    while (
+      memoEntry[slot] !== nil &&
+      (memoLow[slot] !== low || memoHigh[slot] !== high || !sameKey(memoEntry[slot]!, state))
+    ) {
       slot = (slot + 1) & mask;
     }
-    if (!encoded) encodeRuns();
+    for (let entry = memoEntry[slot]!; entry !== nil; entry = entryNext[entry]!) {
+      if (dominates(entry)) return true;
+    }
+    seenSlot = slot;
+    seenLow = low;
+    seenHigh = high;
+    return false;
+  };
+  // record adds (current set, state) to the memo, at the slot seen found.
+  const record = (state: State) => {
+    const slot = seenSlot;
+    const chain = memoEntry[slot]!;
     const entry = memoEntries++;
     entryState.push(state);
     pool = growInt32(pool, poolLength + scratchLength + unknownDepth);
     entryStart = growInt32(entryStart, entry + 2);
     entryUnknown = growInt32(entryUnknown, entry + 1);
+    entryNext = growInt32(entryNext, entry + 1);
     entryStart[entry] = poolLength;
     for (let i = 0; i < scratchLength; i++) pool[poolLength++] = scratch[i]!;
     entryUnknown[entry] = poolLength;
-    for (let i = 0; i < unknownDepth; i++) pool[poolLength++] = unknownStack[i]!;
+    for (let i = unknownDepth - 1; i >= 0; i--) pool[poolLength++] = unknownStack[i]!;
     entryStart[entry + 1] = poolLength;
-    memoLow[slot] = low;
-    memoHigh[slot] = high;
+    entryNext[entry] = chain;
     memoEntry[slot] = entry;
-    if (memoEntries * 2 > memoCapacity) grow();
-    return true;
+    if (chain === nil) {
+      memoLow[slot] = seenLow;
+      memoHigh[slot] = seenHigh;
+      memoKeys++;
+      if (memoKeys * 2 > memoCapacity) grow();
+    }
   };
 
   // What the model says about each op (see Model). Needed states are interned: needId[id]
@@ -400,6 +440,10 @@ export function checkOperations<State, Op extends TimedOperation>(
   const blind = tabulate(
     new Uint8Array(opCount),
     (id) => readOnly[id] === 0 && model.blind?.(byId[id]!) === true ? 1 : 0,
+  );
+  const overwrites = tabulate(
+    new Uint8Array(opCount),
+    (id) => known[id] && model.overwrites?.(byId[id]!) === true ? 1 : 0,
   );
   const neededStates: State[] = [];
   const neededByHash = new Map<number, number[]>();
@@ -433,18 +477,51 @@ export function checkOperations<State, Op extends TimedOperation>(
     return intern(left, false);
   });
 
-  // Ops with unknown outcome are candidates only where they could matter. In some
-  // linearization, if there is one, each of them that is placed at all is followed at once
-  // by an op that could not follow without it: a known op that requires the state it
-  // produces and does not fit the state before it, an op with unknown outcome that it
-  // enables, or an op the model says too little about to tell ("imprecise": neither
-  // read-only, blind nor with a required state, or an unfitting read-only op with no
-  // required state). Any other successor either fits the state before as well, with the
-  // same result, so the op can be dropped, or is an op with unknown outcome it does not
-  // enable, which can be dropped itself. And the successor is a candidate already where
-  // the op is placed. So a level offers an op with unknown outcome only if it produces a
-  // state some candidate requires or enables (followed backwards through enabled ops), or
-  // if some candidate is imprecise: then it offers them all.
+  // Ops with unknown outcome are candidates only where they could matter. If there is a
+  // linearization, there is one in which each op with unknown outcome that is placed at all
+  // is followed at once by an op it makes possible or changes: from any linearization, drop
+  // each such op that is a no-op where it stands, and each whose successor fits the state
+  // before it too with the same result, until none is left to drop. The successor is a
+  // candidate already at the level where the op is placed, so a level need offer the op
+  // only if some candidate could be that successor:
+  // - a known op that requires the state the op produces, and does not fit the current one;
+  // - an op with unknown outcome that the produced state enables (followed backwards: an
+  //   enabled op on offer makes the state that enables it wanted too);
+  // - an op the model says too little about, an "imprecise" one: a read-only op without a
+  //   required state that does not fit, or an op neither read-only, blind nor with a
+  //   required state, unless it fits now and always leaves one state. Then the level offers
+  //   every op with unknown outcome called by then.
+  //
+  // Ops with unknown outcome that act alike are interchangeable, and one called earlier can
+  // go wherever one called later can: so only the earliest unplaced op of each such group
+  // is offered, which spares the search every choice among them. Two act alike when both
+  // are blind and produce the same state, or when both change the same enabling state into
+  // the same produced state (two timed-out cas from null to values nobody read).
+  const groupOf = new Int32Array(opCount).fill(nil);
+  const groupIds = new Map<string, number>();
+  const stateIds = new Map<number, State[]>();
+  const stateKey = (value: State): string => {
+    const hash = model.hash(value) >>> 0;
+    const seenStates = stateIds.get(hash) ?? [];
+    let index = seenStates.findIndex((other) => model.equal(other, value));
+    if (index === -1) {
+      index = seenStates.push(value) - 1;
+      stateIds.set(hash, seenStates);
+    }
+    return `${hash}.${index}`;
+  };
+  for (let id = 0; id < opCount; id++) {
+    if (known[id] || readOnly[id] === 1) continue;
+    const left = model.produces?.(byId[id]!);
+    const enabler = blind[id] === 1 ? undefined : model.enabledBy?.(byId[id]!);
+    if (left === undefined || (blind[id] === 0 && enabler === undefined)) continue;
+    const key = blind[id] === 1
+      ? `blind ${stateKey(left)}`
+      : `${stateKey(enabler!)} to ${stateKey(left)}`;
+    if (!groupIds.has(key)) groupIds.set(key, groupIds.size);
+    groupOf[id] = groupIds.get(key)!;
+  }
+  const groupOffered = new Int32Array(groupIds.size);
   const unknownIds: number[] = [];
   const unknownProducers = neededStates.map((): number[] => []);
   const unknownWildcards: number[] = [];
@@ -491,6 +568,9 @@ export function checkOperations<State, Op extends TimedOperation>(
     }
   };
   const orphanBlocked = -2;
+  const doomed = () =>
+    wildcardsLeft === 0 &&
+    (orphans > 1 || (orphans === 1 && !model.equal(state, neededStates[orphanSum]!)));
 
   // The search keeps one level per placed op. Level d holds the state after d placements
   // and its candidates; its blocker is the op of the first return entry in the list, which
@@ -511,7 +591,6 @@ export function checkOperations<State, Op extends TimedOperation>(
   const levelCursor = new Int32Array(opCount + 1);
   const levelBlocker = new Int32Array(opCount + 1);
   let candidates = new Int32Array(256);
-  const candidateClass = new Uint8Array(opCount);
   const wanted = new Int32Array(neededStates.length);
   const wantedList: number[] = [];
   const offered = new Int32Array(opCount);
@@ -580,6 +659,11 @@ export function checkOperations<State, Op extends TimedOperation>(
   };
   const offer = (id: number, end: number): number => {
     if (offered[id] === stamp || unknownPlaced[id] === 1) return end;
+    const group = groupOf[id]!;
+    if (group !== nil) {
+      if (groupOffered[group] === stamp) return end;
+      groupOffered[group] = stamp;
+    }
     offered[id] = stamp;
     if (end === candidates.length) candidates = growInt32(candidates, end + 1);
     candidates[end] = id;
@@ -596,10 +680,7 @@ export function checkOperations<State, Op extends TimedOperation>(
     let end = start;
     levelCursor[depth] = start;
     levelEnd[depth] = start;
-    if (
-      wildcardsLeft === 0 &&
-      (orphans > 1 || (orphans === 1 && !model.equal(state, neededStates[orphanSum]!)))
-    ) {
+    if (doomed()) {
       levelBlocker[depth] = orphanBlocked;
       return false;
     }
@@ -626,7 +707,8 @@ export function checkOperations<State, Op extends TimedOperation>(
           continue;
         }
         flip(id);
-        if (remember(nextState)) {
+        if (!seen(nextState)) {
+          record(nextState);
           place(id, nextState, true);
           return true;
         }
@@ -635,7 +717,10 @@ export function checkOperations<State, Op extends TimedOperation>(
         levelBlocker[depth] = id;
         return false;
       }
-      if (blind[id] === 0 && need === nil) imprecise = true;
+      // An op that fits now and always leaves the same state makes any op before it moot.
+      if (blind[id] === 0 && need === nil) {
+        imprecise ||= overwrites[id] === 0 || model.step(state, byId[id]!) === undefined;
+      }
       if (end === candidates.length) candidates = growInt32(candidates, end + 1);
       candidates[end++] = id;
     }
@@ -661,29 +746,30 @@ export function checkOperations<State, Op extends TimedOperation>(
         end = offer(id, end);
       }
     }
-    // Rank, then insertion sort by class and return time; levels are small.
-    for (let i = start; i < end; i++) {
-      const id = candidates[i]!;
-      const helps = produceId[id] !== nil && wanted[produceId[id]!] === stamp;
-      candidateClass[id] = (helps ? 0 : 2) + (known[id] ? 0 : 1);
-    }
-    for (let i = start + 1; i < end; i++) {
-      const id = candidates[i]!;
-      const rankClass = candidateClass[id]!;
-      const rankTime = returnTime[id]!;
-      let j = i;
-      for (; j > start; j--) {
-        const other = candidates[j - 1]!;
-        const otherClass = candidateClass[other]!;
-        if (
-          otherClass < rankClass || (otherClass === rankClass && returnTime[other]! <= rankTime)
-        ) {
-          break;
+    // Order: known ops that produce a wanted state, unknown ones that do, other known ops,
+    // other unknown ones; known ops by return time (an insertion sort, as they are about as
+    // many as the clients), unknown ones in call order.
+    let sorted = end;
+    for (let rank = 0; rank < 4; rank++) {
+      const knownRank = rank % 2 === 0;
+      const first = sorted;
+      for (let i = start; i < end; i++) {
+        const id = candidates[i]!;
+        const helps = produceId[id] !== nil && wanted[produceId[id]!] === stamp;
+        if (helps !== rank < 2 || known[id] !== knownRank) continue;
+        if (sorted === candidates.length) candidates = growInt32(candidates, sorted + 1);
+        let at = sorted++;
+        if (knownRank) {
+          const returned = returnTime[id]!;
+          while (at > first && returnTime[candidates[at - 1]!]! > returned) {
+            candidates[at] = candidates[at - 1]!;
+            at--;
+          }
         }
-        candidates[j] = other;
+        candidates[at] = id;
       }
-      candidates[j] = id;
     }
+    candidates.copyWithin(start, end, sorted);
     levelEnd[depth] = end;
     return false;
   };
@@ -712,12 +798,20 @@ export function checkOperations<State, Op extends TimedOperation>(
       const nextState = model.step(state, byId[id]!);
       if (nextState === undefined) continue;
       flip(id);
-      if (remember(nextState)) {
-        place(id, nextState, false);
-        entering = true;
-      } else {
+      if (seen(nextState)) {
         flip(id);
+        continue;
       }
+      // A placement that leaves some op unable ever to fit is undone at once, and not
+      // remembered: finding that again is cheaper than a memo crowded with dead ends.
+      place(id, nextState, false);
+      if (doomed()) {
+        if (depth === bestLength && agree === depth && blocked === nil) blocked = orphanBlocked;
+        unplace();
+        continue;
+      }
+      record(nextState);
+      entering = true;
       continue;
     }
     // No candidate leads anywhere: the blocker can never be placed from here. Undo
@@ -750,8 +844,9 @@ interface SearchFacts<State> {
  * before the needy op was called and always leaves a state other than v. Then, in every
  * linearization, the state when the op runs is not v: nothing can produce v after Y and
  * before the op. This catches stale reads and lost writes in histories far too concurrent
- * for the search to refute by exhaustion. Each op is checked in O(producers + overwriters)
- * at worst; refute answers undefined when in doubt (a producer with unknown outcome).
+ * for the search to refute by exhaustion. Each op costs a binary search and a scan of the
+ * overwriters called while it waited; refute passes over an op when in doubt (a producer
+ * with unknown outcome, or the op produces what it needs).
  */
 function refute<State, Op extends TimedOperation>(
   model: Model<State, Op>,
@@ -763,54 +858,58 @@ function refute<State, Op extends TimedOperation>(
   neededStates: readonly State[],
 ): Counterexample<Op> | undefined {
   const produced = byId.map((op, id) => readOnly[id] === 1 ? undefined : model.produces?.(op));
-  // Ops are in call order, so each list below is too.
+  // Producers of each needed state in call order, with the latest return among the first
+  // i of them (Infinity once one has an unknown outcome), for binary search.
   const producersOf = neededStates.map((): number[] => []);
   produceId.forEach((need, id) => {
     if (need !== nil) producersOf[need]!.push(id);
+  });
+  const producerCallsOf = producersOf.map((producers) => producers.map((id) => byId[id]!.call));
+  const producedUntilOf = producersOf.map((producers) => {
+    let latest = -Infinity;
+    return producers.map((
+      id,
+    ) => (latest = Math.max(latest, known[id] ? byId[id]!.return! : Infinity)));
   });
   const overwriters = byId.map((_, id) => id).filter((id) =>
     known[id] && produced[id] !== undefined && model.overwrites?.(byId[id]!) === true
   );
   const overwriterCalls = overwriters.map((id) => byId[id]!.call);
+  // countUpTo is how many of the ascending `values` are at most `limit`.
+  const countUpTo = (values: readonly number[], limit: number) => {
+    let low = 0;
+    let high = values.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (values[middle]! <= limit) low = middle + 1;
+      else high = middle;
+    }
+    return low;
+  };
   const initial = model.init();
   for (let id = 0; id < byId.length; id++) {
     const need = needId[id]!;
-    if (need === nil) continue;
+    // An op that produces what it needs (a cas from v to v) is left to the search.
+    if (need === nil || produceId[id] === need) continue;
     const op = byId[id]!;
     const wanted = neededStates[need]!;
     // Producers that could come before op: called no later than op returned.
-    const producers: number[] = [];
-    let producedUntil = -Infinity;
-    let doubtful = false;
-    for (const producer of producersOf[need]!) {
-      if (byId[producer]!.call > op.return!) break;
-      if (producer === id) continue;
-      if (!known[producer]) {
-        doubtful = true;
-        break;
-      }
-      producers.push(producer);
-      producedUntil = Math.max(producedUntil, byId[producer]!.return!);
-    }
-    if (doubtful) continue;
+    const count = countUpTo(producerCallsOf[need]!, op.return!);
+    const producedUntil = count === 0 ? -Infinity : producedUntilOf[need]![count - 1]!;
+    if (producedUntil === Infinity) continue;
     let overwriter = nil;
-    // The first overwriter called after producedUntil, by binary search.
-    let low = 0;
-    let high = overwriters.length;
-    while (low < high) {
-      const middle = (low + high) >>> 1;
-      if (overwriterCalls[middle]! > producedUntil) high = middle;
-      else low = middle + 1;
-    }
-    for (let k = low; k < overwriters.length && overwriterCalls[k]! < op.call; k++) {
+    const first = countUpTo(overwriterCalls, producedUntil);
+    for (let k = first; k < overwriters.length && overwriterCalls[k]! < op.call; k++) {
       const candidate = overwriters[k]!;
       if (byId[candidate]!.return! < op.call && !model.equal(produced[candidate]!, wanted)) {
         overwriter = candidate;
         break;
       }
     }
-    const unproduced = producers.length === 0 && !model.equal(initial, wanted);
+    const unproduced = count === 0 && !model.equal(initial, wanted);
     if (overwriter === nil && !unproduced) continue;
+    // The latest few producers are the ones worth showing.
+    const producers = producersOf[need]!.slice(Math.max(0, count - 3), count);
     const needs = `it needs a state where ${model.describeState(wanted)}`;
     const describe = (ids: number[]) =>
       ids.map((p) => model.describeOperation(byId[p]!)).join(", ");
@@ -823,10 +922,11 @@ function refute<State, Op extends TimedOperation>(
       state = produced[overwriter]!;
       const before = producers.length === 0
         ? "only the initial state has it, but"
-        : `only ${describe(producers)} could produce it in time, but`;
-      why = `${needs}; ${before} ${describe([overwriter])} was called after ` +
-        `${producers.length === 0 ? "the start" : "that returned"} and returned before it was ` +
-        `called, after which ${model.describeState(state)}`;
+        : `only ${count > 3 ? `${count - 3} earlier ops and ` : ""}${describe(producers)} ` +
+          "could produce it in time, but";
+      why = `${needs}; ${before} ${describe([overwriter])}, which always leaves another ` +
+        `state, was called after ${producers.length === 0 ? "the start" : "that returned"} ` +
+        `and returned before it was called`;
     }
     const involved = [...producers, ...(overwriter === nil ? [] : [overwriter]), id]
       .sort((a, b) => a - b).map((p) => byId[p]!);
@@ -928,7 +1028,9 @@ function explain<State, Op extends TimedOperation>(
     (prefix.length > 0 ? `; it ends with:` : "."),
     ...(prefix.length > counterexampleTailOps ? ["  ..."] : []),
     ...linearized.slice(-counterexampleTailOps).map((op) => `  ${model.describeOperation(op)}`),
-    `After it ${model.describeState(state)}. The operations that could come next:`,
+    `After it ${model.describeState(state)}` +
+    (writer === nil ? "" : ` (last changed by ${model.describeOperation(byId[writer]!)})`) +
+    ". The operations that could come next:",
     ...pending.map(({ op, why }) => `  ${model.describeOperation(op)}: ${why}`),
   ];
   return {
@@ -939,6 +1041,38 @@ function explain<State, Op extends TimedOperation>(
     involved,
     explanation: lines.join("\n"),
   };
+}
+
+/**
+ * checkKey checks the history of one key with its unread values anonymized, and reports
+ * the original operations.
+ */
+function checkKey(
+  ops: readonly KvOperation[],
+  deadline: number,
+  now: () => number,
+  options: CheckOptions,
+): PartitionReport<KvOperation> {
+  const anonymized = anonymizeUnread(ops);
+  const original = (op: KvOperation) => anonymized.originals.get(op) ?? op;
+  const model: Model<string | null, KvOperation> = {
+    ...kvModel,
+    describeOperation: (op) => describeKvOperation(original(op)),
+  };
+  const report = checkOperations(model, anonymized.ops, {
+    deadline,
+    now,
+    ...(options.memoEntriesMax === undefined ? {} : { memoEntriesMax: options.memoEntriesMax }),
+    ...(options.refuteFirst === undefined ? {} : { refuteFirst: options.refuteFirst }),
+  });
+  const found = report.counterexample;
+  if (found !== undefined) {
+    found.linearized = found.linearized.map(original);
+    found.blocked = original(found.blocked);
+    found.pending = found.pending.map(({ op, why }) => ({ op: original(op), why }));
+    found.involved = found.involved.map(original);
+  }
+  return report;
 }
 
 /** KeyReport is the outcome for one key of a kv history. */
@@ -956,7 +1090,9 @@ export interface HistoryReport {
 
 /**
  * checkHistory checks a kv history for linearizability, one key at a time (keys are
- * independent registers, so the history is linearizable exactly when each key's is). It
+ * independent registers, so the history is linearizable exactly when each key's is), with
+ * the values nobody read anonymized (see anonymizeUnread; counterexamples show the
+ * original operations, and a state holding such a value as "one no operation read"). It
  * checks every key within the time bound, smallest first, so one hard key does not hide the
  * verdict on the others; a key not finished in time is "unknown". A malformed history is a
  * RangeError.
@@ -986,12 +1122,7 @@ export function checkHistory(
         elapsedMs: 0,
         reason: "time bound reached before this key",
       }
-      : checkOperations(kvModel, ops, {
-        deadline,
-        now,
-        ...(options.memoEntriesMax === undefined ? {} : { memoEntriesMax: options.memoEntriesMax }),
-        ...(options.refuteFirst === undefined ? {} : { refuteFirst: options.refuteFirst }),
-      });
+      : checkKey(ops, deadline, now, options);
     if (partition.counterexample !== undefined) {
       partition.counterexample.explanation = `Key ${JSON.stringify(key)}: ` +
         partition.counterexample.explanation;

@@ -3,11 +3,13 @@
 
 import { describe, expect, test } from "bun:test";
 import {
+  anonymizeUnread,
   checkAcknowledgedWritesPresent,
   kvModel,
   type KvOperation,
   kvStep,
   type KvValue,
+  unreadValue,
   validateHistory,
 } from "../../src/check/kv_model.ts";
 import { Prng } from "../../src/lib/prng.ts";
@@ -120,7 +122,7 @@ describe("the facts kvModel declares to the search", () => {
     }
   }
 
-  test("readOnly, requires, produces and overwrites agree with kvStep", () => {
+  test("readOnly, requires, produces, overwrites, blind and enabledBy agree with kvStep", () => {
     const prng = new Prng(5);
     const problems: string[] = [];
     for (let i = 0; i < 2000; i++) {
@@ -142,9 +144,55 @@ describe("the facts kvModel declares to the search", () => {
           problems.push(`${name} does not always leave ${produced}`);
         }
       }
-      if (kvModel.hash(null) === kvModel.hash("a")) problems.push("hash ignores the value");
+      if (kvModel.blind!(op)) {
+        const results = new Set(values.map((state) => kvStep(state, op)));
+        if (fits.length !== values.length || results.size !== 1) {
+          problems.push(`${name} is not blind`);
+        }
+      }
+      const enabler = kvModel.enabledBy!(op);
+      const lost = op.return === null || op.return === Infinity;
+      if (lost && !kvModel.readOnly!(op) && !kvModel.blind!(op) && enabler !== undefined) {
+        for (const state of fits) {
+          if (kvStep(state, op) !== state && state !== enabler) {
+            problems.push(`${name} changes ${state} though only ${enabler} enables it`);
+          }
+        }
+      }
     }
     expect(problems).toEqual([]);
+    expect(kvModel.hash(null)).not.toBe(kvModel.hash("a"));
+    expect(kvModel.hash("a")).not.toBe(kvModel.hash("b"));
+  });
+});
+
+describe("anonymizeUnread", () => {
+  test("replaces written values no operation observes, and only those", () => {
+    const history = [
+      put([0, 1], "read"),
+      put([0, 1], "unread"),
+      get([2, 3], "read"),
+      cas([2, 3], "expected", "also-unread", true),
+      cas([2, 3], "x", "seen-by-cas", { ok: false, current: "seen-by-cas" }),
+      put([4, null], "lost"),
+    ];
+    const { ops, originals } = anonymizeUnread(history);
+    expect(ops.map((op) => op.op === "get" ? op.output : op.input)).toEqual([
+      "read",
+      unreadValue,
+      "read",
+      { expected: "expected", value: unreadValue },
+      { expected: "x", value: "seen-by-cas" },
+      unreadValue,
+    ]);
+    expect(originals.get(ops[1]!)).toBe(history[1]);
+    expect(originals.get(ops[5]!)).toBe(history[5]);
+    expect(originals.size).toBe(3);
+  });
+
+  test("leaves alone a history that uses the stand-in value itself", () => {
+    const history = [put([0, 1], unreadValue), put([0, 1], "unread")];
+    expect(anonymizeUnread(history).ops).toEqual(history);
   });
 });
 

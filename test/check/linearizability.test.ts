@@ -120,6 +120,30 @@ describe("linearizable histories", () => {
     expect(verdict(history)).toBe("ok");
   });
 
+  test("a chain of timed-out cas operations may explain a later read", () => {
+    const history = [
+      put([0, 1], "a"),
+      cas([2, null], "a", "b", true, 1),
+      cas([3, null], "b", "c", false, 2),
+      get([10, 11], "c"),
+    ];
+    expect(verdict(history)).toBe("ok");
+    // Not if the second cas was only sent after the read returned.
+    expect(verdict([...history.slice(0, 2), cas([12, null], "b", "c", false, 2), history[3]!]))
+      .toBe("illegal");
+  });
+
+  test("a delete that found a value may need a timed-out put to have happened", () => {
+    const history = [
+      put([0, 1], "a"),
+      del([2, 3], true),
+      put([4, null], "b"),
+      del([10, 11], true),
+    ];
+    expect(verdict(history)).toBe("ok");
+    expect(verdict([...history.slice(0, 2), put([12, null], "b"), history[3]!])).toBe("illegal");
+  });
+
   test("the recorded output of an operation with unknown outcome is ignored", () => {
     const history: KvOperation[] = [
       put([0, 1], "a"),
@@ -162,8 +186,8 @@ describe("histories that are not linearizable", () => {
     expect(found.explanation).toBe(
       'Key "x": get() -> "a" [client 1, 4..5] cannot take effect in any order: it needs a ' +
         'state where the value is "a"; only put("a") -> ok [client 2, 0..1] could produce it ' +
-        'in time, but put("b") -> ok [client 2, 2..3] was called after that returned and ' +
-        'returned before it was called, after which the value is "b".',
+        'in time, but put("b") -> ok [client 2, 2..3], which always leaves another state, was ' +
+        "called after that returned and returned before it was called.",
     );
   });
 
@@ -171,10 +195,15 @@ describe("histories that are not linearizable", () => {
     const found = counterexample(stale, false);
     expect(found.blocked).toMatchObject({ op: "get", output: "a" });
     expect(found.linearized.map((op) => op.op === "put" && op.input)).toEqual(["a", "b"]);
-    expect(found.state).toBe('the value is "b"');
+    // No operation reads "b", so the check sees it as one anonymous unread value.
+    expect(found.state).toBe("the value is one no operation read");
+    expect(found.explanation).toContain('(last changed by put("b") -> ok [client 2, 2..3])');
     expect(found.involved.map((op) => op.op)).toEqual(["put", "get"]);
     expect(found.explanation).toContain('Key "x"');
-    expect(found.explanation).toContain('it read "a" but the value was "b"');
+    expect(found.explanation).toContain(
+      'it read "a" but the value was one no operation read, and nothing left can produce a ' +
+        'state where the value is "a"',
+    );
   });
 
   test("a lost write: a completed put is never seen and later reads see the older value", () => {
@@ -269,6 +298,18 @@ describe("histories that are not linearizable", () => {
 
   test("a delete reports it removed a key that was never written", () => {
     expect(verdict([del([0, 1], true)])).toBe("illegal");
+  });
+
+  test("more deletes found a value than timed-out puts could have written", () => {
+    // 200 puts time out; 201 deletes, one after another, each report removing a value.
+    const history: KvOperation[] = [];
+    for (let i = 0; i < 200; i++) history.push(put([i * 10, null], `lost-${i}`, 100 + i));
+    for (let i = 0; i <= 200; i++) history.push(del([i * 10 + 5, i * 10 + 6], true, 1));
+    const report = checkHistory(history, { timeoutMs: 5_000 });
+    expect(report.result).toBe("illegal");
+    expect(report.perKey.get("x")!.counterexample!.blocked).toBe(history.at(-1)!);
+    // With one delete fewer, each delete can have removed a different lost value.
+    expect(verdict(history.slice(0, -1))).toBe("ok");
   });
 
   test("a put whose outcome is unknown cannot undo a later completed write", () => {
