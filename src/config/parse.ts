@@ -40,6 +40,8 @@ export const configDefaults = {
   heartbeatIntervalMs: 100,
   electionTimeoutMs: 1000,
   snapshotEntries: 10_000,
+  /** A replacement's catch-up is bounded so the cluster's own traffic stays serviceable. */
+  catchupBytesPerSecond: 64 * 1024 * 1024,
   resolverRefreshMs: 5000,
   gossipPort: 7071,
   gossipIntervalMs: 1000,
@@ -74,7 +76,7 @@ const keys = {
   ],
   member: ["name", "peer", "http"],
   storage: ["dir"],
-  raft: ["tick", "heartbeat_interval", "election_timeout", "snapshot_entries"],
+  raft: ["tick", "heartbeat_interval", "election_timeout", "snapshot_entries", "catchup_rate"],
   resolver: ["refresh", "servers"],
   gossip: ["neighbours", "port", "interval", "full_interval", "expiry"],
   http: ["body_bytes_max", "request_timeout"],
@@ -435,6 +437,8 @@ function readRaft(
     min: snapshotEntriesMin,
     max: snapshotEntriesMax,
   }) ?? configDefaults.snapshotEntries;
+  const catchupBytesPerSecond = readBytes(raft, "catchup_rate", "raft", problems) ??
+    configDefaults.catchupBytesPerSecond;
 
   // The core counts time in ticks, so the other timings must be whole numbers of ticks.
   // The relations are checked only between values that are themselves valid.
@@ -480,7 +484,7 @@ function readRaft(
   ) {
     return undefined;
   }
-  return { tickMs, heartbeatIntervalMs, electionTimeoutMs, snapshotEntries };
+  return { tickMs, heartbeatIntervalMs, electionTimeoutMs, snapshotEntries, catchupBytesPerSecond };
 }
 
 /**

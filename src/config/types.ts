@@ -37,6 +37,8 @@ export interface RaftTiming {
   electionTimeoutMs: number;
   /** Take a snapshot and compact the log after this many applied entries. */
   snapshotEntries: number;
+  /** Catch-up bound: snapshot bytes per second a leader sends one follower (0: none). */
+  catchupBytesPerSecond?: number;
 }
 
 /** Config is the shared cluster file, parsed and validated (config/parse.ts). */

@@ -260,6 +260,7 @@ export class KeelNode implements NodeApi, OpsApi {
       members: deps.config.members.map((member) => member.name),
       electionTicks: Math.max(2, Math.round(timing.electionTimeoutMs / timing.tickMs)),
       heartbeatTicks: Math.max(1, Math.round(timing.heartbeatIntervalMs / timing.tickMs)),
+      snapshotBytesPerTick: Math.ceil((timing.catchupBytesPerSecond ?? 0) * timing.tickMs / 1000),
       random,
       snapshots: {
         latest: () => storage.latestSnapshot(),
@@ -666,9 +667,20 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   #maybeSnapshot(): void {
-    const every = this.#deps.config.raft.snapshotEntries;
-    if (this.#appliedIndex - this.#snapshotIndex < every) return;
+    if (this.#appliedIndex - this.#snapshotIndex < this.#snapshotEvery) return;
     this.takeSnapshot();
+  }
+
+  /**
+   * snapshotEvery spreads the members' snapshots apart: each waits snapshot_entries plus
+   * up to a quarter more, fixed per member name, so they do not all pause at once (a
+   * snapshot serializes the state on the one thread).
+   */
+  get #snapshotEvery(): number {
+    const every = this.#deps.config.raft.snapshotEntries;
+    let hash = 0;
+    for (const char of this.name) hash = (hash * 31 + char.charCodeAt(0)) >>> 0;
+    return every + (hash % Math.max(1, Math.floor(every / 4)));
   }
 
   /** takeSnapshot saves the applied state and compacts the log behind it. */
