@@ -21,6 +21,7 @@
 
 import { assert } from "../lib/assert.ts";
 import { bytesCodec, type LogPosition, type Service, type ServiceCodec } from "./service.ts";
+import { ByteReader } from "../lib/byte_reader.ts";
 
 /** kvKeyBytesMax bounds a key's UTF-8 length; keys are also non-empty. */
 export const kvKeyBytesMax = 4096;
@@ -145,7 +146,7 @@ export class KvService implements Service {
 
   restore(data: Uint8Array): void {
     // Decode everything before touching state so that a bad snapshot changes nothing.
-    const reader = new ByteReader(data);
+    const reader = new ByteReader(data, (message) => new DecodeError(message));
     let entries: Map<string, KvEntry>;
     let keys: string[];
     try {
@@ -267,7 +268,7 @@ function writeValue(writer: ByteWriter, value: Uint8Array): void {
 }
 
 function decodeCommand(command: Uint8Array): KvCommand {
-  const reader = new ByteReader(command);
+  const reader = new ByteReader(command, (message) => new DecodeError(message));
   const op = reader.u8();
   const key = decodeKey(reader.bytes(reader.u16()));
   let decoded: KvCommand;
@@ -356,7 +357,7 @@ function encodeResult(result: KvResult): Uint8Array {
 
 /** decodeKvResult reads the result bytes of KvService.apply; it throws on malformed bytes. */
 export function decodeKvResult(bytes: Uint8Array): KvResult {
-  const reader = new ByteReader(bytes);
+  const reader = new ByteReader(bytes, (message) => new DecodeError(message));
   try {
     const tag = reader.u8();
     let result: KvResult;
@@ -463,72 +464,6 @@ class ByteWriter {
     grown.set(this.#buffer.subarray(0, this.#length));
     this.#buffer = grown;
     this.#view = new DataView(grown.buffer);
-  }
-}
-
-class ByteReader {
-  #data: Uint8Array;
-  #view: DataView;
-  #offset = 0;
-
-  constructor(data: Uint8Array) {
-    this.#data = data;
-    this.#view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  }
-
-  u8(): number {
-    this.#need(1);
-    const value = this.#view.getUint8(this.#offset);
-    this.#offset += 1;
-    return value;
-  }
-
-  u16(): number {
-    this.#need(2);
-    const value = this.#view.getUint16(this.#offset);
-    this.#offset += 2;
-    return value;
-  }
-
-  u32(): number {
-    this.#need(4);
-    const value = this.#view.getUint32(this.#offset);
-    this.#offset += 4;
-    return value;
-  }
-
-  u64(): number {
-    const high = this.u32();
-    const low = this.u32();
-    const value = high * twoTo32 + low;
-    if (!Number.isSafeInteger(value)) throw new DecodeError("u64 exceeds the safe integer range");
-    return value;
-  }
-
-  /** bytes returns a view into the input; copy it before keeping it. */
-  bytes(length: number): Uint8Array {
-    this.#need(length);
-    const value = this.#data.subarray(this.#offset, this.#offset + length);
-    this.#offset += length;
-    return value;
-  }
-
-  rest(): Uint8Array {
-    return this.bytes(this.#data.length - this.#offset);
-  }
-
-  end(): void {
-    const left = this.#data.length - this.#offset;
-    if (left !== 0) throw new DecodeError(`${left} trailing bytes`);
-  }
-
-  #need(bytes: number): void {
-    const left = this.#data.length - this.#offset;
-    if (bytes > left) {
-      throw new DecodeError(
-        `truncated: needed ${bytes} bytes at offset ${this.#offset}, had ${left}`,
-      );
-    }
   }
 }
 

@@ -29,6 +29,7 @@ import {
   type StartContext,
   toApplyContext,
 } from "./service.ts";
+import { ByteReader } from "../lib/byte_reader.ts";
 
 /**
  * SessionKey identifies a client write: a retry reuses its seq. The same shape as
@@ -167,7 +168,7 @@ export class SessionService implements Service {
     const clients = new Map<string, ClientSession>();
     let rest: Uint8Array;
     try {
-      const reader = new Reader(data);
+      const reader = new ByteReader(data, (message) => new EnvelopeError(message));
       const magic = textDecoder.decode(reader.bytes(snapshotMagic.length));
       if (magic !== snapshotMagic) {
         throw new EnvelopeError(`unknown format ${JSON.stringify(magic)}`);
@@ -233,7 +234,7 @@ export function encodeEnvelope(session: SessionKey | undefined, command: Uint8Ar
 export function decodeEnvelope(
   envelope: Uint8Array,
 ): { session: SessionKey | undefined; command: Uint8Array } {
-  const reader = new Reader(envelope);
+  const reader = new ByteReader(envelope, (message) => new EnvelopeError(message));
   const tag = reader.u8();
   if (tag === envelopeNoSession) return { session: undefined, command: reader.rest() };
   if (tag !== envelopeSession) throw new EnvelopeError(`unknown envelope tag ${tag}`);
@@ -259,7 +260,7 @@ export function validateSessionKey(session: SessionKey): string | undefined {
 /** decodeSessionResult reads SessionService.apply result bytes; it throws on malformed bytes. */
 export function decodeSessionResult(bytes: Uint8Array): SessionResult {
   try {
-    const reader = new Reader(bytes);
+    const reader = new ByteReader(bytes, (message) => new EnvelopeError(message));
     const tag = reader.u8();
     switch (tag) {
       case resultApplied:
@@ -293,7 +294,7 @@ function encodeRejected(code: SessionErrorCode, message: string): Uint8Array {
   ]);
 }
 
-function readClientId(reader: Reader): string {
+function readClientId(reader: ByteReader): string {
   const length = reader.u8();
   if (length === 0 || length > sessionClientIdBytesMax) {
     throw new EnvelopeError(`client id of ${length} bytes is out of range`);
@@ -342,54 +343,4 @@ function concat(parts: Uint8Array[]): Uint8Array {
     offset += part.length;
   }
   return out;
-}
-
-class Reader {
-  #data: Uint8Array;
-  #view: DataView;
-  #offset = 0;
-
-  constructor(data: Uint8Array) {
-    this.#data = data;
-    this.#view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  }
-
-  u8(): number {
-    this.#need(1);
-    return this.#view.getUint8(this.#offset++);
-  }
-
-  u32(): number {
-    this.#need(4);
-    const value = this.#view.getUint32(this.#offset);
-    this.#offset += 4;
-    return value;
-  }
-
-  u64(): number {
-    const value = this.u32() * twoTo32 + this.u32();
-    if (!Number.isSafeInteger(value)) throw new EnvelopeError("u64 exceeds the safe integer range");
-    return value;
-  }
-
-  /** bytes returns a view into the input; copy it before keeping it. */
-  bytes(length: number): Uint8Array {
-    this.#need(length);
-    const value = this.#data.subarray(this.#offset, this.#offset + length);
-    this.#offset += length;
-    return value;
-  }
-
-  rest(): Uint8Array {
-    return this.bytes(this.#data.length - this.#offset);
-  }
-
-  #need(bytes: number): void {
-    const left = this.#data.length - this.#offset;
-    if (bytes > left) {
-      throw new EnvelopeError(
-        `truncated: needed ${bytes} bytes at offset ${this.#offset}, had ${left}`,
-      );
-    }
-  }
 }
