@@ -9,6 +9,12 @@ const mib = 1024 * kib;
 export const frameBytesMax = 8 * mib;
 
 /**
+ * handshakeFrameBytesMax bounds frames before a peer has proven itself (challenge, hello,
+ * reply), so 4 bytes of a length prefix cannot make us allocate a full-size frame.
+ */
+export const handshakeFrameBytesMax = 64 * kib;
+
+/**
  * batchBytesTarget is where the sender stops adding messages to a batch frame. One
  * message larger than this still goes alone, up to frameBytesMax.
  */

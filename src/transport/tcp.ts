@@ -51,6 +51,8 @@ import {
 import {
   batchBytesTarget,
   batchMessagesMax,
+  frameBytesMax,
+  handshakeFrameBytesMax,
   handshakeTimeoutMs,
   inboundPendingMax,
   keepAliveIdleMs,
@@ -479,7 +481,8 @@ export class TcpTransport implements Transport {
       kind: "outbound",
       link,
       address: link.address,
-      decoder: new FrameDecoder(),
+      // The dialler only ever receives the challenge and the reply on its own link.
+      decoder: new FrameDecoder(handshakeFrameBytesMax),
       socket: null,
       challenge: null,
       nonce: null,
@@ -823,7 +826,8 @@ export class TcpTransport implements Transport {
       kind: "inbound",
       socket,
       remoteAddress,
-      decoder: new FrameDecoder(),
+      // Small until the peer's hello is accepted; then full-size message frames.
+      decoder: new FrameDecoder(handshakeFrameBytesMax),
       challenge: crypto.getRandomValues(new Uint8Array(nonceBytes)),
       peerName: null,
       incarnation: null,
@@ -960,6 +964,7 @@ export class TcpTransport implements Transport {
     if (conn.helloTimer !== null) clearTimeout(conn.helloTimer);
     conn.helloTimer = null;
     conn.peerName = hello.name;
+    conn.decoder.setFrameBytesMax(frameBytesMax);
     conn.incarnation = hello.incarnation;
     conn.recovering = hello.recovering;
     this.#handshakes.set(hello.name, {

@@ -271,6 +271,8 @@ describe("TcpTransport", () => {
     const attacks: Array<[string, Uint8Array]> = [
       ["unknown frame kind", new Uint8Array([0, 0, 0, 3, 9, 9, 9])],
       ["oversized length prefix", new Uint8Array([0xff, 0xff, 0xff, 0xff, 1, 2, 3])],
+      // 1 MiB is a legal message frame, but not before the hello: refused unbuffered.
+      ["a large frame before any hello", new Uint8Array([0, 0x10, 0, 0, 1, 2, 3])],
       ["a message before any hello", encodeMessagesFrame([heartbeat("a", "b", 99)])],
       ["random bytes", Uint8Array.from({ length: 200 }, (_, i) => (i * 73 + 11) & 0xff)],
     ];
