@@ -58,6 +58,8 @@ export interface RecoveryTransport extends Transport {
 export const snapshotTrailingEntries = 5000;
 /** Client requests waiting for commit or a read index, per node. */
 export const pendingRequestsMax = 100_000;
+/** An admin step-down waits at least this long for leadership to move. */
+export const stepDownWaitMsMin = 5000;
 /** Events kept for /admin/events and the dashboard. */
 export const eventsMax = 200;
 /** A follower is ready while its applied index trails the leader's commit by at most this. */
@@ -1479,6 +1481,7 @@ export class KeelNode implements NodeApi, OpsApi {
         leader: this.leader(),
       };
     }
+    const started = Date.now();
     const result = this.transferLeadership(to);
     if (!result.ok) {
       const leader = this.leader();
@@ -1505,16 +1508,22 @@ export class KeelNode implements NodeApi, OpsApi {
       }
       return { ok: false, code: "unknown_member", message: `No member named "${to}"`, leader };
     }
-    const deadline = Date.now() + this.#deps.config.raft.electionTimeoutMs * 3;
+    // A transfer gives up after an election timeout if the target is slow to catch up (a
+    // loaded host); try again until the deadline rather than fail the operator's request.
+    const electionMs = this.#deps.config.raft.electionTimeoutMs;
+    const deadline = Date.now() + Math.max(electionMs * 5, stepDownWaitMsMin);
     while (Date.now() < deadline) {
       const leader = this.raft.leader;
       if (leader !== null && leader !== this.name) return { ok: true, leader };
+      if (this.raft.role === "leader" && this.raft.status().transferee === null) {
+        this.transferLeadership(to);
+      }
       await Bun.sleep(10);
     }
     return {
       ok: false,
       code: "timeout",
-      message: "Leadership did not move within three election timeouts",
+      message: `Leadership did not move within ${Math.round((deadline - started) / 1000)} s`,
       leader: this.leader(),
     };
   }
