@@ -52,8 +52,6 @@ export interface RecoveryTransport extends Transport {
   ): void;
   closeInbound(name: NodeId, incarnation?: string): void;
   rehandshake(reason: string): void;
-  /** Write queued messages now rather than at the end of the current task. */
-  flushNow?(): void;
 }
 
 /** Entries kept behind a snapshot so a briefly lagging follower needs no snapshot. */
@@ -431,14 +429,11 @@ export class KeelNode implements NodeApi, OpsApi {
     // thesis §10.2.1; etcd-raft does the same). Everything else waits for step 1.
     const early = this.raft.role === "leader";
     if (early) {
-      let sent = false;
       for (const message of ready.messages) {
         if (message.type !== "appendEntries") continue;
         this.#deps.transport.send(message);
         this.counters.messagesSent++;
-        sent = true;
       }
-      if (sent) this.#deps.transport.flushNow?.();
     }
     // 1. Persist.
     const chunk = ready.snapshotChunk;

@@ -313,17 +313,6 @@ export class TcpTransport implements Transport {
     }
   }
 
-  /**
-   * flushNow writes every queued message now instead of at the end of this task: the
-   * leader calls it for appends it sends before its own fsync, so that the followers'
-   * disk writes overlap the leader's.
-   */
-  flushNow(): void {
-    for (const link of this.#links.values()) {
-      if (link.state === "established" && link.queue.length > 0) this.#flush(link);
-    }
-  }
-
   /** onRefused fires when a peer refuses our handshake; kind says if we were fenced or rolled back. */
   onRefused(
     handler: (name: NodeId, reason: string, kind: PeerRefusal["kind"] | null) => void,
