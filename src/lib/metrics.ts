@@ -32,28 +32,25 @@ function series(name: string, key: string, value: number): string {
   return `${name}${key ? `{${key}}` : ""} ${formatValue(value)}`;
 }
 
-export class Counter implements Metric {
-  readonly type = "counter";
-  #values = new Map<string, number>();
-  #collect: (() => Array<[Labels, number]>) | undefined;
+type Collect = () => Array<[Labels, number]>;
 
-  /** collect, when given, reads monotonic counts kept elsewhere at render time. */
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    collect?: () => Array<[Labels, number]>,
-  ) {
+/**
+ * Scalar is a counter's or gauge's labelled values: kept here, or read at render time
+ * from `collect` (counts the node keeps elsewhere).
+ */
+abstract class Scalar implements Metric {
+  abstract readonly type: "counter" | "gauge";
+  protected values = new Map<string, number>();
+  readonly #collect: Collect | undefined;
+
+  constructor(readonly name: string, readonly help: string, collect?: Collect) {
     this.#collect = collect;
   }
 
-  inc(labels: Labels = {}, by = 1): void {
+  protected store(labels: Labels, next: (previous: number) => number): void {
     const key = labelKey(labels);
-    if (!this.#values.has(key) && this.#values.size >= seriesMax) return;
-    this.#values.set(key, (this.#values.get(key) ?? 0) + by);
-  }
-
-  get(labels: Labels = {}): number {
-    return this.#values.get(labelKey(labels)) ?? 0;
+    if (!this.values.has(key) && this.values.size >= seriesMax) return;
+    this.values.set(key, next(this.values.get(key) ?? 0));
   }
 
   render(out: string[]): void {
@@ -63,37 +60,27 @@ export class Counter implements Metric {
       }
       return;
     }
-    for (const [key, value] of this.#values) out.push(series(this.name, key, value));
+    for (const [key, value] of this.values) out.push(series(this.name, key, value));
   }
 }
 
-export class Gauge implements Metric {
-  readonly type = "gauge";
-  #values = new Map<string, number>();
-  #collect: (() => Array<[Labels, number]>) | undefined;
+export class Counter extends Scalar {
+  readonly type = "counter";
 
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    collect?: () => Array<[Labels, number]>,
-  ) {
-    this.#collect = collect;
+  inc(labels: Labels = {}, by = 1): void {
+    this.store(labels, (previous) => previous + by);
   }
+
+  get(labels: Labels = {}): number {
+    return this.values.get(labelKey(labels)) ?? 0;
+  }
+}
+
+export class Gauge extends Scalar {
+  readonly type = "gauge";
 
   set(value: number, labels: Labels = {}): void {
-    const key = labelKey(labels);
-    if (!this.#values.has(key) && this.#values.size >= seriesMax) return;
-    this.#values.set(key, value);
-  }
-
-  render(out: string[]): void {
-    if (this.#collect !== undefined) {
-      for (const [labels, value] of this.#collect()) {
-        out.push(series(this.name, labelKey(labels), value));
-      }
-      return;
-    }
-    for (const [key, value] of this.#values) out.push(series(this.name, key, value));
+    this.store(labels, () => value);
   }
 }
 
