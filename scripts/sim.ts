@@ -31,6 +31,7 @@ const bugNames: BugName[] = [
   "ackBeforeCommit",
   "forgetVoteOnRestart",
   "sendBeforePersist",
+  "sendBeforeSync",
   "staleSnapshot",
   "zombieClaimsCurrent",
   "votesHideRecovering",

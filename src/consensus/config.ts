@@ -25,6 +25,12 @@ export interface RaftConfig {
    * Keeps a replacement's catch-up from starving the cluster's own traffic.
    */
   snapshotBytesPerTick?: number;
+  /**
+   * The node persists a Ready's entries in the background and reports them durable with
+   * Raft.persisted; entries are applied only once durable here. Unset: each Ready is
+   * durable before advance (the simple contract).
+   */
+  asyncStorage?: boolean;
   /** This host's incarnation (R0); messages from peers are checked against fences. */
   incarnation?: string;
   /** Start as a replacement that must be fenced in before it votes (R2, R3). */

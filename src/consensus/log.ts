@@ -9,7 +9,9 @@ import type { Entry, RestoredState } from "./types.ts";
  * Invariants:
  * - entries[i].index === offsetIndex + 1 + i (contiguous);
  * - offsetIndex <= appliedIndex <= commitIndex <= lastIndex;
- * - stableIndex <= lastIndex: entries after stableIndex have not been persisted yet.
+ * - stableIndex <= handedIndex <= lastIndex: entries after handedIndex have not been handed to
+ *   the node to persist yet; entries in (stableIndex, handedIndex] are being written and
+ *   become stable when the node reports them durable (Raft.persisted).
  */
 export class RaftLog {
   /** Index of the last discarded (compacted) entry; its term is offsetTerm. */
@@ -17,6 +19,8 @@ export class RaftLog {
   offsetTerm = 0;
   entries: Entry[] = [];
   stableIndex = 0;
+  /** Highest index handed to the node for persisting (Ready.entries). */
+  handedIndex = 0;
   commitIndex = 0;
   /** Highest index handed to the node for applying (Ready.committedEntries). */
   appliedIndex = 0;
@@ -54,6 +58,7 @@ export class RaftLog {
       if (entry.index > snapshotIndex) log.fences.onAppend(entry);
     }
     log.stableIndex = log.lastIndex;
+    log.handedIndex = log.lastIndex;
     log.appliedIndex = Math.max(snapshotIndex, log.offsetIndex);
     log.commitIndex = Math.max(state.hardState.commitIndex, log.appliedIndex);
     log.commitIndex = Math.min(log.commitIndex, log.lastIndex);
@@ -110,6 +115,7 @@ export class RaftLog {
     for (let i = keep; i < this.entries.length; i++) this.bytes -= this.entries[i]!.data.byteLength;
     this.entries.length = keep;
     this.stableIndex = Math.min(this.stableIndex, index - 1);
+    this.handedIndex = Math.min(this.handedIndex, index - 1);
     this.fences.onTruncate(index);
   }
 
@@ -140,9 +146,10 @@ export class RaftLog {
     return out;
   }
 
-  unstableEntries(): Entry[] {
-    if (this.stableIndex >= this.lastIndex) return [];
-    return this.entries.slice(this.stableIndex - this.offsetIndex);
+  /** unhandedEntries are the entries not yet handed to the node to persist. */
+  unhandedEntries(): Entry[] {
+    if (this.handedIndex >= this.lastIndex) return [];
+    return this.entries.slice(this.handedIndex - this.offsetIndex);
   }
 
   /** commitTo moves commitIndex forward; it never moves back. */
@@ -189,6 +196,7 @@ export class RaftLog {
     this.offsetIndex = index;
     this.offsetTerm = term;
     this.stableIndex = index;
+    this.handedIndex = index;
     assert(this.commitIndex <= index, "a snapshot is installed only ahead of the commit index");
     this.commitIndex = index;
     this.appliedIndex = index;

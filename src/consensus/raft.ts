@@ -104,8 +104,15 @@ export class Raft {
   #randomizedElectionTicks = 0;
   #transferee: NodeId | null = null;
   #transferElapsed = 0;
-  /** The leader has appended entries or moved commit: send appends in the next ready(). */
+  /** The leader has appended entries: send appends in the next ready(). */
   #broadcastPending = false;
+  /**
+   * The leader moved commit and no append has carried it yet: the next tick sends one.
+   * Commit rides on the next append otherwise, which under load comes first; followers
+   * need it only to apply (reads confirm commit with their own round), so it is not
+   * worth two socket writes per client write at low load.
+   */
+  #commitPending = false;
 
   #messages: Message[] = [];
   #readStates: ReadState[] = [];
@@ -209,7 +216,9 @@ export class Raft {
     if (this.#heartbeatElapsed >= this.#config.heartbeatTicks) {
       this.#heartbeatElapsed = 0;
       this.#broadcastHeartbeat();
+      this.#commitPending = false; // heartbeats carry the commit index too
     }
+    if (this.#commitPending) this.#broadcastPending = true;
   }
 
   /**
@@ -586,8 +595,8 @@ export class Raft {
 
   hasReady(): boolean {
     return this.#messages.length > 0 || this.#readStates.length > 0 ||
-      this.#broadcastPending || this.log.stableIndex < this.log.lastIndex ||
-      this.log.appliedIndex < this.log.commitIndex || this.#hardStateChanged() ||
+      this.#broadcastPending || this.log.handedIndex < this.log.lastIndex ||
+      this.log.appliedIndex < this.#applyLimit() || this.#hardStateChanged() ||
       this.#becameNormal ||
       this.#readyToBecomeNormal() ||
       this.#snapshotChunk !== undefined || this.#installSnapshot !== undefined;
@@ -598,17 +607,22 @@ export class Raft {
     this.#checkOwnFence();
     if (this.#broadcastPending) {
       this.#broadcastPending = false;
+      this.#commitPending = false;
       if (this.role === "leader") this.#broadcastAppend();
     }
     const hardState = this.#hardState();
     const committedEntries: Entry[] = [];
-    const applyTo = Math.min(this.log.commitIndex, this.log.lastIndex);
+    const applyTo = this.#applyLimit();
     for (let index = this.log.appliedIndex + 1; index <= applyTo; index++) {
       committedEntries.push(this.log.entry(index)!);
     }
     const ready: Ready = {
-      hardState: this.#hardStateChanged() ? hardState : undefined,
-      entries: this.log.unstableEntries(),
+      hardState: this.#hardStateChanged() ||
+          (this.log.handedIndex < this.log.lastIndex &&
+            hardState.commitIndex !== this.#persistedHardState.commitIndex)
+        ? hardState
+        : undefined,
+      entries: this.log.unhandedEntries(),
       snapshotChunk: this.#snapshotChunk,
       installSnapshot: this.#installSnapshot,
       messages: this.#messages,
@@ -623,16 +637,39 @@ export class Raft {
     this.#installSnapshot = undefined;
     if (ready.hardState !== undefined) this.#persistedHardState = ready.hardState;
     if (committedEntries.length > 0) this.log.appliedIndex = applyTo;
+    this.log.handedIndex = this.log.lastIndex;
     return ready;
   }
 
-  /** advance acknowledges that a Ready was persisted, sent and applied. */
+  /**
+   * applyLimit is the highest index the node may apply. With synchronous storage the
+   * node persists a Ready before applying it, so entries in the Ready count; with
+   * asyncStorage only entries it has reported durable do (persisted).
+   */
+  #applyLimit(): number {
+    const durable = this.#config.asyncStorage === true ? this.log.stableIndex : this.log.lastIndex;
+    return Math.min(this.log.commitIndex, durable);
+  }
+
+  /**
+   * advance acknowledges that a Ready was sent and applied and, with synchronous storage,
+   * persisted. With asyncStorage the node reports durability later with persisted().
+   */
   advance(ready: Ready): void {
+    if (this.#config.asyncStorage === true) return;
     const last = ready.entries[ready.entries.length - 1];
-    if (last !== undefined && this.log.termAt(last.index) === last.term) {
-      this.log.stableIndex = Math.max(this.log.stableIndex, last.index);
-    }
-    if (this.role === "leader" && last !== undefined) this.#maybeCommit();
+    if (last !== undefined) this.persisted(last.index, last.term);
+  }
+
+  /**
+   * persisted reports that the log through (index, term) is durable on this node's disk.
+   * A report for an entry that was since overwritten (its term differs) is ignored: the
+   * newer entry is reported by its own write.
+   */
+  persisted(index: number, term: number): void {
+    if (index <= this.log.stableIndex || this.log.termAt(index) !== term) return;
+    this.log.stableIndex = Math.min(index, this.log.handedIndex);
+    if (this.role === "leader") this.#maybeCommit();
   }
 
   // ---- Elections ------------------------------------------------------------------------
@@ -1187,7 +1224,7 @@ export class Raft {
     // Reference: §5.4.2: only entries of the current term commit by counting replicas.
     if (index > this.log.commitIndex && this.log.termAt(index) === this.term) {
       this.log.commitTo(index);
-      this.#broadcastPending = true;
+      this.#commitPending = true;
       if (this.#readsBeforeCommit.length > 0) {
         const reads = this.#readsBeforeCommit;
         this.#readsBeforeCommit = [];
@@ -1287,10 +1324,14 @@ export class Raft {
     return { term: this.term, votedFor: this.votedFor, commitIndex: this.log.commitIndex };
   }
 
+  /**
+   * hardStateChanged: the term or the vote changed, which must be durable before any
+   * message of this state goes out. The commit index alone is not worth a write (Raft
+   * keeps it volatile); it is written along with entries and with term or vote changes.
+   */
   #hardStateChanged(): boolean {
     const persisted = this.#persistedHardState;
-    return persisted.term !== this.term || persisted.votedFor !== this.votedFor ||
-      persisted.commitIndex !== this.log.commitIndex;
+    return persisted.term !== this.term || persisted.votedFor !== this.votedFor;
   }
 
   status(): RaftStatus {

@@ -230,6 +230,15 @@ export class KeelNode implements NodeApi, OpsApi {
   #lastServiceError: { index: number; message: string } | null = null;
   /** Set when the node cannot serve the log's state (fatal): the loop does no more. */
   #halted = false;
+  /**
+   * Background durability (storage.write, then storage.sync): writes handed to storage,
+   * how many of them are known durable, and whether a sync is running.
+   */
+  #writes = { written: 0, durable: 0, syncing: false };
+  /** The last entry of each write not yet durable, to report with raft.persisted. */
+  #writeMarks: { write: number; index: number; term: number }[] = [];
+  /** Messages that promise a write not yet durable: sent once it is (in order). */
+  #held: { write: number; message: Message }[] = [];
   constructor(deps: NodeDeps) {
     this.#deps = deps;
     this.name = deps.name;
@@ -264,6 +273,7 @@ export class KeelNode implements NodeApi, OpsApi {
       heartbeatTicks: Math.max(1, Math.round(timing.heartbeatIntervalMs / timing.tickMs)),
       snapshotBytesPerTick: Math.ceil((timing.catchupBytesPerSecond ?? 0) * timing.tickMs / 1000),
       random,
+      asyncStorage: true,
       snapshots: {
         latest: () => storage.latestSnapshot(),
         readChunk: (index, offset, length) => storage.readSnapshotChunk(index, offset, length),
@@ -285,7 +295,7 @@ export class KeelNode implements NodeApi, OpsApi {
     this.adminToken = deps.adminToken;
     this.#fsyncSeconds = this.registry.histogram(
       "keel_fsync_seconds",
-      "Duration of one durable log write (one transaction, one fsync)",
+      "Duration of one fdatasync of the log (it covers every write made before it)",
     );
     this.#commitSeconds = this.registry.histogram(
       "keel_append_seconds",
@@ -416,9 +426,58 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#event("fence", `${peer} lost acknowledged entries: its link is reset`);
       this.#deps.transport.closeInbound(peer);
     }
+    this.#startSync();
     this.#observeRole();
     this.#logRecoveryProgress();
     if (this.raft.hasReady()) this.#schedule();
+  }
+
+  /**
+   * startSync makes the writes so far durable in the background: one fdatasync at a time,
+   * each covering every write made before it began (group commit). Writes made while it
+   * runs wait for the next one.
+   */
+  #startSync(): void {
+    const writes = this.#writes;
+    if (writes.syncing || writes.durable >= writes.written || this.#stopped) return;
+    writes.syncing = true;
+    const target = writes.written;
+    const started = performance.now();
+    this.#deps.storage.sync().then(() => {
+      writes.syncing = false;
+      this.#fsyncSeconds.observe((performance.now() - started) / 1000);
+      if (this.#stopped || this.#halted) return;
+      this.#onDurable(target);
+      this.#startSync();
+      this.#schedule();
+    }, (error: unknown) => {
+      writes.syncing = false;
+      if (this.#stopped || this.#halted) return;
+      try {
+        this.#fatal("The log could not be made durable (fdatasync failed)", error);
+      } catch (fatal: unknown) {
+        if (!(fatal instanceof ServiceFatalError) || this.#deps.onFatal === undefined) throw fatal;
+      }
+    });
+  }
+
+  /** onDurable: writes up to `write` are on disk; tell the core and send what waited. */
+  #onDurable(write: number): void {
+    if (write <= this.#writes.durable) return;
+    this.#writes.durable = write;
+    let mark: { index: number; term: number } | undefined;
+    let marks = 0;
+    while (marks < this.#writeMarks.length && this.#writeMarks[marks]!.write <= write) {
+      mark = this.#writeMarks[marks++];
+    }
+    if (marks > 0) this.#writeMarks.splice(0, marks);
+    if (mark !== undefined) this.raft.persisted(mark.index, mark.term);
+    let sent = 0;
+    while (sent < this.#held.length && this.#held[sent]!.write <= write) {
+      this.#deps.transport.send(this.#held[sent++]!.message);
+      this.counters.messagesSent++;
+    }
+    if (sent > 0) this.#held.splice(0, sent);
   }
 
   #handleReady(ready: Ready): void {
@@ -439,6 +498,10 @@ export class KeelNode implements NodeApi, OpsApi {
     const chunk = ready.snapshotChunk;
     if (chunk !== undefined) storage.stageSnapshotChunk(chunk.snapshot, chunk.offset, chunk.data);
     if (ready.installSnapshot !== undefined) this.#installSnapshot(ready.installSnapshot);
+    // Those two writes are durable when they return, and so is every write before them.
+    if (chunk !== undefined || ready.installSnapshot !== undefined) {
+      this.#onDurable(this.#writes.written);
+    }
     if (chunk !== undefined && this.#status === "recovering") {
       this.#recovery.snapshotBytesDone = chunk.offset + chunk.data.byteLength;
       this.#recovery.snapshotBytesTotal = chunk.snapshot.bytes;
@@ -449,11 +512,18 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#timeHighMs = Math.max(this.#timeHighMs, stampedTime(entry.data) ?? 0);
     }
     const status: NodeStatus | undefined = ready.becameNormal ? "normal" : undefined;
-    if (ready.hardState !== undefined || ready.entries.length > 0 || status !== undefined) {
-      const started = performance.now();
-      // R6: the status change and the adopted vote are one write.
-      storage.persist({ hardState: ready.hardState, entries: ready.entries, status });
-      this.#fsyncSeconds.observe((performance.now() - started) / 1000);
+    const batch = { hardState: ready.hardState, entries: ready.entries, status };
+    if (status !== undefined) {
+      // R6: the status change and the adopted vote are one write, durable before the
+      // node acts as a voting member.
+      storage.persist(batch);
+      this.#writes.written++;
+      this.#noteWritten(ready.entries);
+      this.#onDurable(this.#writes.written);
+    } else if (storage.write(batch)) {
+      // Durable once the next sync ends (startSync); until then its messages wait.
+      this.#writes.written++;
+      this.#noteWritten(ready.entries);
     }
     if (status === "normal") {
       this.#status = "normal";
@@ -473,13 +543,20 @@ export class KeelNode implements NodeApi, OpsApi {
         seconds,
       });
     }
-    // 2. Send, only now that what the messages promise is durable.
+    // 2. Send, only once what the messages promise is durable: now, or when the writes
+    // not yet synced are (onDurable), in order.
+    const waitFor = this.#writes.written;
+    const wait = this.#writes.durable < waitFor;
     for (const message of ready.messages) {
       if (early && message.type === "appendEntries") continue;
+      if (wait) {
+        this.#held.push({ write: waitFor, message });
+        continue;
+      }
       this.#deps.transport.send(message);
       this.counters.messagesSent++;
     }
-    // 3. Apply.
+    // 3. Apply (the core hands out only entries that are durable here).
     for (const entry of ready.committedEntries) this.#apply(entry);
     for (const readState of ready.readStates) {
       this.#onReadState(readState.requestId, readState.index);
@@ -488,6 +565,13 @@ export class KeelNode implements NodeApi, OpsApi {
     // 4. Advance.
     this.raft.advance(ready);
     this.#maybeSnapshot();
+  }
+
+  /** noteWritten remembers a write's last entry, reported to the core once durable. */
+  #noteWritten(entries: Entry[]): void {
+    const last = entries[entries.length - 1];
+    if (last === undefined) return;
+    this.#writeMarks.push({ write: this.#writes.written, index: last.index, term: last.term });
   }
 
   #installSnapshot(meta: SnapshotMeta): void {

@@ -21,7 +21,7 @@ export interface PersistBatch {
 
 /**
  * NodeStorage is the node's durable state: the log, hard state, identity and snapshots.
- * Every write method is durable (fsynced) when it returns.
+ * Every write method but write() is durable (fsynced) when it returns.
  */
 export interface NodeStorage {
   /** identity returns the stored identity, creating one with a fresh incarnation if empty. */
@@ -39,7 +39,19 @@ export interface NodeStorage {
    * start at or before the snapshot index (trailing entries kept for slow followers).
    */
   load(): RestoredState;
+  /** persist writes the batch in one transaction and makes it durable before it returns. */
   persist(batch: PersistBatch): void;
+  /**
+   * write writes the batch in one transaction without waiting for the disk: it is
+   * durable only once a sync() called after it has resolved. False if there was nothing
+   * to write. Reads see it at once.
+   */
+  write(batch: PersistBatch): boolean;
+  /**
+   * sync resolves once every write made before the call is durable, without blocking the
+   * event loop meanwhile; it rejects if the disk reports an error.
+   */
+  sync(): Promise<void>;
 
   /** saveSnapshot stores a snapshot of applied state, replacing the previous one. */
   saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void;

@@ -268,6 +268,8 @@ export interface HarnessBugs {
   forgetVoteOnRestart?: boolean;
   /** Send a Ready's messages before persisting it (and crash in between sometimes). */
   sendBeforePersist?: boolean;
+  /** asyncStorage: send a Ready's messages at once, before its write is synced. */
+  sendBeforeSync?: boolean;
   /** Snapshots miss the last command they claim to include. */
   staleSnapshot?: boolean;
   /** A zombie's links present the current host's incarnation (R0 broken: identity spoofed). */
@@ -388,6 +390,13 @@ export interface SimSettings {
   proposeRate: number;
   readRate: number;
   transferRate: number;
+  /**
+   * The node persists in the background, as keel does (RaftConfig.asyncStorage): a
+   * Ready's writes become durable when a later sync ends (at the end of the tick or of the
+   * next one), a crash before
+   * that loses them, and its messages wait for the sync (the leader's appends excepted).
+   */
+  asyncStorage: boolean;
 }
 
 /** settingsForSeed draws the Raft and workload knobs of a run from its own stream. */
@@ -409,6 +418,7 @@ export function settingsForSeed(seed: number): SimSettings {
     proposeRate: 0.2 + prng.next() * 0.4,
     readRate: 0.05 + prng.next() * 0.1,
     transferRate: 0.004 + prng.next() * 0.01,
+    asyncStorage: prng.chance(0.5),
   };
 }
 
@@ -533,6 +543,12 @@ export class SimNode {
   restarts = 0;
   /** Crash right after persisting the next Ready, before sending its messages. */
   crashAfterPersist = false;
+  /** asyncStorage: Readies written but not synced (a crash loses them), oldest first. */
+  unsynced: Ready[] = [];
+  /** asyncStorage: messages waiting for the unsynced writes, in order. */
+  held: Message[] = [];
+  /** asyncStorage: the tick at which the running sync ends. */
+  syncAt = 0;
   pendingProposals = new Map<number, PendingProposal>();
   pendingReads = new Map<number, PendingRead>();
   /** Everything this host applied, across restarts (the harness's observation). */
@@ -745,6 +761,8 @@ export class Cluster {
   readonly #log: ((line: string) => void) | undefined;
   /** The harness's own stream: network latency and faults. */
   readonly #prng: Prng;
+  /** Background sync delays (asyncStorage), apart so the other draws stay as they were. */
+  readonly #syncPrng: Prng;
   readonly #queue = new MessageQueue();
   #seq = 0;
   /** Orders events within a tick: each delivery and each host tick is one moment. */
@@ -777,13 +795,17 @@ export class Cluster {
 
   constructor(options: ClusterOptions) {
     this.seed = options.seed;
-    this.settings = { ...settingsForSeed(options.seed), ...options.settings };
-    this.faults = options.faults ?? quiet;
     this.#bugs = options.bugs ?? {};
+    this.settings = { ...settingsForSeed(options.seed), ...options.settings };
+    // Each of these bugs lives in one storage mode.
+    if (this.#bugs.sendBeforePersist === true) this.settings.asyncStorage = false;
+    if (this.#bugs.sendBeforeSync === true) this.settings.asyncStorage = true;
+    this.faults = options.faults ?? quiet;
     this.#unsafe = options.unsafe;
     this.#skipChecks = options.skipChecks ?? {};
     this.#log = options.log;
     this.#prng = new Prng(mix(options.seed, 0x00c1a55e));
+    this.#syncPrng = new Prng(mix(options.seed, 0x05c1a55e));
     this.ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
     this.nodes = this.ids.map((id) => new SimNode(id));
     for (const node of this.nodes) {
@@ -919,6 +941,15 @@ export class Cluster {
       node.raft.tick();
       this.#drain(node);
     }
+    // Background syncs that are due end after the tick's work (asyncStorage).
+    for (const node of this.hosts()) {
+      if (node.raft === undefined || node.unsynced.length === 0 || node.syncAt > this.now) {
+        continue;
+      }
+      this.#moment++;
+      this.#sync(node, node.raft);
+      if (node.raft !== undefined) this.#drain(node);
+    }
   }
 
   run(ticks: number): void {
@@ -1007,6 +1038,8 @@ export class Cluster {
   #stop(node: SimNode): void {
     node.raft = undefined;
     node.crashAfterPersist = false;
+    node.unsynced = [];
+    node.held = [];
     node.stateMachine = [];
     node.pendingProposals.clear();
     node.pendingReads.clear();
@@ -1295,6 +1328,7 @@ export class Cluster {
       snapshots,
       incarnation: node.incarnation,
       recovering: disk.status === "recovering",
+      asyncStorage: s.asyncStorage,
       ...(this.#unsafe === undefined ? {} : { unsafe: { ...this.#unsafe } }),
     };
     node.stateMachine = [];
@@ -1327,7 +1361,9 @@ export class Cluster {
       const ready = raft.ready();
       // Every message in a Ready was produced before ready() ended recovering (R6).
       if (raft.recovering || ready.becameNormal) this.#checkNoGrants(node, ready);
-      if (this.#bugs.sendBeforePersist) {
+      if (this.settings.asyncStorage) {
+        if (!this.#writeInBackground(node, ready, raft)) return;
+      } else if (this.#bugs.sendBeforePersist) {
         for (const message of ready.messages) this.#send(node, message);
         if (node.crashAfterPersist) {
           this.stats.crashesBeforeSend++;
@@ -1352,6 +1388,84 @@ export class Cluster {
       this.#maybeSnapshot(node, raft);
     }
     this.#observe(node);
+  }
+
+  /**
+   * writeInBackground is the node loop's step 1 and 2 with asyncStorage (node.ts
+   * handleReady): snapshot chunks, installs and turning normal are written and synced at
+   * once, with every write before them; hard state and entries are written and synced
+   * later (sync), and until then every message waits, except a leader's appends.
+   * Returns false if the host crashed.
+   */
+  #writeInBackground(node: SimNode, ready: Ready, raft: Raft): boolean {
+    const early = raft.role === "leader";
+    if (early) {
+      for (const message of ready.messages) {
+        if (message.type === "appendEntries") this.#send(node, message);
+      }
+    }
+    const late = early
+      ? ready.messages.filter((message) => message.type !== "appendEntries")
+      : ready.messages;
+    const syncNow = ready.snapshotChunk !== undefined || ready.installSnapshot !== undefined ||
+      ready.becameNormal;
+    if (syncNow) {
+      // One fsync covers the earlier writes too.
+      this.#sync(node, raft);
+      if (node.raft === undefined) return false;
+      this.#persist(node, ready, raft);
+      if (node.crashAfterPersist) {
+        this.stats.crashesBeforeSend++;
+        this.crashHost(node);
+        return false;
+      }
+      const last = ready.entries[ready.entries.length - 1];
+      if (last !== undefined) raft.persisted(last.index, last.term);
+      for (const message of late) this.#send(node, message);
+      return true;
+    }
+    if (ready.hardState !== undefined || ready.entries.length > 0) {
+      // An fdatasync takes well under a tick (10 ms) in keel: most end within this one;
+      // the rest are open to the crashes that strike between ticks.
+      if (node.unsynced.length === 0) node.syncAt = this.now + (this.#syncPrng.chance(0.7) ? 0 : 1);
+      node.unsynced.push(ready);
+    }
+    if (node.unsynced.length > 0 && this.#bugs.sendBeforeSync !== true) {
+      node.held.push(...late);
+    } else {
+      for (const message of late) this.#send(node, message);
+    }
+    return true;
+  }
+
+  /**
+   * sync ends a background sync: the unsynced writes reach the disk in order, the core
+   * hears they are durable, and the messages that waited go out (or the host crashes
+   * first, when a crash between persist and send was scheduled).
+   */
+  #sync(node: SimNode, raft: Raft): void {
+    if (node.unsynced.length === 0) return;
+    if (node.crashAfterPersist && this.#syncPrng.chance(0.5)) {
+      // The crash strikes while the sync runs: the writes never reach the disk.
+      this.stats.crashesBeforeSend++;
+      this.crashHost(node);
+      return;
+    }
+    let last: Entry | undefined;
+    for (const ready of node.unsynced) {
+      this.#persist(node, ready, raft, false);
+      last = ready.entries[ready.entries.length - 1] ?? last;
+    }
+    node.unsynced = [];
+    if (node.crashAfterPersist) {
+      this.stats.crashesBeforeSend++;
+      this.crashHost(node);
+      return;
+    }
+    if (last !== undefined) raft.persisted(last.index, last.term);
+    const held = node.held;
+    node.held = [];
+    for (const message of held) this.#send(node, message);
   }
 
   /** checkNoGrants: a recovering host never grants a vote or a pre-vote (R3), check 7. */
@@ -1391,8 +1505,12 @@ export class Cluster {
     );
   }
 
-  /** persist is step 1 of the Ready contract, on the simulated disk. */
-  #persist(node: SimNode, ready: Ready, raft: Raft): void {
+  /**
+   * persist is step 1 of the Ready contract, on the simulated disk. checkEnd: the disk
+   * must end where the core's log does (not so for a background write that is synced
+   * after the core moved on).
+   */
+  #persist(node: SimNode, ready: Ready, raft: Raft, checkEnd = true): void {
     const disk = node.disk;
     const chunk = ready.snapshotChunk;
     if (chunk !== undefined) {
@@ -1484,7 +1602,7 @@ export class Cluster {
       }
     }
     // The disk now holds everything the core has handed out.
-    if (diskLastIndex(disk) !== raft.lastIndex) {
+    if (checkEnd && diskLastIndex(disk) !== raft.lastIndex) {
       this.#fail(
         `${node.incarnation} disk ends at ${
           diskLastIndex(disk)

@@ -527,6 +527,19 @@ describe("the checks catch a broken node", () => {
     );
     expect(failure).toBeDefined();
   });
+
+  test("one that sends before its background write is synced", () => {
+    // asyncStorage: a follower acknowledges entries, or a voter grants a vote, that a
+    // crash before the sync then takes back.
+    const failure = firstViolation(
+      { sendBeforeSync: true },
+      "churn",
+      Array.from({ length: 200 }, (_, i) => i + 1),
+      /two leaders|became leader|applied .* at index \d+, where another node applied|acknowledged write/,
+    );
+    expect(failure).toBeDefined();
+    expect(failure).toMatch(/reproduce: bun scripts\/sim\.ts --seed=\d+ .*--bug=sendBeforeSync/);
+  });
 });
 
 /** The outcome checks: what a broken rule leads to, whichever rule it was. */

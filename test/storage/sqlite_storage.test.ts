@@ -76,9 +76,46 @@ describe("opening", () => {
     expect(storage.readSnapshot()).toBeUndefined();
   });
 
-  test("the connection writes through a WAL with synchronous=FULL", () => {
+  test("the connection writes through a WAL that keel fdatasyncs itself", () => {
     const storage = open(dirs.make());
-    expect(storage.durabilitySettings()).toEqual({ journalMode: "wal", synchronous: 2 });
+    expect(storage.durabilitySettings()).toEqual({
+      journalMode: "wal",
+      synchronous: 1,
+      walSync: "fdatasync",
+    });
+  });
+
+  test("write() is seen at once and sync() resolves once it is durable", async () => {
+    const dir = dirs.make();
+    const storage = open(dir);
+    storage.identity("node-a");
+    expect(storage.write({ hardState: undefined, entries: [] })).toBe(false);
+    expect(
+      storage.write({
+        hardState: { term: 2, votedFor: "node-a", commitIndex: 0 },
+        entries: [entry(1, 1), entry(2, 2)],
+      }),
+    ).toBe(true);
+    const synced = storage.sync();
+    // A second write while the first sync runs is covered by the next sync.
+    storage.write({ hardState: undefined, entries: [entry(3, 2)] });
+    await synced;
+    await storage.sync();
+    expect(storage.load().entries.map((e) => e.index)).toEqual([1, 2, 3]);
+    storage.close();
+    const reopened = SqliteStorage.open(dir);
+    expect(reopened.load().hardState).toEqual({ term: 2, votedFor: "node-a", commitIndex: 0 });
+    expect(reopened.load().entries.map((e) => e.index)).toEqual([1, 2, 3]);
+    reopened.close();
+  });
+
+  test("close() while a sync runs lets the sync finish", async () => {
+    const storage = open(dirs.make());
+    storage.identity("node-a");
+    storage.write({ hardState: undefined, entries: [entry(1, 1)] });
+    const synced = storage.sync();
+    storage.close();
+    await synced;
   });
 
   test("a database from a newer keel is refused", () => {

@@ -1,8 +1,9 @@
 // The process the storage crash test kills. Usage:
 //   bun test/support/storage_crash_child.ts <dir> <seed> <steps>
-// It opens SqliteStorage on <dir>, prints `ready <incarnation> <synchronous>`, then runs
-// <steps> workload steps, printing one line per step once the step is durable:
-//   ack <lastIndex> <term> <commitIndex> <hardStateTerm>   after persist() returned
+// It opens SqliteStorage on <dir>, prints `ready <incarnation> <synchronous> <walSync>`,
+// then runs <steps> workload steps, printing one line per step once the step is durable:
+//   ack <lastIndex> <term> <commitIndex> <hardStateTerm>   after persist() returned, or
+//                                   (every other step) after write() and sync() resolved
 // where <term> is the term of the entry at <lastIndex>
 //   snap <index> <term> <bytes>   after saveSnapshot() returned
 //   compact <index>               after compactLog() returned
@@ -25,13 +26,19 @@ function print(line: string): void {
 
 const storage = SqliteStorage.open(dir);
 const identity = storage.identity("crash-child");
-print(`ready ${identity.incarnation} ${storage.durabilitySettings().synchronous}`);
+const settings = storage.durabilitySettings();
+print(`ready ${identity.incarnation} ${settings.synchronous} ${settings.walSync}`);
 
 const workload = new Workload(Number(seedText), modelOf(storage.load()));
 for (let i = 0; i < Number(stepsText); i++) {
   const step = workload.next();
   if (step.type === "persist") {
-    storage.persist({ hardState: step.hardState, entries: step.entries });
+    if (i % 2 === 0) {
+      storage.persist({ hardState: step.hardState, entries: step.entries });
+    } else {
+      storage.write({ hardState: step.hardState, entries: step.entries });
+      await storage.sync();
+    }
   } else if (step.type === "snapshot") {
     storage.saveSnapshot(step.meta, step.data);
   } else {
