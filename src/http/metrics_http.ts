@@ -4,7 +4,7 @@
 
 import type { Context, MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
-import { type Counter, type Histogram, Registry } from "../lib/metrics.ts";
+import { type Counter, type Histogram, type Labels, Registry, seriesMax } from "../lib/metrics.ts";
 
 /** unmatchedRoute is the route label of requests that matched no route (404). */
 export const unmatchedRoute = "(unmatched)";
@@ -16,6 +16,8 @@ export class HttpMetrics {
   readonly registry: Registry;
   readonly requests: Counter;
   readonly duration: Histogram;
+  /** The label objects of each (route, method, code) seen, reused so their keys are cached. */
+  readonly #labels = new Map<string, { requests: Labels; duration: Labels }>();
 
   constructor(registry: Registry = new Registry()) {
     this.registry = registry;
@@ -31,9 +33,19 @@ export class HttpMetrics {
 
   record(route: string, method: string, code: number, seconds: number): void {
     const methodLabel = knownMethods.has(method) ? method : "other";
-    const codeLabel = String(code);
-    this.requests.inc({ route, method: methodLabel, code: codeLabel });
-    this.duration.observe(seconds, { route, code: codeLabel });
+    const key = `${route} ${methodLabel} ${code}`;
+    let labels = this.#labels.get(key);
+    if (labels === undefined) {
+      // Few: routes are patterns, methods a fixed list, codes the ones keel answers with.
+      const codeLabel = String(code);
+      labels = {
+        requests: Object.freeze({ route, method: methodLabel, code: codeLabel }),
+        duration: Object.freeze({ route, code: codeLabel }),
+      };
+      if (this.#labels.size < seriesMax) this.#labels.set(key, labels);
+    }
+    this.requests.inc(labels.requests);
+    this.duration.observe(seconds, labels.duration);
   }
 
   /** render is the exposition of the HTTP metrics alone. */

@@ -13,8 +13,22 @@ interface Metric {
   render(out: string[]): void;
 }
 
+/**
+ * Keys of label objects seen before: callers on hot paths (HttpMetrics.record) pass the
+ * same frozen object for the same labels, so sorting and escaping happen once.
+ */
+const labelKeys = new WeakMap<Labels, string>();
+
+/** noLabels is the default label set: frozen, so its (empty) key is computed once. */
+const noLabels: Labels = Object.freeze({});
+
 function labelKey(labels: Labels): string {
-  return Object.keys(labels).sort().map((key) => `${key}="${escapeLabel(labels[key]!)}"`).join(",");
+  const known = labelKeys.get(labels);
+  if (known !== undefined) return known;
+  const key = Object.keys(labels).sort().map((key) => `${key}="${escapeLabel(labels[key]!)}"`)
+    .join(",");
+  if (Object.isFrozen(labels)) labelKeys.set(labels, key);
+  return key;
 }
 
 function escapeLabel(value: string): string {
@@ -67,11 +81,11 @@ abstract class Scalar implements Metric {
 export class Counter extends Scalar {
   readonly type = "counter";
 
-  inc(labels: Labels = {}, by = 1): void {
+  inc(labels: Labels = noLabels, by = 1): void {
     this.store(labels, (previous) => previous + by);
   }
 
-  get(labels: Labels = {}): number {
+  get(labels: Labels = noLabels): number {
     return this.values.get(labelKey(labels)) ?? 0;
   }
 }
@@ -79,7 +93,7 @@ export class Counter extends Scalar {
 export class Gauge extends Scalar {
   readonly type = "gauge";
 
-  set(value: number, labels: Labels = {}): void {
+  set(value: number, labels: Labels = noLabels): void {
     this.store(labels, () => value);
   }
 }
@@ -91,7 +105,7 @@ export class Histogram implements Metric {
 
   constructor(readonly name: string, readonly help: string, readonly buckets: readonly number[]) {}
 
-  observe(value: number, labels: Labels = {}): void {
+  observe(value: number, labels: Labels = noLabels): void {
     const key = labelKey(labels);
     let entry = this.#series.get(key);
     if (entry === undefined) {

@@ -583,8 +583,14 @@ function entryU64(data: Uint8Array, offset: number): number {
 
 /** readU64 reads a big-endian u64; undefined when it is beyond the safe integers. */
 function readU64(data: Uint8Array, offset: number): number | undefined {
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const value = view.getUint32(offset) * twoTo32 + view.getUint32(offset + 4);
+  if (!(offset >= 0 && offset + 8 <= data.length)) {
+    throw new RangeError(`u64 at offset ${offset} is outside ${data.length} bytes`);
+  }
+  const d = data;
+  const o = offset;
+  const high = ((d[o]! << 24) | (d[o + 1]! << 16) | (d[o + 2]! << 8) | d[o + 3]!) >>> 0;
+  const low = ((d[o + 4]! << 24) | (d[o + 5]! << 16) | (d[o + 6]! << 8) | d[o + 7]!) >>> 0;
+  const value = high * twoTo32 + low;
   return Number.isSafeInteger(value) ? value : undefined;
 }
 

@@ -42,6 +42,12 @@ export const databaseFileName = "keel.db";
 /** busyTimeoutMs bounds how long a statement waits for a lock held by another connection. */
 const busyTimeoutMs = 5_000;
 
+/**
+ * walCheckMs: how often (at most) a sync checks that our fd is still the WAL file's. SQLite
+ * keeps one WAL file while the database is open, so this is a guard, not a mechanism.
+ */
+const walCheckMs = 1_000;
+
 /** walBytesMax is what a WAL file is truncated to after a checkpoint (after big snapshots). */
 const walBytesMax = 64 * 1024 * 1024;
 
@@ -110,6 +116,7 @@ export class SqliteStorage implements NodeStorage {
   #closed = false;
   /** The WAL file, opened by us to fdatasync it (SQLite keeps it while the db is open). */
   #wal: WalFile;
+  #walCheckedAt = 0;
 
   private constructor(path: string, db: Database) {
     this.path = path;
@@ -463,6 +470,10 @@ export class SqliteStorage implements NodeStorage {
    * file while the database is open, but a stale fd would sync the wrong file silently).
    */
   #currentWal(): WalFile {
+    // A stat per sync is measurable on the hot path: look at most every walCheckMs.
+    const now = performance.now();
+    if (now - this.#walCheckedAt < walCheckMs) return this.#wal;
+    this.#walCheckedAt = now;
     const ino = statSync(`${this.path}-wal`, { throwIfNoEntry: false })?.ino;
     if (ino !== this.#wal.ino) {
       assert(ino !== undefined, `the WAL of "${this.path}" must exist while it is open`);
@@ -544,7 +555,7 @@ export class SqliteStorage implements NodeStorage {
         assert(entry.index === previous.index + 1, "entries in a batch must be contiguous");
         assert(entry.term >= previous.term, `term must not decrease at entry ${entry.index}`);
       }
-      insert.run({ index: entry.index, term: entry.term, kind: entry.kind, data: entry.data });
+      insert.run(entry.index, entry.term, entry.kind, entry.data);
       previous = entry;
     }
   }
@@ -650,8 +661,9 @@ function prepareStatements(db: Database) {
       'SELECT "index", term, kind, data FROM log ORDER BY "index"',
     ),
     selectEntryTerm: prepare<{ term: bigint }>('SELECT term FROM log WHERE "index" = $index'),
-    insertEntry: prepare<never>(
-      'INSERT INTO log ("index", term, kind, data) VALUES ($index, $term, $kind, $data)',
+    // Positional: binding an object per entry is measurably slower on the hot path.
+    insertEntry: db.prepare<never, [number, number, EntryKind, Uint8Array]>(
+      'INSERT INTO log ("index", term, kind, data) VALUES (?1, ?2, ?3, ?4)',
     ),
     deleteEntriesFrom: prepare<never>('DELETE FROM log WHERE "index" >= $index'),
     deleteEntriesBefore: prepare<never>('DELETE FROM log WHERE "index" < $index'),
