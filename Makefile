@@ -14,7 +14,7 @@ help:
 	@echo "make run        build and start a local 3-node cluster (examples/local-3.yaml)"
 	@echo "make test       install, build and run every test"
 	@echo "make check      fmt check, lint, typecheck, then the tests"
-	@echo "make bench      writes/s and latency of a local 3-node cluster"
+	@echo "make bench      writes/s, latency, failover and host replacement of local clusters (docs/performance.md)"
 	@echo "make sim SEEDS=1000 [NODES=5] [PROFILE=replace]   run the deterministic simulator over many seeds"
 	@echo "make chaos DURATION=10m SEED=42 [NODES=3|5]   chaos run of a real cluster (history in chaos-results/)"
 	@echo "make build      dist/keel, a single executable"

@@ -1,28 +1,27 @@
 // bench measures a fresh local 3-node cluster of the compiled binary: acknowledged writes/s
 // and latency at 1, 16 and 64 concurrent clients (to the leader, and 16 spread over every
 // member so followers forward), linearizable reads/s, failover time (kill -9 or SIGSTOP the
-// leader -> next acknowledged write), CPU use and RSS per node. Prints a table; writes JSON
-// to bench-results/bench-<timestamp>.json. Timings are reported, never asserted. See
-// docs/performance.md.
+// leader -> next acknowledged write), CPU use and RSS per node. Then, on a second fresh
+// cluster whose members are named by DNS, host replacement: the DNS move time and the
+// catch-up rate of an empty host for ~100 MB of state (scripts/bench_replacement.ts).
+// Prints a table; writes JSON to bench-results/bench-<timestamp>.json. Timings are
+// reported, never asserted. See docs/performance.md.
 //
-//   bun scripts/bench.ts [--duration=SECONDS] [--failovers=N] [--freezes=N] [--quick]
+//   bun scripts/bench.ts [--duration=SECONDS] [--failovers=N] [--freezes=N]
+//                        [--replacement-mb=N | --no-replacement] [--only=replacement] [--quick]
 
 import {
-  closeSync,
   copyFileSync,
   existsSync,
   mkdirSync,
-  mkdtempSync,
-  openSync,
   readFileSync,
-  rmSync,
   statfsSync,
   writeFileSync,
 } from "node:fs";
 import { cpus, loadavg, platform, release, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import type { Subprocess } from "bun";
+import { Cluster, stopTimeoutMs, type UnexpectedExit } from "./bench_cluster.ts";
 import {
   type BenchMember,
   benchMembers,
@@ -35,13 +34,19 @@ import {
   type LatencySummary,
   type MachineCpuTicks,
   machineCpuTicks,
-  maxGapMs,
   median,
-  procCpuTicks,
-  rssKb,
   sumCounts,
   summarize,
 } from "./bench_lib.ts";
+import { drive, get, put, type Request, requestTimeoutMs } from "./bench_load.ts";
+import {
+  replacementAddresses,
+  replacementLines,
+  replacementProblems,
+  type ReplacementResult,
+  runReplacement,
+  stateValueBytes,
+} from "./bench_replacement.ts";
 
 const usage = `Usage: bun scripts/bench.ts [options]     (or: make bench BENCH_ARGS="...")
 
@@ -55,16 +60,29 @@ temp dir, with the default raft timings, and measures:
   rss      VmRSS of every node at idle and right after the 64-client write phase
   cpu      cores used by the nodes, the load generator and the rest of the machine
 Each load phase is a warm-up, then a measured run. Only 2xx answers count as acknowledged.
+Then a second fresh cluster, members named by DNS (${replacementAddresses}), for
+host replacement at keel's default resolver refresh:
+  state    load N MB of state (10,000-byte values), snapshot it on every member
+  steady   4 clients PUT 100-byte values to the leader: latency before the replacement
+  replace  kill -9 a follower, wipe its data dir, start an empty host under its name at a
+           new address and repoint its DNS record; time the DNS move (record change ->
+           leader connected to the new address) and the catch-up (empty host start ->
+           /readyz 200), with the same 4-client load running and measured meanwhile
 
 Options:
-  --duration=SECONDS   measured seconds per load phase (default 5)
+  --duration=SECONDS   measured seconds per load phase, and of the steady load before a
+                       replacement (default 5)
   --warmup=SECONDS     warm-up seconds before each load phase (default 1)
-  --failovers=N        leader kills (kill -9) to time (default 3; 0 skips)
+  --failovers=N        leader kills (kill -9) to time (default 5; 0 skips)
   --freezes=N          leader freezes (SIGSTOP: silent, connections left open, as a host
-                       losing power) to time (default 3; 0 skips)
-  --quick              CI smoke run: 1 s phases, 1 failover, 1 freeze; exit 0 if it completed
+                       losing power) to time (default 5; 0 skips)
+  --replacement-mb=N   MB (10^6 bytes) of state for the replacement (default 100; 0 skips)
+  --no-replacement     skip the replacement (as --replacement-mb=0)
+  --only=replacement   run the replacement alone (no load phases, failovers or freezes)
+  --quick              CI smoke run: 1 s phases, 1 failover, 1 freeze, a 2 MB replacement;
+                       exit 0 if it completed
   --binary=PATH        keel executable (default dist/keel)
-  --tmp=DIR            parent of the temp dir (default the OS temp dir); use a real disk:
+  --tmp=DIR            parent of the temp dirs (default the OS temp dir); use a real disk:
                        on tmpfs an fsync costs nothing
   --out=DIR            where the JSON goes (default bench-results)
   --keep-logs          copy the node logs next to the JSON (always done after a problem)
@@ -73,12 +91,6 @@ Options:
 
 // ---- Limits -------------------------------------------------------------------------------
 
-/** Bound on one load request; above the server's 5 s request timeout, so its answer wins. */
-const requestTimeoutMs = 10_000;
-/** Pause after a failed request, so an erroring cluster is not hammered in a tight loop. */
-const errorBackoffMs = 10;
-/** How long the cluster may take to elect its first leader, or a restarted node to catch up. */
-const settleTimeoutMs = 30_000;
 /** Failover probes: an attempt per surviving node every probeIntervalMs, each bounded. */
 const probeIntervalMs = 10;
 const probeTimeoutMs = 500;
@@ -89,8 +101,6 @@ const readKeysMax = 10_000;
 const valueBytes = 100;
 /** How long the idle cluster's CPU use is measured for. */
 const idleCpuWindowMs = 2_000;
-/** How long a node gets to stop on SIGTERM at the end before it is killed. */
-const stopTimeoutMs = 5_000;
 
 // ---- Arguments ----------------------------------------------------------------------------
 
@@ -99,6 +109,10 @@ interface Options {
   warmupMs: number;
   failovers: number;
   freezes: number;
+  /** The load phases, failovers and freezes on the first cluster (not with --only=replacement). */
+  mainPhases: boolean;
+  /** MB of state for the replacement; 0 skips it. */
+  replacementMB: number;
   quick: boolean;
   binary: string;
   tmpParent: string;
@@ -122,6 +136,9 @@ function parseOptions(): Options {
         warmup: { type: "string" },
         failovers: { type: "string" },
         freezes: { type: "string" },
+        "replacement-mb": { type: "string" },
+        "no-replacement": { type: "boolean", default: false },
+        only: { type: "string" },
         quick: { type: "boolean", default: false },
         binary: { type: "string", default: "dist/keel" },
         tmp: { type: "string", default: tmpdir() },
@@ -150,13 +167,34 @@ function parseOptions(): Options {
     return value * 1000;
   };
   const rounds = (name: string, text: string | undefined): number => {
-    if (text === undefined) return quick ? 1 : 3;
+    if (text === undefined) return quick ? 1 : 5;
     const count = Number(text);
     if (!Number.isSafeInteger(count) || count < 0 || count > 100) {
       fail(`--${name} must be an integer from 0 to 100, got "${text}"`);
     }
     return count;
   };
+  let replacementMB = quick ? 2 : 100;
+  const mbText = values["replacement-mb"];
+  if (mbText !== undefined) {
+    replacementMB = Number(mbText);
+    if (!(replacementMB >= 0 && replacementMB <= 10_000) || mbText.trim() === "") {
+      fail(`--replacement-mb must be a number of MB from 0 to 10000, got "${mbText}"`);
+    }
+  }
+  if (values["no-replacement"] === true) {
+    if (mbText !== undefined && replacementMB > 0) {
+      fail("--no-replacement and --replacement-mb contradict each other");
+    }
+    replacementMB = 0;
+  }
+  const only = values.only;
+  if (only !== undefined && only !== "replacement") {
+    fail(`--only takes "replacement", got "${only}"`);
+  }
+  if (only === "replacement" && replacementMB === 0) {
+    fail("--only=replacement with the replacement skipped leaves nothing to run");
+  }
   const binary = resolve(values.binary);
   if (!existsSync(binary)) fail(`No keel binary at "${binary}"; run "make build" first`);
   return {
@@ -164,6 +202,8 @@ function parseOptions(): Options {
     warmupMs: seconds("warmup", values.warmup, 1000),
     failovers: rounds("failovers", values.failovers),
     freezes: rounds("freezes", values.freezes),
+    mainPhases: only === undefined,
+    replacementMB,
     quick,
     binary,
     tmpParent: resolve(values.tmp),
@@ -172,219 +212,7 @@ function parseOptions(): Options {
   };
 }
 
-// ---- The cluster --------------------------------------------------------------------------
-
-/** StatusView is the part of GET /status the benchmark reads. */
-interface StatusView {
-  name: string;
-  role: string;
-  term: number;
-  leader: string | null;
-  commitIndex: number;
-  appliedIndex: number;
-  counters: { leaderChanges: number; electionsStarted: number; snapshotsTaken: number };
-  members: { name: string; connected: boolean; lag: number | null }[];
-}
-
-/** UnexpectedExit is a node that exited without the benchmark killing it: a bug signal. */
-interface UnexpectedExit {
-  name: string;
-  code: number | null;
-  signal: string | null;
-  atMs: number;
-}
-
-/** Cluster runs the member processes and knows how to ask them about their state. */
-class Cluster {
-  readonly dir: string;
-  readonly configPath: string;
-  readonly unexpectedExits: UnexpectedExit[] = [];
-  readonly #binary: string;
-  readonly #processes = new Map<string, Subprocess>();
-  readonly #killing = new Set<string>();
-  readonly #startedAt = performance.now();
-
-  constructor(binary: string, tmpParent: string) {
-    this.#binary = binary;
-    this.dir = mkdtempSync(join(tmpParent, "keel-bench-"));
-    this.configPath = join(this.dir, "cluster.yaml");
-    writeFileSync(this.configPath, clusterYaml(benchMembers, join(this.dir, "data")));
-  }
-
-  logPath(name: string): string {
-    return join(this.dir, `${name}.log`);
-  }
-
-  pid(name: string): number | undefined {
-    return this.#processes.get(name)?.pid;
-  }
-
-  start(member: BenchMember): void {
-    if (this.#processes.has(member.name)) {
-      throw new Error(`Node "${member.name}" is already running`);
-    }
-    const log = openSync(this.logPath(member.name), "a");
-    try {
-      const child = Bun.spawn([
-        this.#binary,
-        "run",
-        "--config",
-        this.configPath,
-        "--name",
-        member.name,
-        "--data-dir",
-        join(this.dir, "data", member.name),
-      ], { stdin: "ignore", stdout: log, stderr: log });
-      this.#processes.set(member.name, child);
-      void child.exited.then(() => {
-        if (this.#processes.get(member.name) !== child) return;
-        this.#processes.delete(member.name);
-        if (this.#killing.delete(member.name)) return;
-        const exit: UnexpectedExit = {
-          name: member.name,
-          code: child.exitCode,
-          signal: child.signalCode === null ? null : String(child.signalCode),
-          atMs: Math.round(performance.now() - this.#startedAt),
-        };
-        this.unexpectedExits.push(exit);
-        console.error(
-          `bench: ${member.name} exited unexpectedly (code ${exit.code}, signal ${exit.signal}); ` +
-            `see ${this.logPath(member.name)}`,
-        );
-      });
-    } finally {
-      closeSync(log);
-    }
-  }
-
-  /** kill sends SIGKILL to one node and waits for it to be gone. */
-  async kill(name: string): Promise<void> {
-    const child = this.#processes.get(name);
-    if (child === undefined) return;
-    this.#killing.add(name);
-    child.kill("SIGKILL");
-    await child.exited;
-  }
-
-  /** stop asks every node to stop (SIGTERM) and kills those that do not in time. */
-  async stop(): Promise<string[]> {
-    const slow: string[] = [];
-    const stopping = [...this.#processes].map(async ([name, child]) => {
-      this.#killing.add(name);
-      child.kill("SIGTERM");
-      const stopped = await Promise.race([
-        child.exited.then(() => true),
-        Bun.sleep(stopTimeoutMs).then(() => false),
-      ]);
-      if (!stopped) {
-        slow.push(name);
-        child.kill("SIGKILL");
-        await child.exited;
-      }
-    });
-    await Promise.all(stopping);
-    return slow;
-  }
-
-  /** freeze stops a node with SIGSTOP: alive, connections open, silent. kill ends it. */
-  freeze(name: string): void {
-    this.#processes.get(name)?.kill("SIGSTOP");
-  }
-
-  /** killAllNow is the synchronous last resort of the exit handler. */
-  killAllNow(): void {
-    for (const [name, child] of this.#processes) {
-      this.#killing.add(name);
-      child.kill("SIGKILL");
-    }
-  }
-
-  running(): BenchMember[] {
-    return benchMembers.filter((member) => this.#processes.has(member.name));
-  }
-
-  async status(member: BenchMember): Promise<StatusView | undefined> {
-    try {
-      const response = await fetch(`${httpUrl(member)}/status`, {
-        signal: AbortSignal.timeout(1000),
-      });
-      if (!response.ok) return undefined;
-      return await response.json() as StatusView;
-    } catch {
-      return undefined;
-    }
-  }
-
-  /**
-   * settle waits until every running node reports the same non-null leader, and that
-   * leader sees every running follower connected with no lag. Returns the leader.
-   */
-  async settle(): Promise<BenchMember> {
-    const deadline = performance.now() + settleTimeoutMs;
-    let last = "no answer yet";
-    while (performance.now() < deadline) {
-      // Numbers from a cluster that lost a member on its own would mean nothing.
-      const exited = this.unexpectedExits[0];
-      if (exited !== undefined) {
-        throw new Error(
-          `Node "${exited.name}" exited unexpectedly (code ${exited.code}, signal ${exited.signal})`,
-        );
-      }
-      const running = this.running();
-      const statuses = await Promise.all(running.map((member) => this.status(member)));
-      const leaders = new Set(statuses.map((status) => status?.leader ?? null));
-      const name = leaders.size === 1 ? [...leaders][0] : null;
-      const leader = benchMembers.find((member) => member.name === name);
-      const leaderStatus = statuses.find((status) => status?.name === name);
-      if (leader !== undefined && leaderStatus !== undefined) {
-        const behind = leaderStatus.members.filter((member) =>
-          running.some((r) => r.name === member.name) && (!member.connected || member.lag !== 0)
-        );
-        if (behind.length === 0) return leader;
-        last = `leader ${name}; not caught up: ${behind.map((b) => b.name).join(", ")}`;
-      } else {
-        last = `leaders seen: ${JSON.stringify(statuses.map((status) => status?.leader ?? "?"))}`;
-      }
-      await Bun.sleep(50);
-    }
-    throw new Error(`Cluster did not settle within ${settleTimeoutMs} ms (${last})`);
-  }
-
-  /** cpuTicks is each running node's CPU time so far, by pid. */
-  cpuTicks(): Map<number, { name: string; ticks: number }> {
-    const ticks = new Map<number, { name: string; ticks: number }>();
-    for (const [name, child] of this.#processes) {
-      try {
-        const value = procCpuTicks(readFileSync(`/proc/${child.pid}/stat`, "utf8"));
-        if (value !== undefined) ticks.set(child.pid, { name, ticks: value });
-      } catch {
-        // exited meanwhile
-      }
-    }
-    return ticks;
-  }
-
-  rss(): Record<string, number | null> {
-    const result: Record<string, number | null> = {};
-    for (const member of benchMembers) {
-      const pid = this.pid(member.name);
-      let kb: number | undefined;
-      if (pid !== undefined) {
-        try {
-          kb = rssKb(readFileSync(`/proc/${pid}/status`, "utf8"));
-        } catch {
-          kb = undefined;
-        }
-      }
-      result[member.name] = kb === undefined ? null : Math.round(kb / 1024 * 10) / 10;
-    }
-    return result;
-  }
-}
-
 // ---- Load ---------------------------------------------------------------------------------
-
-type Outcome = { ok: true } | { ok: false; error: string };
 
 /** Linux reports process and machine CPU time in USER_HZ ticks, 100 a second. */
 const cpuTicksPerSecond = 100;
@@ -490,111 +318,12 @@ const writtenKeys: string[] = [];
 /** Next key number per client, so keys stay distinct across phases. */
 const nextKeyNumber = new Map<number, number>();
 
-async function outcomeOf(
-  response: Response,
-  check?: (body: ArrayBuffer) => string | undefined,
-): Promise<Outcome> {
-  const body = await response.arrayBuffer();
-  if (response.status >= 200 && response.status < 300) {
-    const problem = check?.(body);
-    return problem === undefined ? { ok: true } : { ok: false, error: problem };
-  }
-  let code = "";
-  try {
-    const json = JSON.parse(new TextDecoder().decode(body)) as { error?: { code?: string } };
-    code = json.error?.code ?? "";
-  } catch {
-    code = "non-json";
-  }
-  return { ok: false, error: `${response.status} ${code}`.trim() };
-}
-
-function thrownError(error: unknown): string {
-  if (error instanceof Error) {
-    if (error.name === "TimeoutError" || error.name === "AbortError") return "client timeout";
-    const code = (error as { code?: unknown }).code;
-    return typeof code === "string" ? code : error.name;
-  }
-  return String(error);
-}
-
-async function put(base: string, key: string, timeoutMs: number): Promise<Outcome> {
-  try {
-    const response = await fetch(`${base}/v1/kv/${encodeURIComponent(key)}`, {
-      method: "PUT",
-      body: value,
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    return await outcomeOf(response);
-  } catch (error: unknown) {
-    return { ok: false, error: thrownError(error) };
-  }
-}
-
-async function get(base: string, key: string): Promise<Outcome> {
-  try {
-    const response = await fetch(`${base}/v1/kv/${encodeURIComponent(key)}`, {
-      signal: AbortSignal.timeout(requestTimeoutMs),
-    });
-    return await outcomeOf(
-      response,
-      (body) =>
-        body.byteLength === valueBytes ? undefined : `wrong value (${body.byteLength} bytes)`,
-    );
-  } catch (error: unknown) {
-    return { ok: false, error: thrownError(error) };
-  }
-}
-
-/** Request is one client's i-th operation in a phase. */
-type Request = (client: number) => Promise<Outcome>;
-
-/**
- * drive runs `clients` closed loops for durationMs: each sends a request, waits for the
- * answer, and sends the next. Latencies of acknowledged requests are returned.
- */
-async function drive(
-  clients: number,
-  durationMs: number,
-  request: Request,
-): Promise<
-  { latenciesMs: number[]; errorKinds: Record<string, number>; elapsedMs: number; maxGapMs: number }
-> {
-  const latenciesMs: number[] = [];
-  const acknowledgedAt: number[] = [];
-  const errorKinds: Record<string, number> = {};
-  const started = performance.now();
-  const end = started + durationMs;
-  const loop = async (client: number): Promise<void> => {
-    while (performance.now() < end) {
-      const sent = performance.now();
-      const outcome = await request(client);
-      const took = performance.now() - sent;
-      if (outcome.ok) {
-        latenciesMs.push(took);
-        acknowledgedAt.push(sent + took);
-      } else {
-        countInto(errorKinds, outcome.error);
-        await Bun.sleep(errorBackoffMs);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)));
-  const ended = performance.now();
-  return {
-    latenciesMs,
-    errorKinds,
-    elapsedMs: ended - started,
-    maxGapMs: maxGapMs(started, acknowledgedAt, Math.min(ended, end)),
-  };
-}
-
 function writeRequest(targetFor: (client: number) => string): Request {
   return async (client) => {
     const number = nextKeyNumber.get(client) ?? 0;
     nextKeyNumber.set(client, number + 1);
     const key = `bench-${client}-${number}`;
-    const outcome = await put(targetFor(client), key, requestTimeoutMs);
+    const outcome = await put(targetFor(client), key, value, requestTimeoutMs);
     if (outcome.ok && writtenKeys.length < readKeysMax) writtenKeys.push(key);
     return outcome;
   };
@@ -606,7 +335,7 @@ function readRequest(base: string): Request {
     const number = counters.get(client) ?? 0;
     counters.set(client, number + 1);
     const key = writtenKeys[(client * 7919 + number) % writtenKeys.length] as string;
-    return get(base, key);
+    return get(base, key, valueBytes);
   };
 }
 
@@ -715,7 +444,7 @@ async function failover(
       if (busy >= probesInFlightMax) continue;
       inFlight.set(member.name, busy + 1);
       const key = `failover-${mode}-${round}-${probes++}`;
-      void put(httpUrl(member), key, probeTimeoutMs).then((outcome) => {
+      void put(httpUrl(member), key, value, probeTimeoutMs).then((outcome) => {
         inFlight.set(member.name, (inFlight.get(member.name) ?? 1) - 1);
         if (outcome.ok) {
           if (acknowledgedAt === undefined) {
@@ -874,13 +603,10 @@ function failoverLine(mode: FailoverMode, results: readonly FailoverResult[]): s
 
 // ---- Main ---------------------------------------------------------------------------------
 
-let cluster: Cluster | undefined;
+/** clusters are the clusters made so far, with a label for their copied logs. */
+const clusters: { label: string; cluster: Cluster }[] = [];
 
-process.on("exit", () => {
-  if (cluster === undefined) return;
-  cluster.killAllNow();
-  rmSync(cluster.dir, { recursive: true, force: true });
-});
+// Each Cluster kills its nodes and removes its temp dir when the process exits.
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.on(signal, () => {
     console.error(`bench: ${signal}; stopping the cluster`);
@@ -889,17 +615,151 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 
 function keepLogs(options: Options, stamp: string): string | undefined {
-  if (cluster === undefined) return undefined;
+  if (clusters.length === 0) return undefined;
   const dir = join(options.outDir, `bench-${stamp}-logs`);
   mkdirSync(dir, { recursive: true });
-  for (const member of benchMembers) {
-    try {
-      copyFileSync(cluster.logPath(member.name), join(dir, `${member.name}.log`));
-    } catch {
-      // never started
+  for (const { label, cluster } of clusters) {
+    for (const member of cluster.members) {
+      try {
+        copyFileSync(cluster.logPath(member.name), join(dir, `${label}${member.name}.log`));
+      } catch {
+        // never started
+      }
     }
   }
   return dir;
+}
+
+/** MainResult is what the first cluster measured. */
+interface MainResult {
+  phases: PhaseResult[];
+  failovers: FailoverResult[];
+  freezes: FailoverResult[];
+  rssIdle: Record<string, number | null>;
+  rssAfterLoad: Record<string, number | null>;
+  cpuIdle: CpuUse;
+  unexpectedExits: UnexpectedExit[];
+  slowToStop: string[];
+}
+
+/** runMain runs the load phases, failovers and freezes on a fresh cluster, and stops it. */
+async function runMain(options: Options): Promise<MainResult> {
+  const cluster = new Cluster({
+    binary: options.binary,
+    tmpParent: options.tmpParent,
+    prefix: "keel-bench-",
+    members: benchMembers,
+    yaml: (storageDir) => clusterYaml(benchMembers, storageDir),
+  });
+  clusters.push({ label: "", cluster });
+  console.error(`bench: temp dir ${cluster.dir}`);
+  for (const member of benchMembers) cluster.start(member);
+  const firstLeader = await cluster.settle();
+  console.error(`bench: cluster up, leader ${firstLeader.name}`);
+  await Bun.sleep(500);
+  const rssIdle = cluster.rss();
+  // CPU of an idle cluster: heartbeats and ticks only; much more would mean a busy loop.
+  const idleBefore = sampleCpu(cluster);
+  await Bun.sleep(idleCpuWindowMs);
+  const cpuIdle = cpuBetween(idleBefore, sampleCpu(cluster));
+
+  const phases: PhaseResult[] = [];
+  let rssAfterLoad: Record<string, number | null> = {};
+  for (const clients of [1, 16, 64]) {
+    const leader = await cluster.settle();
+    phases.push(
+      await phase(
+        cluster,
+        options,
+        "write",
+        clients,
+        "leader",
+        writeRequest(() => httpUrl(leader)),
+      ),
+    );
+    if (clients === 64) rssAfterLoad = cluster.rss();
+  }
+  phases.push(
+    await phase(
+      cluster,
+      options,
+      "write",
+      16,
+      "all nodes, forwarded",
+      writeRequest((client) => httpUrl(benchMembers[client % benchMembers.length] as BenchMember)),
+    ),
+  );
+  if (writtenKeys.length === 0) throw new Error("No write was acknowledged; nothing to read");
+  const readLeader = await cluster.settle();
+  phases.push(
+    await phase(cluster, options, "read", 64, "leader", readRequest(httpUrl(readLeader))),
+  );
+
+  const failovers: FailoverResult[] = [];
+  for (let round = 1; round <= options.failovers; round++) {
+    failovers.push(await failover(cluster, "kill", round));
+  }
+  const freezes: FailoverResult[] = [];
+  for (let round = 1; round <= options.freezes; round++) {
+    freezes.push(await failover(cluster, "freeze", round));
+  }
+
+  const slowToStop = await cluster.stop();
+  return {
+    phases,
+    failovers,
+    freezes,
+    rssIdle,
+    rssAfterLoad,
+    cpuIdle,
+    unexpectedExits: cluster.unexpectedExits,
+    slowToStop,
+  };
+}
+
+function rssLine(label: string, rss: Record<string, number | null>): string {
+  return `rss ${label}: ${
+    Object.entries(rss).map(([name, mib]) => `${name} ${mib ?? "?"} MiB`).join(", ")
+  }`;
+}
+
+/** mainLines are the terminal lines of the first cluster, and its problems. */
+function mainLines(options: Options, result: MainResult): { lines: string[]; problems: string[] } {
+  const { phases, failovers, freezes, rssIdle, rssAfterLoad, cpuIdle } = result;
+  const lines: string[] = [];
+  lines.push(
+    `3 nodes + load generator on one machine; ${options.durationMs / 1000} s per phase ` +
+      `after ${options.warmupMs / 1000} s warm-up; ${valueBytes}-byte values`,
+  );
+  lines.push("", phaseTable(phases));
+  lines.push(
+    "max gap: longest time with no request acknowledged; cpu: cores used by the 3 keel " +
+      "nodes / the load generator / everything else",
+    "",
+  );
+  if (failovers.length > 0) lines.push(failoverLine("kill", failovers));
+  if (freezes.length > 0) lines.push(failoverLine("freeze", freezes));
+  lines.push(rssLine("idle", rssIdle), rssLine("after 64-client writes", rssAfterLoad));
+  lines.push(
+    `cpu idle (${idleCpuWindowMs / 1000} s, no load): keel nodes ${fixed(cpuIdle.keel, 2)} ` +
+      `cores, other ${fixed(cpuIdle.other ?? NaN, 2)} cores`,
+  );
+  const problems: string[] = [];
+  const failed = [...failovers, ...freezes].filter((failover) =>
+    failover.ms === null || failover.rejoinMs === null
+  );
+  if (failed.length > 0) {
+    problems.push(`failovers without a write or a rejoin: ${JSON.stringify(failed)}`);
+  }
+  if (result.unexpectedExits.length > 0) {
+    problems.push(`nodes exited unexpectedly: ${JSON.stringify(result.unexpectedExits)}`);
+  }
+  if (result.slowToStop.length > 0) {
+    problems.push(
+      `did not stop within ${stopTimeoutMs} ms of SIGTERM: ${result.slowToStop.join(", ")}`,
+    );
+  }
+  return { lines, problems };
 }
 
 async function main(): Promise<number> {
@@ -907,139 +767,11 @@ async function main(): Promise<number> {
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const startedAt = new Date().toISOString();
   const version = keelVersion(options.binary);
-  cluster = new Cluster(options.binary, options.tmpParent);
-  const machine = machineInfo(options.binary, cluster.dir);
-  console.error(`bench: ${version}, ${machine.cpus} CPU(s), temp dir ${cluster.dir}`);
+  const machine = machineInfo(options.binary, options.tmpParent);
+  console.error(`bench: ${version}, ${machine.cpus} CPU(s)`);
+  let first: MainResult | null = null;
   try {
-    for (const member of benchMembers) cluster.start(member);
-    const firstLeader = await cluster.settle();
-    console.error(`bench: cluster up, leader ${firstLeader.name}`);
-    await Bun.sleep(500);
-    const rssIdle = cluster.rss();
-    // CPU of an idle cluster: heartbeats and ticks only; much more would mean a busy loop.
-    const idleBefore = sampleCpu(cluster);
-    await Bun.sleep(idleCpuWindowMs);
-    const cpuIdle = cpuBetween(idleBefore, sampleCpu(cluster));
-
-    const phases: PhaseResult[] = [];
-    let rssAfterLoad: Record<string, number | null> = {};
-    for (const clients of [1, 16, 64]) {
-      const leader = await cluster.settle();
-      phases.push(
-        await phase(
-          cluster,
-          options,
-          "write",
-          clients,
-          "leader",
-          writeRequest(() => httpUrl(leader)),
-        ),
-      );
-      if (clients === 64) rssAfterLoad = cluster.rss();
-    }
-    phases.push(
-      await phase(
-        cluster,
-        options,
-        "write",
-        16,
-        "all nodes, forwarded",
-        writeRequest((client) =>
-          httpUrl(benchMembers[client % benchMembers.length] as BenchMember)
-        ),
-      ),
-    );
-    if (writtenKeys.length === 0) throw new Error("No write was acknowledged; nothing to read");
-    const readLeader = await cluster.settle();
-    phases.push(
-      await phase(cluster, options, "read", 64, "leader", readRequest(httpUrl(readLeader))),
-    );
-
-    const failovers: FailoverResult[] = [];
-    for (let round = 1; round <= options.failovers; round++) {
-      failovers.push(await failover(cluster, "kill", round));
-    }
-    const freezes: FailoverResult[] = [];
-    for (let round = 1; round <= options.freezes; round++) {
-      freezes.push(await failover(cluster, "freeze", round));
-    }
-
-    const slowToStop = await cluster.stop();
-    const unexpectedExits = cluster.unexpectedExits;
-    const report = {
-      startedAt,
-      options: {
-        durationS: options.durationMs / 1000,
-        warmupS: options.warmupMs / 1000,
-        failovers: options.failovers,
-        freezes: options.freezes,
-        quick: options.quick,
-        valueBytes,
-        raft: "defaults (tick 10ms, heartbeat 100ms, election 1s)",
-      },
-      machine,
-      source: sourceInfo(options.binary),
-      phases,
-      failover: {
-        kill: { ...failoverSummary(failovers), results: failovers },
-        freeze: { ...failoverSummary(freezes), results: freezes },
-      },
-      rssMiB: { idle: rssIdle, afterWrite64: rssAfterLoad },
-      cpuIdle,
-      problems: { unexpectedExits, slowToStop },
-    };
-
-    mkdirSync(options.outDir, { recursive: true });
-    const jsonPath = join(options.outDir, `bench-${stamp}.json`);
-    writeFileSync(jsonPath, JSON.stringify(report, null, 2) + "\n");
-
-    const out: string[] = [];
-    out.push(
-      `keel benchmark: ${version}, ${machine.cpus} x ${machine.cpuModel}, ` +
-        `${machine.totalMemoryMiB} MiB, bun ${machine.bun}, data on ${machine.dataFilesystem}`,
-    );
-    out.push(
-      `3 nodes + load generator on one machine; ${options.durationMs / 1000} s per phase ` +
-        `after ${options.warmupMs / 1000} s warm-up; ${valueBytes}-byte values`,
-    );
-    out.push("", phaseTable(phases));
-    out.push(
-      "max gap: longest time with no request acknowledged; cpu: cores used by the 3 keel " +
-        "nodes / the load generator / everything else",
-      "",
-    );
-    if (failovers.length > 0) out.push(failoverLine("kill", failovers));
-    if (freezes.length > 0) out.push(failoverLine("freeze", freezes));
-    const rssLine = (label: string, rss: Record<string, number | null>): string =>
-      `rss ${label}: ${
-        Object.entries(rss).map(([name, mib]) => `${name} ${mib ?? "?"} MiB`).join(", ")
-      }`;
-    out.push(rssLine("idle", rssIdle), rssLine("after 64-client writes", rssAfterLoad));
-    out.push(
-      `cpu idle (${idleCpuWindowMs / 1000} s, no load): keel nodes ${
-        fixed(cpuIdle.keel, 2)
-      } cores, ` +
-        `other ${fixed(cpuIdle.other ?? NaN, 2)} cores`,
-    );
-    const failed = [...failovers, ...freezes].filter((result) =>
-      result.ms === null || result.rejoinMs === null
-    );
-    const problems = unexpectedExits.length + slowToStop.length + failed.length;
-    if (failed.length > 0) {
-      out.push(`PROBLEM: failovers without a write or a rejoin: ${JSON.stringify(failed)}`);
-    }
-    if (unexpectedExits.length > 0) {
-      out.push(`PROBLEM: nodes exited unexpectedly: ${JSON.stringify(unexpectedExits)}`);
-    }
-    if (slowToStop.length > 0) {
-      out.push(
-        `PROBLEM: did not stop within ${stopTimeoutMs} ms of SIGTERM: ${slowToStop.join(", ")}`,
-      );
-    }
-    out.push("", `results: ${jsonPath}`);
-    if (options.keepLogs || problems > 0) out.push(`logs: ${keepLogs(options, stamp)}`);
-    console.log(out.join("\n"));
-    return 0;
+    if (options.mainPhases) first = await runMain(options);
   } catch (error: unknown) {
     console.error(
       `bench: failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}`,
@@ -1047,6 +779,86 @@ async function main(): Promise<number> {
     console.error(`bench: node logs kept in ${keepLogs(options, stamp)}`);
     return 1;
   }
+
+  // The replacement runs on its own cluster, so the first one's figures are not affected.
+  let replacement: ReplacementResult | null = null;
+  let replacementError: string | null = null;
+  if (options.replacementMB > 0) {
+    try {
+      replacement = await runReplacement({
+        binary: options.binary,
+        tmpParent: options.tmpParent,
+        keys: Math.max(1, Math.round(options.replacementMB * 1e6 / stateValueBytes)),
+        valueBytes: stateValueBytes,
+        steadyMs: options.durationMs,
+        warmupMs: options.warmupMs,
+        onCluster: (cluster) => clusters.push({ label: "replacement-", cluster }),
+      });
+    } catch (error: unknown) {
+      replacementError = error instanceof Error ? error.stack ?? error.message : String(error);
+      console.error(`bench: replacement failed: ${replacementError}`);
+    }
+  }
+
+  const report = {
+    startedAt,
+    options: {
+      durationS: options.durationMs / 1000,
+      warmupS: options.warmupMs / 1000,
+      failovers: options.failovers,
+      freezes: options.freezes,
+      mainPhases: options.mainPhases,
+      replacementMB: options.replacementMB,
+      quick: options.quick,
+      valueBytes,
+      raft: "defaults (tick 10ms, heartbeat 100ms, election 1s, snapshot every 10,000 entries)",
+    },
+    machine,
+    source: sourceInfo(options.binary),
+    phases: first?.phases ?? [],
+    failover: first === null ? null : {
+      kill: { ...failoverSummary(first.failovers), results: first.failovers },
+      freeze: { ...failoverSummary(first.freezes), results: first.freezes },
+    },
+    rssMiB: first === null ? null : { idle: first.rssIdle, afterWrite64: first.rssAfterLoad },
+    cpuIdle: first?.cpuIdle ?? null,
+    replacement,
+    problems: {
+      unexpectedExits: first?.unexpectedExits ?? [],
+      slowToStop: first?.slowToStop ?? [],
+      replacement: replacementError ??
+        (replacement === null ? [] : replacementProblems(replacement)),
+    },
+  };
+
+  mkdirSync(options.outDir, { recursive: true });
+  const jsonPath = join(options.outDir, `bench-${stamp}.json`);
+  writeFileSync(jsonPath, JSON.stringify(report, null, 2) + "\n");
+
+  const out: string[] = [];
+  out.push(
+    `keel benchmark: ${version}, ${machine.cpus} x ${machine.cpuModel}, ` +
+      `${machine.totalMemoryMiB} MiB, bun ${machine.bun}, data on ${machine.dataFilesystem}`,
+  );
+  const problems: string[] = [];
+  if (first !== null) {
+    const { lines, problems: mainProblems } = mainLines(options, first);
+    out.push(...lines);
+    problems.push(...mainProblems);
+  }
+  if (replacement !== null) {
+    if (first !== null) out.push("");
+    out.push(...replacementLines(replacement));
+    problems.push(...replacementProblems(replacement).map((problem) => `replacement: ${problem}`));
+  }
+  if (replacementError !== null) {
+    problems.push(`replacement failed: ${replacementError.split("\n")[0]}`);
+  }
+  for (const problem of problems) out.push(`PROBLEM: ${problem}`);
+  out.push("", `results: ${jsonPath}`);
+  if (options.keepLogs || problems.length > 0) out.push(`logs: ${keepLogs(options, stamp)}`);
+  console.log(out.join("\n"));
+  return replacementError === null ? 0 : 1;
 }
 
 process.exit(await main());

@@ -21,24 +21,54 @@ export function httpUrl(member: BenchMember): string {
   return `http://${member.host}:${member.httpPort}`;
 }
 
+/** ClusterYamlOptions are the extras of a cluster file beyond its members. */
+export interface ClusterYamlOptions {
+  /**
+   * Name members by DNS (node-a.<domain>) instead of their IPs, resolved through `server`
+   * ("host:port") every `refresh` (a duration such as "5s"; absent: keel's default). The
+   * processes then need --peer-listen / --http-listen to know their own address.
+   */
+  dns?: { domain: string; server: string; refresh?: string };
+  /** security.admin_token, so the bench can call POST /admin/*. */
+  adminToken?: string;
+}
+
 /**
  * clusterYaml is the cluster file. It has no raft section on purpose, so the defaults
- * (tick 10ms, heartbeat 100ms, election 1s) are what is measured.
+ * (tick 10ms, heartbeat 100ms, election 1s, snapshot every 10,000 entries) are what is
+ * measured.
  */
-export function clusterYaml(members: readonly BenchMember[], storageDir: string): string {
+export function clusterYaml(
+  members: readonly BenchMember[],
+  storageDir: string,
+  options: ClusterYamlOptions = {},
+): string {
   const lines = [
     "# Written by scripts/bench.ts; removed when the benchmark ends.",
     "cluster_name: bench",
     "members:",
   ];
   for (const member of members) {
+    const host = options.dns === undefined ? member.host : dnsName(member, options.dns.domain);
     lines.push(`  - name: ${member.name}`);
-    lines.push(`    peer: ${member.host}:${member.peerPort}`);
-    lines.push(`    http: ${member.host}:${member.httpPort}`);
+    lines.push(`    peer: ${host}:${member.peerPort}`);
+    lines.push(`    http: ${host}:${member.httpPort}`);
   }
   lines.push("storage:", `  dir: ${JSON.stringify(storageDir)}`);
+  if (options.dns !== undefined) {
+    lines.push("resolver:", `  servers: [${JSON.stringify(options.dns.server)}]`);
+    if (options.dns.refresh !== undefined) lines.push(`  refresh: ${options.dns.refresh}`);
+  }
+  if (options.adminToken !== undefined) {
+    lines.push("security:", `  admin_token: ${JSON.stringify(options.adminToken)}`);
+  }
   lines.push("log:", "  level: info", "  format: text");
   return lines.join("\n") + "\n";
+}
+
+/** dnsName is a member's DNS name in a cluster file that names members by DNS. */
+export function dnsName(member: BenchMember, domain: string): string {
+  return `${member.name}.${domain}`;
 }
 
 /** LatencySummary describes a set of request latencies, in milliseconds. */

@@ -1,111 +1,69 @@
-// Measures host replacement with the compiled binary (DESIGN §1 journey 4):
-// - DNS move: time from repointing a member's record to its peers dialling the new
-//   address, at the given resolver.refresh (default 5 s, keel's default);
-// - replacement: time from starting an empty host under the member's name to its
-//   /readyz answering 200, for a given amount of state.
+// Host replacement alone, as one JSON line: the replacement phase of `make bench`
+// (scripts/bench_replacement.ts) with a state of any shape. `make bench` runs it with
+// 100 MB of 10,000-byte values and prints it; this is for trying other sizes and refresh
+// intervals. Timings are measurements, never pass/fail.
 //
-//   bun scripts/replacement_bench.ts [--keys=2000] [--value-bytes=100] [--refresh=5s]
+//   bun scripts/replacement_bench.ts [--keys=2000] [--value-bytes=100] [--refresh=DURATION]
+//                                    [--steady=SECONDS] [--binary=dist/keel] [--tmp=DIR]
 //
-// Prints one JSON line. Timings are measurements, never pass/fail.
+// --refresh sets resolver.refresh (e.g. "1s"); without it keel's default (5s) is used.
 
-import { rmSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { TestCluster } from "../test/support/cluster.ts";
-import { TestDnsServer } from "../test/support/dns_server.ts";
+import { parseDuration } from "../src/lib/duration.ts";
+import { replacementProblems, runReplacement } from "./bench_replacement.ts";
 
 const { values } = parseArgs({
   options: {
     keys: { type: "string", default: "2000" },
     "value-bytes": { type: "string", default: "100" },
-    refresh: { type: "string", default: "5s" },
+    refresh: { type: "string" },
+    steady: { type: "string", default: "2" },
+    binary: { type: "string", default: "dist/keel" },
+    tmp: { type: "string", default: tmpdir() },
   },
 });
+
+function fail(message: string): never {
+  console.error(`replacement_bench: ${message}`);
+  process.exit(2);
+}
+
 const keys = Number(values.keys);
 const valueBytes = Number(values["value-bytes"]);
-const domain = "keel.bench";
-
-const dns = await TestDnsServer.start({ hostname: "127.0.0.251" });
-for (const [i, name] of ["node-a", "node-b", "node-c"].entries()) {
-  dns.setRecord(`${name}.${domain}`, [`127.0.0.${244 + i}`], 1);
+const steadyS = Number(values.steady);
+if (!Number.isSafeInteger(keys) || keys < 1) fail(`--keys must be a positive integer`);
+if (!Number.isSafeInteger(valueBytes) || valueBytes < 1 || valueBytes > 1_000_000) {
+  fail(`--value-bytes must be an integer from 1 to 1000000`);
 }
-const cluster = new TestCluster({
-  ipBase: 244,
-  name: "replbench",
-  dns: { server: `127.0.0.251:${dns.port}`, domain, refresh: values.refresh! },
+if (!(steadyS > 0 && steadyS <= 3600)) fail(`--steady must be seconds in (0, 3600]`);
+let refreshMs: number | undefined;
+if (values.refresh !== undefined) {
+  try {
+    refreshMs = parseDuration(values.refresh);
+  } catch (error: unknown) {
+    fail(error instanceof Error ? error.message : String(error));
+  }
+}
+const binary = resolve(values.binary);
+if (!existsSync(binary)) fail(`No keel binary at "${binary}"; run "make build" first`);
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  // Exiting kills the cluster and removes its temp dir (scripts/bench_cluster.ts).
+  process.on(signal, () => process.exit(130));
+}
+
+const result = await runReplacement({
+  binary,
+  tmpParent: resolve(values.tmp),
+  keys,
+  valueBytes,
+  steadyMs: steadyS * 1000,
+  warmupMs: 1000,
+  ...(refreshMs === undefined ? {} : { refreshMs }),
 });
-try {
-  cluster.startAll();
-  await cluster.waitForLeader([], 30_000);
-  const value = "v".repeat(valueBytes);
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(Array.from({ length: 16 }, async (_, worker) => {
-    let seq = 0;
-    while (next < keys) {
-      const i = next++;
-      await cluster.putWithRetry(
-        ["node-a", "node-c"],
-        `k-${i}`,
-        value,
-        `w${worker}:${++seq}`,
-        60_000,
-      );
-    }
-  }));
-  const loadSeconds = (performance.now() - started) / 1000;
-  const statusA = await cluster.status("node-a");
-
-  // The host of node-b dies for good; its name moves to a new host with an empty disk.
-  await cluster.kill("node-b");
-  rmSync(cluster.member("node-b").dataDir, { recursive: true, force: true });
-  cluster.moveTo("node-b", "127.0.0.247");
-  cluster.start("node-b");
-  const replacementStarted = performance.now();
-  await Bun.sleep(200);
-  const dnsChanged = performance.now();
-  dns.setRecord(`node-b.${domain}`, ["127.0.0.247"], 1);
-  let dnsMoveMs = 0;
-  await cluster.waitFor("node-a to use node-b's new address", async () => {
-    const status = await cluster.status("node-a") as unknown as {
-      members: {
-        name: string;
-        connected: boolean;
-        resolution: { address: string | null } | null;
-      }[];
-    };
-    const b = status?.members.find((m) => m.name === "node-b");
-    if (b?.resolution?.address === "127.0.0.247" && b.connected) {
-      dnsMoveMs = performance.now() - dnsChanged;
-      return true;
-    }
-    return undefined;
-  }, 60_000);
-  await cluster.waitFor("the replacement to be ready", async () => {
-    try {
-      const response = await fetch(`${cluster.member("node-b").url}/readyz`, {
-        signal: AbortSignal.timeout(1000),
-      });
-      return response.status === 200 ? true : undefined;
-    } catch {
-      return undefined;
-    }
-  }, 600_000);
-  const readySeconds = (performance.now() - replacementStarted) / 1000;
-  const statusB = await cluster.status("node-b");
-  console.log(JSON.stringify({
-    keys,
-    valueBytes,
-    stateBytes: keys * valueBytes,
-    refresh: values.refresh,
-    loadSeconds: Number(loadSeconds.toFixed(1)),
-    leaderSnapshotBytes: (statusA as unknown as { snapshotBytes: number }).snapshotBytes,
-    dnsMoveMs: Math.round(dnsMoveMs),
-    replacementReadySeconds: Number(readySeconds.toFixed(2)),
-    catchUpMBps: Number((keys * valueBytes / 1e6 / readySeconds).toFixed(1)),
-    replacementApplied: statusB?.appliedIndex,
-    snapshotsInstalled: statusB?.counters.snapshotsInstalled,
-  }));
-} finally {
-  await cluster.stop();
-  dns.stop();
-}
+console.log(JSON.stringify(result));
+const problems = replacementProblems(result);
+for (const problem of problems) console.error(`replacement_bench: PROBLEM: ${problem}`);
+process.exit(problems.length === 0 ? 0 : 1);
