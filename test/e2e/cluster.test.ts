@@ -3,6 +3,8 @@
 // any node, loses its leader, elects another, and loses nothing acknowledged.
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { raftDefaults } from "../../src/consensus/config.ts";
+import { snapshotTrailingEntries } from "../../src/node/node.ts";
 import { TestCluster } from "../support/cluster.ts";
 
 let cluster: TestCluster;
@@ -103,12 +105,24 @@ test("the killed node restarts, catches up, and serves every acknowledged write"
 test("a node behind a compacted log catches up by snapshot", async () => {
   const leader = await cluster.waitForLeader();
   const follower = cluster.members.map((m) => m.name).find((name) => name !== leader)!;
+  const killedAt = (await cluster.status(follower))!.lastIndex;
   await cluster.kill(follower);
   const others = cluster.members.map((m) => m.name).filter((name) => name !== follower);
-  // snapshot_entries is 300 and 5000 entries trail each snapshot, so write past both.
-  await writeMany("third", 5600, others, 32);
-  const leaderStatus = await cluster.status(leader);
-  expect(leaderStatus!.snapshotIndex).toBeGreaterThan(0);
+  // The follower must come back behind the leader's compacted log, or it catches up by
+  // appends alone and never installs a snapshot. The leader compacts only when it takes a
+  // snapshot (every snapshot_entries, 300 plus up to a quarter) and keeps the last
+  // snapshotTrailingEntries; and the appends it sent the dead follower (up to
+  // inflightMessagesMax in flight, each with at most one new entry per writer, plus a few
+  // of its own) wait in its transport queue and are delivered when the follower is back.
+  // So write until the compaction point is past all that.
+  const parallel = 32;
+  const reachable = killedAt + raftDefaults.inflightMessagesMax * (parallel + 8);
+  for (let round = 0;; round++) {
+    await writeMany(`third-${round}`, 1000, others, parallel);
+    const leaderStatus = await cluster.status(leader);
+    if (leaderStatus!.snapshotIndex - snapshotTrailingEntries > reachable) break;
+    expect(round).toBeLessThan(20);
+  }
   cluster.start(follower);
   const status = await cluster.waitFor(
     "the restarted follower to install a snapshot and catch up",
