@@ -46,7 +46,7 @@ export const raftDefaults = {
   inflightMessagesMax: 64,
   entriesPerMessageMax: 512,
   messageBytesMax: 1024 * 1024,
-  snapshotChunkBytes: 256 * 1024,
+  snapshotChunkBytes: 1024 * 1024,
   pendingProposalsMax: 16384,
   preVote: true,
   checkQuorum: true,

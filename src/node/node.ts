@@ -54,6 +54,12 @@ export interface RecoveryTransport extends Transport {
   rehandshake(reason: string): void;
 }
 
+/**
+ * A leader sending a snapshot puts off its own next one (which would restart the
+ * transfer) for up to this many snapshot intervals.
+ */
+const snapshotDeferralsMax = 4;
+
 /** Entries kept behind a snapshot so a briefly lagging follower needs no snapshot. */
 export const snapshotTrailingEntries = 5000;
 /** Client requests waiting for commit or a read index, per node. */
@@ -237,6 +243,7 @@ export class KeelNode implements NodeApi, OpsApi {
   #writes = { written: 0, durable: 0, syncing: false };
   /** The last entry of each write not yet durable, to report with raft.persisted. */
   #writeMarks: { write: number; index: number; term: number }[] = [];
+  #snapshotEveryCached = 0;
   /** Messages that promise a write not yet durable: sent once it is (in order). */
   #held: { write: number; message: Message }[] = [];
   constructor(deps: NodeDeps) {
@@ -498,10 +505,9 @@ export class KeelNode implements NodeApi, OpsApi {
     const chunk = ready.snapshotChunk;
     if (chunk !== undefined) storage.stageSnapshotChunk(chunk.snapshot, chunk.offset, chunk.data);
     if (ready.installSnapshot !== undefined) this.#installSnapshot(ready.installSnapshot);
-    // Those two writes are durable when they return, and so is every write before them.
-    if (chunk !== undefined || ready.installSnapshot !== undefined) {
-      this.#onDurable(this.#writes.written);
-    }
+    // An install is durable when it returns, and so is every write before it (a staged
+    // chunk is not synced: nothing relies on it before the install).
+    if (ready.installSnapshot !== undefined) this.#onDurable(this.#writes.written);
     if (chunk !== undefined && this.#status === "recovering") {
       this.#recovery.snapshotBytesDone = chunk.offset + chunk.data.byteLength;
       this.#recovery.snapshotBytesTotal = chunk.snapshot.bytes;
@@ -753,8 +759,23 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   #maybeSnapshot(): void {
-    if (this.#appliedIndex - this.#snapshotIndex < this.#snapshotEvery) return;
+    const since = this.#appliedIndex - this.#snapshotIndex;
+    if (since < this.#snapshotEvery) return;
+    // A new snapshot replaces the one a follower is being sent (storage keeps one), and
+    // its transfer starts over; and compacting past a follower catching up from the log
+    // sends it a whole snapshot again. A leader waits for either to end, up to
+    // snapshotDeferralsMax intervals (the log it keeps in memory meanwhile is bounded).
+    if (since < this.#snapshotEvery * snapshotDeferralsMax && this.#catchingUpFollower()) return;
     this.takeSnapshot();
+  }
+
+  /** catchingUpFollower: a live follower is being sent a snapshot, or is behind the log. */
+  #catchingUpFollower(): boolean {
+    if (this.raft.role !== "leader") return false;
+    const compactTo = this.#appliedIndex - snapshotTrailingEntries;
+    return Object.values(this.raft.status().progress).some((p) =>
+      p.state === "snapshot" || (p.recentActive && p.matchIndex < compactTo)
+    );
   }
 
   /**
@@ -763,10 +784,12 @@ export class KeelNode implements NodeApi, OpsApi {
    * snapshot serializes the state on the one thread).
    */
   get #snapshotEvery(): number {
+    if (this.#snapshotEveryCached !== 0) return this.#snapshotEveryCached;
     const every = this.#deps.config.raft.snapshotEntries;
     let hash = 0;
     for (const char of this.name) hash = (hash * 31 + char.charCodeAt(0)) >>> 0;
-    return every + (hash % Math.max(1, Math.floor(every / 4)));
+    this.#snapshotEveryCached = every + (hash % Math.max(1, Math.floor(every / 4)));
+    return this.#snapshotEveryCached;
   }
 
   /** takeSnapshot saves the applied state and compacts the log behind it. */

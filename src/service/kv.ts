@@ -128,7 +128,12 @@ export class KvService implements Service {
   }
 
   snapshot(): Uint8Array {
-    const writer = new ByteWriter();
+    // Sized up front: growing a buffer of a large state by doubling copies it many times.
+    let bytes = snapshotMagic.length + 4;
+    for (const [key, entry] of this.#entries) {
+      bytes += 2 + key.length * 3 + 8 + 4 + entry.value.length; // UTF-8: <= 3 bytes a unit
+    }
+    const writer = new ByteWriter(bytes);
     writer.bytes(textEncoder.encode(snapshotMagic));
     writer.u32(this.#entries.size);
     for (const key of this.#keys.from("", true)) {
@@ -414,9 +419,14 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 class ByteWriter {
-  #buffer = new Uint8Array(64);
-  #view = new DataView(this.#buffer.buffer);
+  #buffer: Uint8Array;
+  #view: DataView;
   #length = 0;
+
+  constructor(capacity = 64) {
+    this.#buffer = new Uint8Array(capacity);
+    this.#view = new DataView(this.#buffer.buffer);
+  }
 
   u8(value: number): void {
     this.#reserve(1);
@@ -452,6 +462,8 @@ class ByteWriter {
   }
 
   finish(): Uint8Array {
+    // A view when the buffer is mostly used (a large snapshot: no second copy), else a copy.
+    if (this.#length >= this.#buffer.length / 2) return this.#buffer.subarray(0, this.#length);
     return this.#buffer.slice(0, this.#length);
   }
 

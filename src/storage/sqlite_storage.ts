@@ -400,7 +400,6 @@ export class SqliteStorage implements NodeStorage {
       this.#writeChunks(staged.id, offset, data);
       this.#sql.updateReceived.run({ id: staged.id, received });
     }).immediate();
-    this.#syncWal();
   }
 
   installStagedSnapshot(meta: SnapshotMeta): void {

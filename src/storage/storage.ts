@@ -64,7 +64,11 @@ export interface NodeStorage {
   readSnapshot(): { meta: SnapshotMeta; data: Uint8Array } | undefined;
   readSnapshotChunk(index: number, offset: number, length: number): Uint8Array;
 
-  /** stageSnapshotChunk keeps an incoming chunk; offset 0 discards earlier staging. */
+  /**
+   * stageSnapshotChunk keeps an incoming chunk; offset 0 discards earlier staging. Not
+   * synced: nothing relies on a staged chunk until installStagedSnapshot, whose sync
+   * covers it (a crash before that starts the transfer over).
+   */
   stageSnapshotChunk(meta: SnapshotMeta, offset: number, data: Uint8Array): void;
   /**
    * installStagedSnapshot makes the staged snapshot the latest one and drops the whole log
