@@ -39,7 +39,7 @@ export const configDefaults = {
   tickMs: 10,
   heartbeatIntervalMs: 100,
   electionTimeoutMs: 1000,
-  snapshotEntries: 10_000,
+  snapshotEntries: 50_000,
   /** A replacement's catch-up is bounded so the cluster's own traffic stays serviceable. */
   catchupBytesPerSecond: 64 * 1024 * 1024,
   resolverRefreshMs: 5000,

@@ -5,8 +5,14 @@ export interface RaftConfig {
   id: NodeId;
   /** Every voting member, this node included (static membership). */
   members: NodeId[];
-  /** Election timeout in ticks; each wait is drawn from [electionTicks, 2 * electionTicks). */
+  /**
+   * Election timeout in ticks; each wait is drawn from [electionTicks, electionTicks +
+   * electionJitterTicks). A leader seen to be gone (peerDown) is followed by a campaign
+   * within half the jitter.
+   */
   electionTicks: number;
+  /** Default electionTicks: waits in [electionTicks, 2 * electionTicks). */
+  electionJitterTicks?: number;
   heartbeatTicks: number;
   /** Pipelined appendEntries in flight per follower before waiting for acks. */
   inflightMessagesMax: number;

@@ -570,12 +570,14 @@ export class Raft {
   /** peerDown is a hint that the link to a peer dropped (its process may be gone). */
   peerDown(name: NodeId): void {
     if (this.role !== "leader" && name === this.leader) {
-      // Our leader's connection reset: drop the lease so this node grants pre-votes and
-      // campaigns within its randomized timeout instead of waiting out a full one.
-      this.#electionElapsed = Math.max(this.#electionElapsed, this.#config.electionTicks);
-      if (this.#electionElapsed >= this.#randomizedElectionTicks) {
-        this.#electionElapsed = this.#randomizedElectionTicks - 1;
-      }
+      // Our leader's connection reset (its process is likely gone): drop the lease so
+      // this node grants pre-votes, and campaign within half the jitter rather than wait
+      // out an election timeout. Pre-vote keeps a wrong hint from disturbing a leader
+      // that is fine: the others still hear it and refuse.
+      this.#electionElapsed = this.#config.electionTicks;
+      const window = Math.max(1, Math.floor(this.#electionJitterTicks / 2));
+      this.#randomizedElectionTicks = this.#config.electionTicks + 1 +
+        Math.floor(this.#config.random() * window);
     }
   }
 
@@ -817,8 +819,12 @@ export class Raft {
 
   #resetElectionTimer(): void {
     this.#electionElapsed = 0;
-    const base = this.#config.electionTicks;
-    this.#randomizedElectionTicks = base + Math.floor(this.#config.random() * base);
+    this.#randomizedElectionTicks = this.#config.electionTicks +
+      Math.floor(this.#config.random() * this.#electionJitterTicks);
+  }
+
+  get #electionJitterTicks(): number {
+    return Math.max(1, this.#config.electionJitterTicks ?? this.#config.electionTicks);
   }
 
   #quorumActive(): boolean {

@@ -243,7 +243,8 @@ export class KeelNode implements NodeApi, OpsApi {
   #writes = { written: 0, durable: 0, syncing: false };
   /** The last entry of each write not yet durable, to report with raft.persisted. */
   #writeMarks: { write: number; index: number; term: number }[] = [];
-  #snapshotEveryCached = 0;
+  /** Where in each snapshot interval this member takes its snapshot (nextSnapshotAt). */
+  #snapshotPhase = -1;
   /** Messages that promise a write not yet durable: sent once it is (in order). */
   #held: { write: number; message: Message }[] = [];
   constructor(deps: NodeDeps) {
@@ -272,11 +273,15 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#snapshotIndex = this.#appliedIndex;
     const timing = deps.config.raft;
     const random = deps.random ?? Math.random;
+    const electionTicks = Math.max(2, Math.round(timing.electionTimeoutMs / timing.tickMs));
     this.raft = new Raft({
       ...raftDefaults,
       id: deps.name,
       members: deps.config.members.map((member) => member.name),
-      electionTicks: Math.max(2, Math.round(timing.electionTimeoutMs / timing.tickMs)),
+      electionTicks,
+      // A quarter of the timeout: a silent leader is replaced within 1.25 timeouts; split
+      // votes stay rare (the window is 25 ticks at the defaults, and pre-vote first).
+      electionJitterTicks: Math.max(1, Math.floor(electionTicks / 4)),
       heartbeatTicks: Math.max(1, Math.round(timing.heartbeatIntervalMs / timing.tickMs)),
       snapshotBytesPerTick: Math.ceil((timing.catchupBytesPerSecond ?? 0) * timing.tickMs / 1000),
       random,
@@ -759,13 +764,15 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   #maybeSnapshot(): void {
-    const since = this.#appliedIndex - this.#snapshotIndex;
-    if (since < this.#snapshotEvery) return;
+    const due = this.#nextSnapshotAt();
+    if (this.#appliedIndex < due) return;
     // A new snapshot replaces the one a follower is being sent (storage keeps one), and
     // its transfer starts over; and compacting past a follower catching up from the log
     // sends it a whole snapshot again. A leader waits for either to end, up to
     // snapshotDeferralsMax intervals (the log it keeps in memory meanwhile is bounded).
-    if (since < this.#snapshotEvery * snapshotDeferralsMax && this.#catchingUpFollower()) return;
+    const every = this.#deps.config.raft.snapshotEntries;
+    const overdue = this.#appliedIndex - due;
+    if (overdue < every * (snapshotDeferralsMax - 1) && this.#catchingUpFollower()) return;
     this.takeSnapshot();
   }
 
@@ -779,17 +786,22 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   /**
-   * snapshotEvery spreads the members' snapshots apart: each waits snapshot_entries plus
-   * up to a quarter more, fixed per member name, so they do not all pause at once (a
-   * snapshot serializes the state on the one thread).
+   * nextSnapshotAt is the applied index of the next snapshot: every snapshot_entries,
+   * each member at its own phase (its place in the shared config), so the members pause
+   * for their snapshots one at a time, not together (a snapshot serializes the state on
+   * the one thread). At least half an interval after the last snapshot.
    */
-  get #snapshotEvery(): number {
-    if (this.#snapshotEveryCached !== 0) return this.#snapshotEveryCached;
+  #nextSnapshotAt(): number {
     const every = this.#deps.config.raft.snapshotEntries;
-    let hash = 0;
-    for (const char of this.name) hash = (hash * 31 + char.charCodeAt(0)) >>> 0;
-    this.#snapshotEveryCached = every + (hash % Math.max(1, Math.floor(every / 4)));
-    return this.#snapshotEveryCached;
+    if (this.#snapshotPhase < 0) {
+      const members = this.#deps.config.members;
+      const place = Math.max(0, members.findIndex((member) => member.name === this.name));
+      this.#snapshotPhase = Math.floor(every * place / members.length);
+    }
+    const phase = this.#snapshotPhase;
+    let due = (Math.floor((this.#snapshotIndex - phase) / every) + 1) * every + phase;
+    if (due - this.#snapshotIndex < every / 2) due += every;
+    return due;
   }
 
   /** takeSnapshot saves the applied state and compacts the log behind it. */

@@ -70,7 +70,7 @@ describe("a valid file", () => {
         tickMs: 10,
         heartbeatIntervalMs: 100,
         electionTimeoutMs: 1000,
-        snapshotEntries: 10000,
+        snapshotEntries: 50000,
         catchupBytesPerSecond: 64 * 1024 * 1024,
       },
       resolver: { refreshMs: 5000, servers: [] },
@@ -90,7 +90,7 @@ describe("a valid file", () => {
       tickMs: 10,
       heartbeatIntervalMs: 100,
       electionTimeoutMs: 1000,
-      snapshotEntries: 10000,
+      snapshotEntries: 50000,
       catchupBytesPerSecond: 64 * 1024 * 1024,
     });
     expect(config?.resolver).toEqual({ refreshMs: 5000, servers: [] });
