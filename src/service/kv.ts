@@ -139,9 +139,7 @@ export class KvService implements Service {
     for (const key of this.#keys.from("", true)) {
       const entry = this.#entries.get(key);
       assert(entry !== undefined, "every sorted key must have an entry");
-      const keyBytes = textEncoder.encode(key);
-      writer.u16(keyBytes.length);
-      writer.bytes(keyBytes);
+      writer.key(key);
       writer.u64(entry.modIndex);
       writer.u32(entry.value.length);
       writer.bytes(entry.value);
@@ -459,6 +457,26 @@ class ByteWriter {
     this.#reserve(value.length);
     this.#buffer.set(value, this.#length);
     this.#length += value.length;
+  }
+
+  /** key writes a u16 length and the key's UTF-8, without an encoder call for ASCII. */
+  key(key: string): void {
+    this.#reserve(2 + key.length * 3);
+    const buffer = this.#buffer;
+    const start = this.#length + 2;
+    let at = start;
+    for (let i = 0; i < key.length; i++) {
+      const unit = key.charCodeAt(i);
+      if (unit >= 0x80) {
+        at = start + textEncoder.encodeInto(key, buffer.subarray(start)).written;
+        break;
+      }
+      buffer[at++] = unit;
+    }
+    const length = at - start;
+    assert(length <= 0xffff, "u16 out of range");
+    this.#view.setUint16(this.#length, length);
+    this.#length = at;
   }
 
   finish(): Uint8Array {
