@@ -203,7 +203,7 @@ type KvCommand =
 
 /** encodePut makes a command that stores value under key. */
 export function encodePut(key: string, value: Uint8Array): Uint8Array {
-  const writer = new ByteWriter();
+  const writer = new ByteWriter(1 + 2 + key.length * 3 + 4 + value.length);
   writer.u8(opPut);
   writeKey(writer, key);
   writeValue(writer, value);
@@ -242,22 +242,34 @@ export function encodeCas(
  */
 export function validateKey(key: string): string | undefined {
   if (key.length === 0) return "Key must not be empty";
-  const bytes = textEncoder.encode(key).length;
+  // Checked first: the byte count below assumes well-formed UTF-16.
+  if (!key.isWellFormed()) return "Key must be valid Unicode (no lone surrogates)";
+  const bytes = utf8Length(key);
   if (bytes > kvKeyBytesMax) {
     return `Key of ${bytes} bytes exceeds the maximum of ${kvKeyBytesMax} bytes`;
   }
-  if (textDecoder.decode(textEncoder.encode(key)) !== key) {
-    return "Key must be valid Unicode (no lone surrogates)";
-  }
   return undefined;
+}
+
+/** utf8Length is the UTF-8 size of a well-formed string, without encoding it. */
+function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit <= 0xdbff) {
+      bytes += 4; // a surrogate pair: one 4-byte code point
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
 }
 
 function writeKey(writer: ByteWriter, key: string): void {
   const problem = validateKey(key);
   if (problem !== undefined) throw new RangeError(problem);
-  const bytes = textEncoder.encode(key);
-  writer.u16(bytes.length);
-  writer.bytes(bytes);
+  writer.key(key);
 }
 
 function writeValue(writer: ByteWriter, value: Uint8Array): void {
@@ -416,33 +428,37 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+// Byte arithmetic rather than a DataView: writers are made per command and per result,
+// where creating a view costs more than the writes.
 class ByteWriter {
   #buffer: Uint8Array;
-  #view: DataView;
   #length = 0;
 
   constructor(capacity = 64) {
     this.#buffer = new Uint8Array(capacity);
-    this.#view = new DataView(this.#buffer.buffer);
   }
 
   u8(value: number): void {
     this.#reserve(1);
-    this.#view.setUint8(this.#length, value);
-    this.#length += 1;
+    this.#buffer[this.#length++] = value;
   }
 
   u16(value: number): void {
     assert(Number.isInteger(value) && value >= 0 && value <= 0xffff, "u16 out of range");
     this.#reserve(2);
-    this.#view.setUint16(this.#length, value);
+    this.#setU16(this.#length, value);
     this.#length += 2;
   }
 
   u32(value: number): void {
     assert(Number.isInteger(value) && value >= 0 && value < twoTo32, "u32 out of range");
     this.#reserve(4);
-    this.#view.setUint32(this.#length, value);
+    const buffer = this.#buffer;
+    const at = this.#length;
+    buffer[at] = value >>> 24;
+    buffer[at + 1] = value >>> 16;
+    buffer[at + 2] = value >>> 8;
+    buffer[at + 3] = value;
     this.#length += 4;
   }
 
@@ -475,8 +491,13 @@ class ByteWriter {
     }
     const length = at - start;
     assert(length <= 0xffff, "u16 out of range");
-    this.#view.setUint16(this.#length, length);
+    this.#setU16(this.#length, length);
     this.#length = at;
+  }
+
+  #setU16(at: number, value: number): void {
+    this.#buffer[at] = value >>> 8;
+    this.#buffer[at + 1] = value;
   }
 
   finish(): Uint8Array {
@@ -493,7 +514,6 @@ class ByteWriter {
     const grown = new Uint8Array(capacity);
     grown.set(this.#buffer.subarray(0, this.#length));
     this.#buffer = grown;
-    this.#view = new DataView(grown.buffer);
   }
 }
 
