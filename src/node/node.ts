@@ -60,6 +60,9 @@ export interface RecoveryTransport extends Transport {
  */
 const snapshotDeferralsMax = 4;
 
+/** Log rows deleted per tick behind a snapshot: a few ms of work each time. */
+const diskCompactionRowsPerTick = 5_000;
+
 /** Entries kept behind a snapshot so a briefly lagging follower needs no snapshot. */
 export const snapshotTrailingEntries = 5000;
 /** Client requests waiting for commit or a read index, per node. */
@@ -243,6 +246,8 @@ export class KeelNode implements NodeApi, OpsApi {
   #writes = { written: 0, durable: 0, syncing: false };
   /** The last entry of each write not yet durable, to report with raft.persisted. */
   #writeMarks: { write: number; index: number; term: number }[] = [];
+  /** Log rows on disk below `target` are garbage (behind a snapshot); below `done` gone. */
+  #diskCompaction = { target: 0, done: 0 };
   /** Where in each snapshot interval this member takes its snapshot (nextSnapshotAt). */
   #snapshotPhase = -1;
   /** Messages that promise a write not yet durable: sent once it is (in order). */
@@ -253,6 +258,7 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#members = new Map(deps.config.members.map((member) => [member.name, member]));
     const storage = deps.storage;
     const restored = storage.load();
+    this.#diskCompaction.done = restored.entries[0]?.index ?? 0;
     const snapshot = storage.readSnapshot();
     this.#host = new ServiceHost(deps.service, {
       base: () => this.#rollbackBase(),
@@ -390,7 +396,17 @@ export class KeelNode implements NodeApi, OpsApi {
     if (now - this.#lastTickAt > tickMs * 10) this.#lastTickAt = now;
     for (let i = 0; i < due; i++) this.raft.tick();
     this.#proposeDueTimers();
+    this.#compactDiskStep();
     this.#schedule();
+  }
+
+  /** compactDiskStep deletes the next slice of log rows behind the snapshot. */
+  #compactDiskStep(): void {
+    const compaction = this.#diskCompaction;
+    if (compaction.done >= compaction.target) return;
+    const next = Math.min(compaction.target, compaction.done + diskCompactionRowsPerTick);
+    this.#deps.storage.compactLog(next);
+    compaction.done = next;
   }
 
   #schedule(): void {
@@ -610,6 +626,8 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#appliedIndex = meta.index;
     this.#appliedTerm = meta.term;
     this.#snapshotIndex = meta.index;
+    // The install dropped every log row.
+    this.#diskCompaction.done = Math.max(this.#diskCompaction.done, meta.index);
     this.counters.snapshotsInstalled++;
     this.#event(
       "snapshot-installed",
@@ -832,7 +850,9 @@ export class KeelNode implements NodeApi, OpsApi {
     const storage = this.#deps.storage;
     storage.saveSnapshot(meta, data);
     const point = this.raft.compact(meta, snapshotTrailingEntries);
-    if (point >= 1) storage.compactLog(point);
+    // The rows go a slice per tick (compactDiskStep): deleting tens of thousands at once
+    // would pause the node for ~100 ms, and nothing waits for them to go.
+    if (point >= 1) this.#diskCompaction.target = Math.max(this.#diskCompaction.target, point);
     this.#snapshotIndex = meta.index;
     this.#host.forgetFailuresThrough(meta.index);
     this.#initialService = undefined;
