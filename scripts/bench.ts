@@ -82,6 +82,10 @@ Options:
   --quick              CI smoke run: 1 s phases, 1 failover, 1 freeze, a 2 MB replacement;
                        exit 0 if it completed
   --binary=PATH        keel executable (default dist/keel)
+  --cpu-prof=DIR       run the first cluster's nodes from source under "bun --cpu-prof" and
+                       write each node's profile to DIR/<member>/ when it stops; summarize one
+                       with "bun scripts/profile_summary.ts FILE.cpuprofile". Killed nodes
+                       write none: use with --failovers=0 --freezes=0 --no-replacement
   --tmp=DIR            parent of the temp dirs (default the OS temp dir); use a real disk:
                        on tmpfs an fsync costs nothing
   --out=DIR            where the JSON goes (default bench-results)
@@ -115,6 +119,7 @@ interface Options {
   replacementMB: number;
   quick: boolean;
   binary: string;
+  cpuProfDir: string | undefined;
   tmpParent: string;
   outDir: string;
   keepLogs: boolean;
@@ -141,6 +146,7 @@ function parseOptions(): Options {
         only: { type: "string" },
         quick: { type: "boolean", default: false },
         binary: { type: "string", default: "dist/keel" },
+        "cpu-prof": { type: "string" },
         tmp: { type: "string", default: tmpdir() },
         out: { type: "string", default: "bench-results" },
         "keep-logs": { type: "boolean", default: false },
@@ -206,6 +212,7 @@ function parseOptions(): Options {
     replacementMB,
     quick,
     binary,
+    cpuProfDir: values["cpu-prof"] === undefined ? undefined : resolve(values["cpu-prof"]),
     tmpParent: resolve(values.tmp),
     outDir: resolve(values.out),
     keepLogs: values["keep-logs"] === true,
@@ -646,6 +653,7 @@ interface MainResult {
 async function runMain(options: Options): Promise<MainResult> {
   const cluster = new Cluster({
     binary: options.binary,
+    cpuProfDir: options.cpuProfDir,
     tmpParent: options.tmpParent,
     prefix: "keel-bench-",
     members: benchMembers,

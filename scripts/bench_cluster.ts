@@ -48,6 +48,11 @@ export interface UnexpectedExit {
 
 export interface ClusterOptions {
   binary: string;
+  /**
+   * Run each member as `bun --cpu-prof` of src/main.ts instead of the binary, writing its
+   * profile under this dir (<dir>/<member>/) when it exits (not when killed).
+   */
+  cpuProfDir?: string | undefined;
   /** Parent of the temp dir. */
   tmpParent: string;
   /** Start of the temp dir's name, e.g. "keel-bench-". */
@@ -136,8 +141,17 @@ export class Cluster {
       : [];
     const log = openSync(this.logPath(member.name), "a");
     try {
+      const profDir = this.#options.cpuProfDir;
+      const command = profDir === undefined ? [this.#options.binary] : [
+        process.execPath,
+        "--cpu-prof",
+        "--cpu-prof-md",
+        `--cpu-prof-dir=${join(profDir, member.name)}`,
+        "--cpu-prof-interval=250",
+        join(import.meta.dir, "..", "src", "main.ts"),
+      ];
       const child = Bun.spawn([
-        this.#options.binary,
+        ...command,
         "run",
         "--config",
         this.configPath,
