@@ -819,8 +819,13 @@ export class Raft {
 
   #resetElectionTimer(): void {
     this.#electionElapsed = 0;
+    // A campaign that fails (two candidates split the vote) waits out a wide window before
+    // the next one, so a narrow configured jitter cannot make the same two collide again
+    // and again; the first campaign after the leader falls silent keeps the narrow one.
+    const campaigning = this.role === "candidate" || this.role === "preCandidate";
+    const jitter = campaigning ? this.#config.electionTicks : this.#electionJitterTicks;
     this.#randomizedElectionTicks = this.#config.electionTicks +
-      Math.floor(this.#config.random() * this.#electionJitterTicks);
+      Math.floor(this.#config.random() * Math.max(1, jitter));
   }
 
   get #electionJitterTicks(): number {

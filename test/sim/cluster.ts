@@ -397,6 +397,8 @@ export interface SimSettings {
    * that loses them, and its messages wait for the sync (the leader's appends excepted).
    */
   asyncStorage: boolean;
+  /** Election waits drawn from [E, 1.25 E) as keel's node sets them, not [E, 2E). */
+  electionJitterQuarter: boolean;
 }
 
 /** settingsForSeed draws the Raft and workload knobs of a run from its own stream. */
@@ -419,6 +421,8 @@ export function settingsForSeed(seed: number): SimSettings {
     readRate: 0.05 + prng.next() * 0.1,
     transferRate: 0.004 + prng.next() * 0.01,
     asyncStorage: prng.chance(0.5),
+    // keel runs with a quarter of the timeout as jitter; the core's default is all of it.
+    electionJitterQuarter: prng.chance(0.5),
   };
 }
 
@@ -1316,6 +1320,9 @@ export class Cluster {
       id: node.id,
       members: this.ids.slice(),
       electionTicks: s.electionTicks,
+      ...(s.electionJitterQuarter
+        ? { electionJitterTicks: Math.max(1, Math.floor(s.electionTicks / 4)) }
+        : {}),
       heartbeatTicks: s.heartbeatTicks,
       inflightMessagesMax: s.inflightMessagesMax,
       entriesPerMessageMax: s.entriesPerMessageMax,
