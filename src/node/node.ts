@@ -60,6 +60,9 @@ export interface RecoveryTransport extends Transport {
  */
 const snapshotDeferralsMax = 4;
 
+/** Messages held for a sync at most (see KeelNode.#held). */
+const heldMessagesMax = 16_384;
+
 /** Log rows deleted per tick behind a snapshot: a few ms of work each time. */
 const diskCompactionRowsPerTick = 5_000;
 
@@ -244,14 +247,19 @@ export class KeelNode implements NodeApi, OpsApi {
    * how many of them are known durable, and whether a sync is running.
    */
   #writes = { written: 0, durable: 0, syncing: false };
-  /** The last entry of each write not yet durable, to report with raft.persisted. */
-  #writeMarks: { write: number; index: number; term: number }[] = [];
+  /** The last entry written: what raft.persisted hears once the write is durable. */
+  #lastWritten: { index: number; term: number } | undefined = undefined;
   /** Log rows on disk below `target` are garbage (behind a snapshot); below `done` gone. */
   #diskCompaction = { target: 0, done: 0 };
   /** Where in each snapshot interval this member takes its snapshot (nextSnapshotAt). */
   #snapshotPhase = -1;
-  /** Messages that promise a write not yet durable: sent once it is (in order). */
+  /**
+   * Messages that promise a write not yet durable: sent once it is (in order). Bounded:
+   * past heldMessagesMax (a disk that stopped answering) new ones are dropped, which Raft
+   * tolerates as it does a lossy network.
+   */
   #held: { write: number; message: Message }[] = [];
+  #heldDropped = 0;
   constructor(deps: NodeDeps) {
     this.#deps = deps;
     this.name = deps.name;
@@ -470,12 +478,13 @@ export class KeelNode implements NodeApi, OpsApi {
     if (writes.syncing || writes.durable >= writes.written || this.#stopped) return;
     writes.syncing = true;
     const target = writes.written;
+    const covers = this.#lastWritten;
     const started = performance.now();
     this.#deps.storage.sync().then(() => {
       writes.syncing = false;
       this.#fsyncSeconds.observe((performance.now() - started) / 1000);
       if (this.#stopped || this.#halted) return;
-      this.#onDurable(target);
+      this.#onDurable(target, covers);
       this.#startSync();
       this.#schedule();
     }, (error: unknown) => {
@@ -489,17 +498,21 @@ export class KeelNode implements NodeApi, OpsApi {
     });
   }
 
-  /** onDurable: writes up to `write` are on disk; tell the core and send what waited. */
-  #onDurable(write: number): void {
+  /**
+   * onDurable: writes up to `write` are on disk, the log through `covers` with them; tell
+   * the core and send what waited. (A later write that overwrote `covers` makes the core
+   * ignore it: the term no longer matches.)
+   */
+  #onDurable(write: number, covers: { index: number; term: number } | undefined): void {
     if (write <= this.#writes.durable) return;
     this.#writes.durable = write;
-    let mark: { index: number; term: number } | undefined;
-    let marks = 0;
-    while (marks < this.#writeMarks.length && this.#writeMarks[marks]!.write <= write) {
-      mark = this.#writeMarks[marks++];
+    if (covers !== undefined) this.raft.persisted(covers.index, covers.term);
+    if (this.#heldDropped > 0) {
+      this.#deps.log.warn("messages waiting for a slow disk were dropped", {
+        dropped: this.#heldDropped,
+      });
+      this.#heldDropped = 0;
     }
-    if (marks > 0) this.#writeMarks.splice(0, marks);
-    if (mark !== undefined) this.raft.persisted(mark.index, mark.term);
     let sent = 0;
     while (sent < this.#held.length && this.#held[sent]!.write <= write) {
       this.#deps.transport.send(this.#held[sent++]!.message);
@@ -528,7 +541,9 @@ export class KeelNode implements NodeApi, OpsApi {
     if (ready.installSnapshot !== undefined) this.#installSnapshot(ready.installSnapshot);
     // An install is durable when it returns, and so is every write before it (a staged
     // chunk is not synced: nothing relies on it before the install).
-    if (ready.installSnapshot !== undefined) this.#onDurable(this.#writes.written);
+    if (ready.installSnapshot !== undefined) {
+      this.#onDurable(this.#writes.written, this.#lastWritten);
+    }
     if (chunk !== undefined && this.#status === "recovering") {
       this.#recovery.snapshotBytesDone = chunk.offset + chunk.data.byteLength;
       this.#recovery.snapshotBytesTotal = chunk.snapshot.bytes;
@@ -546,7 +561,7 @@ export class KeelNode implements NodeApi, OpsApi {
       storage.persist(batch);
       this.#writes.written++;
       this.#noteWritten(ready.entries);
-      this.#onDurable(this.#writes.written);
+      this.#onDurable(this.#writes.written, this.#lastWritten);
     } else if (storage.write(batch)) {
       // Durable once the next sync ends (startSync); until then its messages wait.
       this.#writes.written++;
@@ -577,7 +592,8 @@ export class KeelNode implements NodeApi, OpsApi {
     for (const message of ready.messages) {
       if (early && message.type === "appendEntries") continue;
       if (wait) {
-        this.#held.push({ write: waitFor, message });
+        if (this.#held.length < heldMessagesMax) this.#held.push({ write: waitFor, message });
+        else this.#heldDropped++;
         continue;
       }
       this.#deps.transport.send(message);
@@ -594,11 +610,11 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#maybeSnapshot();
   }
 
-  /** noteWritten remembers a write's last entry, reported to the core once durable. */
+  /** noteWritten remembers the last entry written, reported to the core once durable. */
   #noteWritten(entries: Entry[]): void {
     const last = entries[entries.length - 1];
     if (last === undefined) return;
-    this.#writeMarks.push({ write: this.#writes.written, index: last.index, term: last.term });
+    this.#lastWritten = { index: last.index, term: last.term };
   }
 
   #installSnapshot(meta: SnapshotMeta): void {
