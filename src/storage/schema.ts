@@ -6,79 +6,146 @@
 // an older binary must not guess at a layout it does not know.
 
 import type { Database } from "bun:sqlite";
+import { closeSync } from "node:fs";
+import { join } from "node:path";
+import type { SnapshotMeta } from "../consensus/types.ts";
+import { assert } from "../lib/assert.ts";
+import {
+  createFile,
+  ensureSnapshotsDir,
+  fsyncDirectory,
+  snapshotFileName,
+  syncData,
+  writeAt,
+} from "./snapshot_files.ts";
 
-/** snapshotChunkBytesMax bounds one stored piece of snapshot bytes (one row). */
-export const snapshotChunkBytesMax = 1024 * 1024;
+/** Migration is one step from a schema version to the next. */
+interface Migration {
+  /**
+   * prepare runs before the transaction, for work outside the database (files). A crash
+   * may stop it, or come after it but before the transaction commits; the next open then
+   * runs it again, so it must be harmless to repeat.
+   */
+  prepare?: (db: Database, dataDir: string) => void;
+  /** sql runs in the transaction that bumps the version. */
+  sql: string;
+  /** vacuum: the migration frees much of the file, so it is rewritten once committed. */
+  vacuum?: boolean;
+}
+
+/**
+ * migratedGeneration is the generation of the snapshot file that the migration to version 2
+ * exports: the only file at that point, so any generation would do.
+ */
+const migratedGeneration = 1;
 
 /**
  * migrations[i] moves the schema from version i to version i + 1.
  *
- * Version 1:
+ * Version 2 (the current layout):
  * - meta: the identity (R0), one row.
  * - hard_state: term, vote and commit index, one row.
  * - log: entries keyed by their Raft index (the rowid, so range deletes are cheap).
- * - snapshot: at most two rows, the 'current' snapshot and one 'staged' (incoming) one.
- *   Their bytes live in snapshot_chunk under the snapshot's id, so installing a staged
- *   snapshot only relabels a row and never copies its bytes.
+ * - snapshot: the current snapshot's meta, at most one row. Its bytes are the file
+ *   `snapshots/<index>-<term>-<generation>.snap` (snapshot_files.ts); committing the row is
+ *   what makes a written file the current snapshot. An incoming snapshot being staged has
+ *   no row: staging does not outlive the process (its file is not synced, and Raft starts
+ *   a transfer over after a restart).
  * - probe: written by probeWrite() for health checks.
+ *
+ * Version 1 kept snapshot bytes in the database: snapshot rows 'current' and 'staged', and
+ * their bytes in snapshot_chunk (1 MiB rows). Moving to version 2 writes the current
+ * snapshot's bytes to its file first (prepare), then swaps the tables.
  *
  * Every table is STRICT: an integer column refuses a non-integer instead of coercing it.
  */
-const migrations: readonly string[] = [
-  `
-  CREATE TABLE meta (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    name TEXT NOT NULL CHECK (name <> ''),
-    incarnation TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('normal', 'recovering')),
-    created_at TEXT NOT NULL
-  ) STRICT;
+const migrations: readonly Migration[] = [
+  {
+    sql: `
+    CREATE TABLE meta (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      name TEXT NOT NULL CHECK (name <> ''),
+      incarnation TEXT NOT NULL,
+      status TEXT NOT NULL CHECK (status IN ('normal', 'recovering')),
+      created_at TEXT NOT NULL
+    ) STRICT;
 
-  CREATE TABLE hard_state (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    term INTEGER NOT NULL CHECK (term >= 0),
-    voted_for TEXT,
-    commit_index INTEGER NOT NULL CHECK (commit_index >= 0)
-  ) STRICT;
+    CREATE TABLE hard_state (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      term INTEGER NOT NULL CHECK (term >= 0),
+      voted_for TEXT,
+      commit_index INTEGER NOT NULL CHECK (commit_index >= 0)
+    ) STRICT;
 
-  CREATE TABLE log (
-    "index" INTEGER PRIMARY KEY CHECK ("index" >= 1),
-    term INTEGER NOT NULL CHECK (term >= 1),
-    kind TEXT NOT NULL CHECK (kind IN ('noop', 'command', 'fence')),
-    data BLOB NOT NULL
-  ) STRICT;
+    CREATE TABLE log (
+      "index" INTEGER PRIMARY KEY CHECK ("index" >= 1),
+      term INTEGER NOT NULL CHECK (term >= 1),
+      kind TEXT NOT NULL CHECK (kind IN ('noop', 'command', 'fence')),
+      data BLOB NOT NULL
+    ) STRICT;
 
-  CREATE TABLE snapshot (
-    id INTEGER PRIMARY KEY,
-    state TEXT NOT NULL UNIQUE CHECK (state IN ('current', 'staged')),
-    "index" INTEGER NOT NULL CHECK ("index" >= 1),
-    term INTEGER NOT NULL CHECK (term >= 1),
-    bytes INTEGER NOT NULL CHECK (bytes >= 0),
-    received INTEGER NOT NULL CHECK (received >= 0 AND received <= bytes)
-  ) STRICT;
+    CREATE TABLE snapshot (
+      id INTEGER PRIMARY KEY,
+      state TEXT NOT NULL UNIQUE CHECK (state IN ('current', 'staged')),
+      "index" INTEGER NOT NULL CHECK ("index" >= 1),
+      term INTEGER NOT NULL CHECK (term >= 1),
+      bytes INTEGER NOT NULL CHECK (bytes >= 0),
+      received INTEGER NOT NULL CHECK (received >= 0 AND received <= bytes)
+    ) STRICT;
 
-  CREATE TABLE snapshot_chunk (
-    snapshot_id INTEGER NOT NULL REFERENCES snapshot (id),
-    byte_offset INTEGER NOT NULL CHECK (byte_offset >= 0),
-    data BLOB NOT NULL CHECK (length(data) BETWEEN 1 AND ${snapshotChunkBytesMax}),
-    PRIMARY KEY (snapshot_id, byte_offset)
-  ) STRICT;
+    CREATE TABLE snapshot_chunk (
+      snapshot_id INTEGER NOT NULL REFERENCES snapshot (id),
+      byte_offset INTEGER NOT NULL CHECK (byte_offset >= 0),
+      data BLOB NOT NULL CHECK (length(data) BETWEEN 1 AND 1048576),
+      PRIMARY KEY (snapshot_id, byte_offset)
+    ) STRICT;
 
-  CREATE TABLE probe (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    written_at TEXT NOT NULL
-  ) STRICT;
-  `,
+    CREATE TABLE probe (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      written_at TEXT NOT NULL
+    ) STRICT;
+    `,
+  },
+  {
+    prepare: exportVersion1Snapshot,
+    // A staged (incoming) snapshot is dropped: its transfer starts over.
+    sql: `
+    DROP TABLE snapshot_chunk;
+
+    CREATE TABLE snapshot_file (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      "index" INTEGER NOT NULL CHECK ("index" >= 1),
+      term INTEGER NOT NULL CHECK (term >= 1),
+      bytes INTEGER NOT NULL CHECK (bytes >= 0),
+      generation INTEGER NOT NULL CHECK (generation >= 1)
+    ) STRICT;
+
+    INSERT INTO snapshot_file (id, "index", term, bytes, generation)
+      SELECT 1, "index", term, bytes, ${migratedGeneration} FROM snapshot
+      WHERE state = 'current';
+
+    DROP TABLE snapshot;
+    ALTER TABLE snapshot_file RENAME TO snapshot;
+    `,
+    vacuum: true,
+  },
 ];
 
 /** schemaVersion is the version this build creates and understands. */
 export const schemaVersion = migrations.length;
 
 /**
- * migrate brings the database at `path` to schemaVersion. It throws if the database is
- * newer than this build, or is not a keel database at all.
+ * migrate brings the database at `path`, in data dir `dataDir`, to `targetVersion` (tests
+ * build older layouts with it). It throws if the database is newer than this build, or is
+ * not a keel database at all.
  */
-export function migrate(db: Database, path: string): void {
+export function migrate(
+  db: Database,
+  path: string,
+  dataDir: string,
+  targetVersion: number = schemaVersion,
+): void {
+  assert(targetVersion <= schemaVersion, `no schema version ${targetVersion}`);
   const version = userVersion(db);
   if (version > schemaVersion) {
     throw new Error(
@@ -94,19 +161,82 @@ export function migrate(db: Database, path: string): void {
       throw new Error(`Database "${path}" is not a keel database: it has tables but no version`);
     }
   }
-  for (let next = version; next < schemaVersion; next++) {
-    const sql = migrations[next];
-    if (sql === undefined) throw new RangeError(`No migration from version ${next}`);
+  for (let next = version; next < targetVersion; next++) {
+    const migration = migrations[next];
+    if (migration === undefined) throw new RangeError(`No migration from version ${next}`);
+    migration.prepare?.(db, dataDir);
     db.transaction(() => {
-      db.run(sql);
+      db.run(migration.sql);
       // user_version is part of the database header, so it commits with the migration.
       db.run(`PRAGMA user_version = ${next + 1}`);
     }).immediate();
+    if (migration.vacuum === true) {
+      // Outside any transaction, as VACUUM must be; a crash before it only leaves free
+      // pages. In WAL mode the file shrinks at a checkpoint: run one now.
+      db.run("VACUUM");
+      db.run("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
   }
+}
+
+/** toSafeInteger converts an integer read from SQLite, crashing if it is not exact. */
+export function toSafeInteger(value: unknown, what: string): number {
+  assert(typeof value === "bigint", `${what} must be stored as an integer, found ${typeof value}`);
+  assert(
+    value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER),
+    `${what} ${value} is beyond the safe integer range`,
+  );
+  return Number(value);
 }
 
 function userVersion(db: Database): number {
   const row = db.query<{ user_version: bigint | number }, []>("PRAGMA user_version").get();
   if (row === null) throw new Error("PRAGMA user_version returned no row");
   return Number(row.user_version);
+}
+
+/**
+ * exportVersion1Snapshot writes a version 1 database's current snapshot out to the file
+ * that version 2 names for it, durably, before the migration drops its chunks. Repeating
+ * it (after a crash) rewrites the same file with the same bytes. The file is named by no
+ * row until the migration commits, and the migration's commit needs no sync of its own:
+ * if a power loss takes it back, the chunks are still there and the export runs again.
+ */
+function exportVersion1Snapshot(db: Database, dataDir: string): void {
+  const row = db.query<{ id: bigint; index: bigint; term: bigint; bytes: bigint }, []>(
+    `SELECT id, "index", term, bytes FROM snapshot WHERE state = 'current'`,
+  ).get();
+  if (row === null) return;
+  const meta: SnapshotMeta = {
+    index: toSafeInteger(row.index, "snapshot index"),
+    term: toSafeInteger(row.term, "snapshot term"),
+    bytes: toSafeInteger(row.bytes, "snapshot bytes"),
+  };
+  const dir = ensureSnapshotsDir(dataDir);
+  const path = join(dir, snapshotFileName(meta, migratedGeneration));
+  const chunks = db.query<{ byte_offset: bigint; data: Uint8Array }, [{ id: bigint }]>(
+    "SELECT byte_offset, data FROM snapshot_chunk WHERE snapshot_id = $id ORDER BY byte_offset",
+  );
+  const fd = createFile(path);
+  try {
+    let position = 0;
+    for (const chunk of chunks.iterate({ id: row.id })) {
+      const offset = toSafeInteger(chunk.byte_offset, "byte offset");
+      assert(
+        offset === position,
+        `snapshot ${meta.index} pieces must be contiguous at ${position}`,
+      );
+      writeAt(fd, path, chunk.data, position);
+      position += chunk.data.length;
+    }
+    assert(
+      position === meta.bytes,
+      `snapshot ${meta.index} must hold ${meta.bytes} bytes, found ${position}`,
+    );
+    syncData(fd, path);
+  } finally {
+    closeSync(fd);
+    chunks.finalize();
+  }
+  fsyncDirectory(dir);
 }

@@ -53,7 +53,10 @@ export interface NodeStorage {
    */
   sync(): Promise<void>;
 
-  /** saveSnapshot stores a snapshot of applied state, replacing the previous one. */
+  /**
+   * saveSnapshot stores a snapshot of applied state, replacing the previous one atomically:
+   * a crash leaves the old snapshot or the new one, complete.
+   */
   saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void;
   /**
    * compactLog drops entries with index < index; the entry at index is kept as the
@@ -67,18 +70,20 @@ export interface NodeStorage {
   /**
    * stageSnapshotChunk keeps an incoming chunk; offset 0 discards earlier staging. Not
    * synced: nothing relies on a staged chunk until installStagedSnapshot, whose sync
-   * covers it (a crash before that starts the transfer over).
+   * covers it. Staging does not outlive the storage: after a crash or a restart the
+   * transfer starts over from offset 0.
    */
   stageSnapshotChunk(meta: SnapshotMeta, offset: number, data: Uint8Array): void;
   /**
-   * installStagedSnapshot makes the staged snapshot the latest one and drops the whole log
-   * (entries the snapshot covers, and any that conflict with it), in one transaction.
+   * installStagedSnapshot makes the staged snapshot the latest one, drops the whole log
+   * (entries the snapshot covers, and any that conflict with it) and raises the commit
+   * index to the snapshot's, atomically; then the old snapshot's bytes are removed.
    */
   installStagedSnapshot(meta: SnapshotMeta): void;
 
   /** probeWrite checks the database still accepts a write (for /healthz). */
   probeWrite(): void;
-  /** Bytes used by the database file and its WAL. */
+  /** Bytes used by the database file, its WAL and the snapshot files. */
   sizeBytes(): number;
   close(): void;
 }

@@ -4,7 +4,9 @@
 // leaves a database that opens, loads, and holds exactly the state after its last
 // acknowledged step, or after the one step it was running: transactions are atomic
 // (hard state and entries of one batch land together), acknowledged writes are not lost,
-// and no entry or snapshot byte is torn or misplaced.
+// no entry or snapshot byte is torn or misplaced, a snapshot install (staged chunks, then
+// the switch that drops the log) lands whole or not at all, and no snapshot file outlives
+// the open that follows the crash unless it is the current snapshot's.
 //
 // What it cannot prove: survival of a power loss or kernel crash. After a process kill the
 // kernel still holds every write, so this test passes with no fsync at all. That is why
@@ -13,6 +15,7 @@
 // sync()), which is what makes an ack survive power loss (on a disk that honours fsync).
 
 import { afterAll, expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Prng } from "../../src/lib/prng.ts";
 import { SqliteStorage } from "../../src/storage/sqlite_storage.ts";
@@ -80,7 +83,7 @@ class LinePump {
 }
 
 function isAck(line: string): boolean {
-  return /^(ack|snap|compact) /.test(line);
+  return /^(ack|snap|compact|install|stage) /.test(line);
 }
 
 function ackCount(lines: string[]): number {
@@ -148,6 +151,9 @@ function verify(dir: string, before: Model, run: Run): Model {
     }
     const snapshot = storage.readSnapshot();
     if (snapshot !== undefined) expect(snapshot.data).toEqual(snapshotData(snapshot.meta));
+    // Files a crash left (a staging, a file not yet named, one no longer named) are gone.
+    const files = readdirSync(join(dir, "snapshots"));
+    expect(files, `seed ${run.seed}: snapshot files`).toHaveLength(snapshot === undefined ? 0 : 1);
 
     // Exactly one of two states: after the last ack, or after the step in progress.
     // Anything else is a lost ack or a partial (non-atomic) step.
@@ -193,6 +199,7 @@ test("a process killed at any moment recovers every acknowledged write", async (
   const started = Date.now();
   let runs = 0;
   let totalAcks = 0;
+  let installs = 0;
   let killedMidRun = 0;
   try {
     while (runs < runsMax && (runs < runsMin || Date.now() - started < testBudgetMs)) {
@@ -203,6 +210,7 @@ test("a process killed at any moment recovers every acknowledged write", async (
       const run = await runAndKill(dir, random.int(1, 2 ** 31), killAfterAcks, delayMs);
       model = verify(dir, model, run);
       totalAcks += ackCount(run.lines);
+      installs += run.lines.filter((line) => line.startsWith("install ")).length;
       if (!run.lines.includes("done")) killedMidRun++;
       // The identity, once created, survives every crash.
       const ready = run.lines[0]?.split(" ")[1];
@@ -220,5 +228,7 @@ test("a process killed at any moment recovers every acknowledged write", async (
   // The kills must mostly land while the child is writing, not after it finished.
   expect(killedMidRun).toBeGreaterThan(runs / 2);
   expect(totalAcks).toBeGreaterThan(0);
+  // About one step in twenty is an install: dozens in a test.
+  expect(installs).toBeGreaterThan(0);
   expect(lastIndexOf(model)).toBeGreaterThan(0);
 }, 30_000);

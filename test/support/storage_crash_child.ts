@@ -7,9 +7,12 @@
 // where <term> is the term of the entry at <lastIndex>
 //   snap <index> <term> <bytes>   after saveSnapshot() returned
 //   compact <index>               after compactLog() returned
+//   install <index> <term> <bytes>     after staging every chunk and installStagedSnapshot()
+//   stage <index> <term> <received>    after staging that many bytes (not synced, abandoned)
 // then `done`, and waits to be killed.
 
 import { writeSync } from "node:fs";
+import type { SnapshotMeta } from "../../src/consensus/types.ts";
 import { SqliteStorage } from "../../src/storage/sqlite_storage.ts";
 import { ackLine, modelOf, Workload } from "./storage_crash_workload.ts";
 
@@ -29,6 +32,16 @@ const identity = storage.identity("crash-child");
 const settings = storage.durabilitySettings();
 print(`ready ${identity.incarnation} ${settings.synchronous} ${settings.walSync}`);
 
+/** stage stages bytes [0, end) of a snapshot in chunks, as a follower receives them. */
+function stage(meta: SnapshotMeta, data: Uint8Array, end: number, chunkBytes: number): void {
+  let offset = 0;
+  do {
+    const chunk = data.subarray(offset, Math.min(end, offset + chunkBytes));
+    storage.stageSnapshotChunk(meta, offset, chunk);
+    offset += chunk.length;
+  } while (offset < end);
+}
+
 const workload = new Workload(Number(seedText), modelOf(storage.load()));
 for (let i = 0; i < Number(stepsText); i++) {
   const step = workload.next();
@@ -41,6 +54,11 @@ for (let i = 0; i < Number(stepsText); i++) {
     }
   } else if (step.type === "snapshot") {
     storage.saveSnapshot(step.meta, step.data);
+  } else if (step.type === "install") {
+    stage(step.meta, step.data, step.meta.bytes, step.chunkBytes);
+    storage.installStagedSnapshot(step.meta);
+  } else if (step.type === "stage") {
+    stage(step.meta, step.data, step.received, 256 * 1024);
   } else {
     storage.compactLog(step.index);
   }

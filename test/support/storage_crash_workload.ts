@@ -30,7 +30,11 @@ export interface Model {
 export type Step =
   | { type: "persist"; hardState: HardState; entries: Entry[] }
   | { type: "snapshot"; meta: SnapshotMeta; data: Uint8Array }
-  | { type: "compact"; index: number };
+  | { type: "compact"; index: number }
+  /** A follower's: stage the snapshot in chunks, then install it. */
+  | { type: "install"; meta: SnapshotMeta; data: Uint8Array; chunkBytes: number }
+  /** An incoming snapshot staged up to `received`, then abandoned: it changes nothing. */
+  | { type: "stage"; meta: SnapshotMeta; data: Uint8Array; received: number };
 
 const voters = ["node-a", "node-b", "node-c"] as const;
 const entriesPerBatchMax = 40;
@@ -66,8 +70,9 @@ function termAt(model: Model, index: number): number {
 
 /**
  * Workload generates steps like a Raft node's: appends in the current term, new terms that
- * overwrite an uncommitted suffix, commit advances, snapshots of the committed prefix and
- * compactions of the log up to the snapshot.
+ * overwrite an uncommitted suffix, commit advances, snapshots of the committed prefix,
+ * compactions of the log up to the snapshot, and, as a follower that fell behind, snapshots
+ * received from a leader (installed, or abandoned part way).
  * Each call to next() also applies the step to `model`.
  */
 export class Workload {
@@ -99,6 +104,12 @@ export class Workload {
     const firstIndex = model.entries[0]?.index ?? lastIndex + 1;
     if (firstIndex < snapshotIndex && random.chance(0.1)) {
       const step: Step = { type: "compact", index: random.int(firstIndex + 1, snapshotIndex + 1) };
+      applyStep(model, step);
+      return step;
+    }
+
+    if (term >= 1 && random.chance(0.08)) {
+      const step = this.#incoming(lastIndex);
       applyStep(model, step);
       return step;
     }
@@ -135,11 +146,39 @@ export class Workload {
     applyStep(model, step);
     return step;
   }
+
+  /**
+   * incoming is a leader's snapshot past this follower's log (in the current term or an
+   * earlier one): installed, or staged in part and abandoned.
+   */
+  #incoming(lastIndex: number): Step {
+    const random = this.#random;
+    const { term } = this.model.hardState;
+    const meta = {
+      index: lastIndex + random.int(1, 30),
+      term: random.int(Math.max(1, termAt(this.model, lastIndex)), term + 1),
+      bytes: random.chance(0.4) ? random.int(1_100_000, 2_300_000) : random.int(0, 64 * 1024),
+    };
+    const data = snapshotData(meta);
+    if (random.chance(0.7)) {
+      const chunkBytes = random.pick([64 * 1024, 256 * 1024, 1024 * 1024]);
+      return { type: "install", meta, data, chunkBytes };
+    }
+    return { type: "stage", meta, data, received: random.int(0, meta.bytes + 1) };
+  }
 }
 
 export function applyStep(model: Model, step: Step): void {
+  if (step.type === "stage") return;
   if (step.type === "snapshot") {
     model.snapshot = { ...step.meta };
+    return;
+  }
+  if (step.type === "install") {
+    // The whole log goes; the commit index reaches the snapshot.
+    model.snapshot = { ...step.meta };
+    model.entries = [];
+    model.hardState.commitIndex = Math.max(model.hardState.commitIndex, step.meta.index);
     return;
   }
   if (step.type === "compact") {
@@ -155,15 +194,18 @@ export function applyStep(model: Model, step: Step): void {
 }
 
 /**
- * ackLine is what the child prints once a step is durable:
+ * ackLine is what the child prints once a step is durable (or, for `stage`, done):
  * `ack <lastIndex> <term of that entry> <commitIndex> <hard state term>`,
- * `snap <index> <term> <bytes>` or `compact <index>`.
+ * `snap <index> <term> <bytes>`, `compact <index>`, `install <index> <term> <bytes>` or
+ * `stage <index> <term> <received>`.
  */
 export function ackLine(step: Step, model: Model): string {
   if (step.type === "compact") return `compact ${step.index}`;
-  if (step.type === "snapshot") {
-    return `snap ${step.meta.index} ${step.meta.term} ${step.meta.bytes}`;
+  if (step.type === "snapshot" || step.type === "install") {
+    const word = step.type === "snapshot" ? "snap" : "install";
+    return `${word} ${step.meta.index} ${step.meta.term} ${step.meta.bytes}`;
   }
+  if (step.type === "stage") return `stage ${step.meta.index} ${step.meta.term} ${step.received}`;
   const lastIndex = lastIndexOf(model);
   const { term, commitIndex } = model.hardState;
   return `ack ${lastIndex} ${termAt(model, lastIndex)} ${commitIndex} ${term}`;
