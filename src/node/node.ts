@@ -25,7 +25,7 @@ import { type Histogram, Registry } from "../lib/metrics.ts";
 import type { Service } from "../service/service.ts";
 import { decodeSessionResult, encodeEnvelope } from "../service/sessions.ts";
 import { decodeFence } from "../consensus/fences.ts";
-import { decodeSnapshot, encodeSnapshot } from "./snapshot_envelope.ts";
+import { decodeSnapshot, encodeSnapshotParts } from "./snapshot_envelope.ts";
 import {
   decodeHostState,
   encodeCommandEntry,
@@ -251,6 +251,8 @@ export class KeelNode implements NodeApi, OpsApi {
   #lastWritten: { index: number; term: number } | undefined = undefined;
   /** Log rows on disk below `target` are garbage (behind a snapshot); below `done` gone. */
   #diskCompaction = { target: 0, done: 0 };
+  /** The snapshot being written in the background (at most one). */
+  #snapshotSaving: Promise<SnapshotMeta | undefined> | undefined = undefined;
   /** Where in each snapshot interval this member takes its snapshot (nextSnapshotAt). */
   #snapshotPhase = -1;
   /**
@@ -329,7 +331,7 @@ export class KeelNode implements NodeApi, OpsApi {
     );
     this.#snapshotSeconds = this.registry.histogram(
       "keel_snapshot_seconds",
-      "Duration of taking a snapshot",
+      "Time a snapshot paused the node (serializing the state; it is written off the loop)",
     );
     this.#applySeconds = this.registry.histogram(
       "keel_apply_seconds",
@@ -798,6 +800,7 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   #maybeSnapshot(): void {
+    if (this.#snapshotSaving !== undefined) return;
     const due = this.#nextSnapshotAt();
     if (this.#appliedIndex < due) return;
     // A new snapshot replaces the one a follower is being sent (storage keeps one), and
@@ -807,7 +810,7 @@ export class KeelNode implements NodeApi, OpsApi {
     const every = this.#deps.config.raft.snapshotEntries;
     const overdue = this.#appliedIndex - due;
     if (overdue < every * (snapshotDeferralsMax - 1) && this.#catchingUpFollower()) return;
-    this.takeSnapshot();
+    void this.#snapshotInBackground();
   }
 
   /** catchingUpFollower: a live follower is being sent a snapshot, or is behind the log. */
@@ -838,9 +841,14 @@ export class KeelNode implements NodeApi, OpsApi {
     return due;
   }
 
-  /** takeSnapshot saves the applied state and compacts the log behind it. */
-  takeSnapshot(): SnapshotMeta | undefined {
-    if (this.#appliedIndex <= this.#snapshotIndex) return undefined;
+  /**
+   * snapshotInBackground serializes the applied state on the loop (it must not change
+   * meanwhile: this is the pause), writes and syncs it off the loop, and compacts the log
+   * once it is durable. One at a time: a call while one is saved gets that one.
+   */
+  #snapshotInBackground(): Promise<SnapshotMeta | undefined> {
+    if (this.#snapshotSaving !== undefined) return this.#snapshotSaving;
+    if (this.#appliedIndex <= this.#snapshotIndex) return Promise.resolve(undefined);
     const started = performance.now();
     let service: Uint8Array;
     try {
@@ -853,7 +861,7 @@ export class KeelNode implements NodeApi, OpsApi {
         error,
       );
     }
-    const data = encodeSnapshot(
+    const parts = encodeSnapshotParts(
       this.raft.fenceTableAt(this.#appliedIndex),
       service,
       encodeHostState(this.#host.state()),
@@ -861,10 +869,40 @@ export class KeelNode implements NodeApi, OpsApi {
     const meta: SnapshotMeta = {
       index: this.#appliedIndex,
       term: this.#appliedTerm,
-      bytes: data.byteLength,
+      bytes: parts.reduce((sum, part) => sum + part.byteLength, 0),
     };
-    const storage = this.#deps.storage;
-    storage.saveSnapshot(meta, data);
+    const pausedMs = performance.now() - started;
+    const saving = this.#deps.storage.saveSnapshotInBackground(meta, parts).then(
+      (saved) => {
+        this.#snapshotSaving = undefined;
+        if (!saved || this.#stopped || this.#halted) return undefined;
+        this.#onSnapshotSaved(meta, started, pausedMs);
+        return meta;
+      },
+      (error: unknown) => {
+        this.#snapshotSaving = undefined;
+        if (this.#stopped || this.#halted) return undefined;
+        try {
+          this.#fatal(
+            `Cannot save the snapshot at index ${meta.index}: ${
+              error instanceof Error ? error.message : String(error)
+            }`,
+            error,
+          );
+        } catch (fatal: unknown) {
+          if (!(fatal instanceof ServiceFatalError) || this.#deps.onFatal === undefined) {
+            throw fatal;
+          }
+        }
+        return undefined;
+      },
+    );
+    this.#snapshotSaving = saving;
+    return saving;
+  }
+
+  /** onSnapshotSaved: the snapshot is durable; compact the log behind it. */
+  #onSnapshotSaved(meta: SnapshotMeta, started: number, pausedMs: number): void {
     const point = this.raft.compact(meta, snapshotTrailingEntries);
     // The rows go a slice per tick (compactDiskStep): deleting tens of thousands at once
     // would pause the node for ~100 ms, and nothing waits for them to go.
@@ -873,15 +911,16 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#host.forgetFailuresThrough(meta.index);
     this.#initialService = undefined;
     this.counters.snapshotsTaken++;
-    this.#snapshotSeconds.observe((performance.now() - started) / 1000);
+    this.#snapshotSeconds.observe(pausedMs / 1000);
     this.#event("snapshot-taken", `snapshot at index ${meta.index} (${meta.bytes} bytes)`);
     this.#deps.log.info("snapshot taken", {
       index: meta.index,
       bytes: meta.bytes,
       compactedTo: point,
+      pausedMs: Math.round(pausedMs),
       ms: Math.round(performance.now() - started),
     });
-    return meta;
+    this.#schedule();
   }
 
   #observeRole(): void {
@@ -1614,7 +1653,7 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   async snapshotNow(): Promise<AdminResult<{ index: number; bytes: number }>> {
-    const meta = this.takeSnapshot();
+    const meta = await this.#snapshotInBackground();
     const latest = meta ?? this.#deps.storage.latestSnapshot();
     if (latest === undefined) {
       return {

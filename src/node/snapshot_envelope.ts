@@ -24,16 +24,34 @@ export function encodeSnapshot(
   service: Uint8Array,
   host: Uint8Array = new Uint8Array(0),
 ): Uint8Array {
-  const table = encoder.encode(JSON.stringify(fences));
-  const out = new Uint8Array(12 + table.byteLength + host.byteLength + service.byteLength);
-  const view = new DataView(out.buffer);
-  out.set(magic, 0);
-  view.setUint32(4, table.byteLength);
-  out.set(table, 8);
-  view.setUint32(8 + table.byteLength, host.byteLength);
-  out.set(host, 12 + table.byteLength);
-  out.set(service, 12 + table.byteLength + host.byteLength);
+  const parts = encodeSnapshotParts(fences, service, host);
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.byteLength, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
   return out;
+}
+
+/**
+ * encodeSnapshotParts is encodeSnapshot's bytes as parts to write one after another, so
+ * a large service state is not copied into one more buffer.
+ */
+export function encodeSnapshotParts(
+  fences: FenceTable,
+  service: Uint8Array,
+  host: Uint8Array = new Uint8Array(0),
+): Uint8Array[] {
+  const table = encoder.encode(JSON.stringify(fences));
+  const head = new Uint8Array(12 + table.byteLength + host.byteLength);
+  const view = new DataView(head.buffer);
+  head.set(magic, 0);
+  view.setUint32(4, table.byteLength);
+  head.set(table, 8);
+  view.setUint32(8 + table.byteLength, host.byteLength);
+  head.set(host, 12 + table.byteLength);
+  return [head, service];
 }
 
 /** DecodedSnapshot is a node snapshot's parts; `host` is undefined in a version 1 one. */

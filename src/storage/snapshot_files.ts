@@ -20,6 +20,7 @@ import {
   readSync,
   statSync,
   unlinkSync,
+  write,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -117,6 +118,51 @@ export function readAt(fd: number, path: string, length: number, position: numbe
     done += read;
   }
   return data;
+}
+
+/**
+ * writeInBackground writes the parts one after another from byte 0, off the event loop
+ * (the thread pool), and resolves when all of them are written.
+ */
+export async function writeInBackground(
+  fd: number,
+  path: string,
+  parts: readonly Uint8Array[],
+): Promise<void> {
+  let position = 0;
+  for (const part of parts) {
+    let done = 0;
+    while (done < part.length) {
+      try {
+        done += await new Promise<number>((resolve, reject) => {
+          write(fd, part, done, part.length - done, position + done, (error, written) => {
+            if (error !== null) reject(error);
+            else resolve(written);
+          });
+        });
+      } catch (error: unknown) {
+        throw new Error(
+          `Cannot write byte ${position + done} of snapshot file "${path}": ${messageOf(error)}`,
+          { cause: error },
+        );
+      }
+    }
+    position += part.length;
+  }
+}
+
+/** syncDataInBackground fdatasyncs the file off the event loop. */
+export function syncDataInBackground(fd: number, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fdatasync(fd, (error) => {
+      if (error === null) resolve();
+      else {
+        reject(
+          new Error(`Cannot sync snapshot file "${path}": ${messageOf(error)}`, { cause: error }),
+        );
+      }
+    });
+  });
 }
 
 /** syncData makes the file's bytes durable (fdatasync). */

@@ -54,7 +54,9 @@ import {
   removeQuietly,
   snapshotFileName,
   syncData,
+  syncDataInBackground,
   writeAt,
+  writeInBackground,
 } from "./snapshot_files.ts";
 
 /** databaseFileName is the database's file name inside the data dir. */
@@ -362,13 +364,66 @@ export class SqliteStorage implements NodeStorage {
   saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void {
     checkSnapshotMeta(meta);
     assert(data.length === meta.bytes, "snapshot data length must equal meta.bytes");
+    this.#checkSnapshotFits(meta);
+    const file = this.#createSnapshotFile(meta);
+    try {
+      writeAt(file.fd, file.path, data, 0);
+      this.#makeDurable(file);
+      this.#sql.upsertSnapshot.run(snapshotParams(file));
+    } catch (error: unknown) {
+      this.#discard(file);
+      throw error;
+    }
+    this.#replaceCurrent(file);
+  }
+
+  async saveSnapshotInBackground(
+    meta: SnapshotMeta,
+    parts: readonly Uint8Array[],
+  ): Promise<boolean> {
+    checkSnapshotMeta(meta);
+    let bytes = 0;
+    for (const part of parts) bytes += part.length;
+    assert(bytes === meta.bytes, "snapshot data length must equal meta.bytes");
+    this.#checkSnapshotFits(meta);
+    const file = this.#createSnapshotFile(meta);
+    try {
+      await writeInBackground(file.fd, file.path, parts);
+      await syncDataInBackground(file.fd, file.path);
+    } catch (error: unknown) {
+      this.#discard(file);
+      throw error;
+    }
+    // The world may have moved while the bytes were written: closed, or a snapshot at
+    // or past this one installed (which also replaced the log this one was checked with).
+    const current = this.#current;
+    if (this.#closed || (current !== undefined && current.meta.index >= meta.index)) {
+      this.#discard(file);
+      return false;
+    }
+    this.#checkSnapshotFits(meta);
+    try {
+      fsyncDirectory(this.#snapshotsDir);
+      this.#sql.upsertSnapshot.run(snapshotParams(file));
+    } catch (error: unknown) {
+      this.#discard(file);
+      throw error;
+    }
+    this.#replaceCurrent(file);
+    return true;
+  }
+
+  /**
+   * checkSnapshotFits: a snapshot of applied state never moves back, and covers entries
+   * this node has: it agrees with the log, or (with the log gone after an install) with
+   * the snapshot it replaces.
+   */
+  #checkSnapshotFits(meta: SnapshotMeta): void {
     const current = this.#readSnapshot();
     assert(
       current === undefined || meta.index >= current.meta.index,
       `a snapshot must not move back: ${meta.index} < ${current?.meta.index}`,
     );
-    // A snapshot of applied state covers entries this node has: it agrees with the log,
-    // or (with the log gone after an install) with the snapshot it replaces.
     const entry = this.#sql.selectEntryTerm.get({ index: meta.index });
     if (entry !== null) {
       assert(
@@ -382,16 +437,6 @@ export class SqliteStorage implements NodeStorage {
         `snapshot at ${meta.index} must cover an entry this node has`,
       );
     }
-    const file = this.#createSnapshotFile(meta);
-    try {
-      writeAt(file.fd, file.path, data, 0);
-      this.#makeDurable(file);
-      this.#sql.upsertSnapshot.run(snapshotParams(file));
-    } catch (error: unknown) {
-      this.#discard(file);
-      throw error;
-    }
-    this.#replaceCurrent(file);
   }
 
   compactLog(index: number): void {

@@ -59,6 +59,14 @@ export interface NodeStorage {
    */
   saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void;
   /**
+   * saveSnapshotInBackground is saveSnapshot with the bytes (the parts, in order) written
+   * and synced off the event loop; only the commit that makes the file current runs on
+   * it. Resolves true once the snapshot is current, false if it no longer can be (the
+   * storage closed, or a snapshot at or past its index was installed meanwhile). The
+   * parts must not change until it settles.
+   */
+  saveSnapshotInBackground(meta: SnapshotMeta, parts: readonly Uint8Array[]): Promise<boolean>;
+  /**
    * compactLog drops entries with index < index; the entry at index is kept as the
    * compaction point (its term is needed). Requires index <= the snapshot's index.
    */

@@ -364,6 +364,42 @@ describe("snapshots", () => {
     expect(snapshotFiles(dirOf(storage))).toEqual(["7-2-2.snap"]);
   });
 
+  test("saveSnapshotInBackground writes the parts off the loop, then makes them current", async () => {
+    let storage = open(dirs.make());
+    storage.persist({ hardState: undefined, entries: entries(1, 10, 1) });
+    storage.saveSnapshot({ index: 3, term: 1, bytes: 4 }, patterned(4, 9));
+    const data = patterned(3000, 5);
+    const meta = { index: 8, term: 1, bytes: data.length };
+    const saving = storage.saveSnapshotInBackground(meta, [
+      data.subarray(0, 1000),
+      data.subarray(1000),
+    ]);
+    // Until it is durable and committed, the old snapshot stays current and readable.
+    expect(storage.latestSnapshot()).toEqual({ index: 3, term: 1, bytes: 4 });
+    expect(await saving).toBe(true);
+    expect(storage.latestSnapshot()).toEqual(meta);
+    storage = reopen(storage);
+    expect(storage.readSnapshot()).toEqual({ meta, data });
+    expect(snapshotFiles(dirOf(storage))).toHaveLength(1);
+  });
+
+  test("a background save overtaken by a newer snapshot, or by close, is dropped", async () => {
+    const storage = open(dirs.make());
+    storage.persist({ hardState: undefined, entries: entries(1, 10, 1) });
+    const older = storage.saveSnapshotInBackground({ index: 5, term: 1, bytes: 8 }, [
+      patterned(8, 1),
+    ]);
+    storage.saveSnapshot({ index: 9, term: 1, bytes: 8 }, patterned(8, 2));
+    expect(await older).toBe(false);
+    expect(storage.latestSnapshot()).toEqual({ index: 9, term: 1, bytes: 8 });
+    const closed = storage.saveSnapshotInBackground({ index: 10, term: 1, bytes: 8 }, [
+      patterned(8, 3),
+    ]);
+    storage.close();
+    expect(await closed).toBe(false);
+    expect(snapshotFiles(dirOf(storage)).filter((name) => name.startsWith("10-"))).toEqual([]);
+  });
+
   test("compactLog drops the entries before its index and keeps the one at it", () => {
     let storage = open(dirs.make());
     storage.persist({ hardState: undefined, entries: [...entries(1, 5, 1), ...entries(6, 10, 2)] });
