@@ -142,6 +142,11 @@ export interface ReplacementResult {
   readyAfterMoveMs: number | null;
   /** stateBytes / 1e6 / (readyMs / 1000): MB (10^6 bytes) of state a second. */
   catchUpMBps: number | null;
+  /**
+   * stateBytes / 1e6 / (readyAfterMoveMs / 1000): the rate once the leader reaches the
+   * newcomer, without the process start and the DNS refresh draw (0 to ~6 s).
+   */
+  reachableMBps: number | null;
   /** The newcomer's /status once ready. */
   newcomer: { appliedIndex: number; snapshotsInstalled: number } | null;
   /** The leader's commit index when the follower was killed. */
@@ -531,6 +536,9 @@ export async function runReplacement(options: ReplacementOptions): Promise<Repla
       catchUpMBps: readyMs === null || readyMs === 0
         ? null
         : Math.round(stateBytes / 1e6 / (readyMs / 1000) * 10) / 10,
+      reachableMBps: readyAt === undefined || movedAt === undefined || readyAt <= movedAt
+        ? null
+        : Math.round(stateBytes / 1e6 / ((readyAt - movedAt) / 1000) * 10) / 10,
       newcomer: newcomerStatus === undefined ? null : {
         appliedIndex: newcomerStatus.appliedIndex,
         snapshotsInstalled: newcomerStatus.counters.snapshotsInstalled,
@@ -575,6 +583,8 @@ export function replacementLines(result: ReplacementResult): string[] {
     `replacement catch-up: ${mb} MB in ${seconds(result.readyMs)} s = ` +
     `${fixed(result.catchUpMBps ?? NaN, 1)} MB/s (empty host start -> /readyz 200); ` +
     `client p99 ${fixed(during.p99Ms, 1)} ms during vs ${fixed(steady.p99Ms, 1)} ms steady`,
+    `replacement catch-up once reachable: ${mb} MB in ${seconds(result.readyAfterMoveMs)} s = ` +
+    `${fixed(result.reachableMBps ?? NaN, 1)} MB/s (DNS move seen -> /readyz 200)`,
     `  state: ${result.keys} values of ${result.valueBytes} bytes (MB = 10^6 bytes of values), ` +
     `leader snapshot ${fixed((result.leaderSnapshotBytes ?? NaN) / 1e6, 1)} MB; ` +
     `${result.replaced} replaced (${result.oldHost} -> ${result.newHost}), leader ${result.leader}; ` +
