@@ -120,16 +120,19 @@ export interface NodeDeps {
   };
 }
 
+// Pending requests time out by a sweep each tick (expireRequests), not a timer each: a
+// timer per request was measurable garbage and CPU at tens of thousands a second.
 interface PendingWrite {
   term: number;
   proposedAt: number;
   resolve: (result: SubmitResult) => void;
-  timer: ReturnType<typeof setTimeout>;
+  /** performance.now() past which the write is answered with a timeout. */
+  deadline: number;
 }
 
 interface PendingRead {
   resolve: (result: ReadBarrierResult) => void;
-  timer: ReturnType<typeof setTimeout>;
+  deadline: number;
   /** Set once the read index is known: resolve when applied reaches it. */
   index: number;
 }
@@ -383,12 +386,10 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#stopped = true;
     if (this.#ticker !== undefined) clearInterval(this.#ticker);
     for (const [, write] of this.#pendingWrites) {
-      clearTimeout(write.timer);
       write.resolve({ ok: false, code: "unavailable", message: "Node is shutting down" });
     }
     this.#pendingWrites.clear();
     for (const [, read] of this.#pendingReads) {
-      clearTimeout(read.timer);
       read.resolve({ ok: false, code: "timeout", leader: null, message: "Node is shutting down" });
     }
     this.#pendingReads.clear();
@@ -407,7 +408,30 @@ export class KeelNode implements NodeApi, OpsApi {
     for (let i = 0; i < due; i++) this.raft.tick();
     this.#proposeDueTimers();
     this.#compactDiskStep();
+    this.#expireRequests(now);
     this.#schedule();
+  }
+
+  /**
+   * expireRequests answers writes and reads past their deadline with a timeout. Both maps
+   * hold requests in the order they came, so deadlines only grow along them: stop at the
+   * first one still in time.
+   */
+  #expireRequests(now: number): void {
+    for (const [index, write] of this.#pendingWrites) {
+      if (write.deadline > now) break;
+      this.#failWrite(index, write, undefined);
+    }
+    for (const [requestId, read] of this.#pendingReads) {
+      if (read.deadline > now) break;
+      this.#pendingReads.delete(requestId);
+      read.resolve({
+        ok: false,
+        code: "timeout",
+        leader: this.leader(),
+        message: "Read not confirmed within the request timeout",
+      });
+    }
   }
 
   /** compactDiskStep deletes the next slice of log rows behind the snapshot. */
@@ -692,7 +716,6 @@ export class KeelNode implements NodeApi, OpsApi {
     const write = this.#pendingWrites.get(entry.index);
     if (write === undefined) return;
     this.#pendingWrites.delete(entry.index);
-    clearTimeout(write.timer);
     if (write.term === entry.term && outcome.type === "error") {
       write.resolve({ ok: false, code: "service-error", message: outcome.message });
       return;
@@ -996,22 +1019,18 @@ export class KeelNode implements NodeApi, OpsApi {
     this.counters.proposals++;
     this.#schedule();
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        const write = this.#pendingWrites.get(proposed.index);
-        if (write !== undefined) this.#failWrite(proposed.index, write, undefined);
-      }, this.#deps.config.http.requestTimeoutMs);
+      const now = performance.now();
       this.#pendingWrites.set(proposed.index, {
         term: proposed.term,
-        proposedAt: performance.now(),
+        proposedAt: now,
         resolve,
-        timer,
+        deadline: now + this.#deps.config.http.requestTimeoutMs,
       });
     });
   }
 
   #failWrite(index: number, write: PendingWrite, message: string | undefined): void {
     this.#pendingWrites.delete(index);
-    clearTimeout(write.timer);
     write.resolve({
       ok: false,
       code: "timeout",
@@ -1038,18 +1057,8 @@ export class KeelNode implements NodeApi, OpsApi {
     }
     const requestId = this.#nextRequestId++;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        const read = this.#pendingReads.get(requestId);
-        if (read === undefined) return;
-        this.#pendingReads.delete(requestId);
-        read.resolve({
-          ok: false,
-          code: "timeout",
-          leader: this.leader(),
-          message: "Read not confirmed within the request timeout",
-        });
-      }, this.#deps.config.http.requestTimeoutMs);
-      this.#pendingReads.set(requestId, { resolve, timer, index: 0 });
+      const deadline = performance.now() + this.#deps.config.http.requestTimeoutMs;
+      this.#pendingReads.set(requestId, { resolve, deadline, index: 0 });
       this.raft.readIndex(requestId);
       this.#schedule();
     });
@@ -1060,7 +1069,6 @@ export class KeelNode implements NodeApi, OpsApi {
     if (read === undefined) return;
     if (index === 0) {
       this.#pendingReads.delete(requestId);
-      clearTimeout(read.timer);
       const leader = this.leader();
       read.resolve({
         ok: false,
@@ -1082,7 +1090,6 @@ export class KeelNode implements NodeApi, OpsApi {
       if (read === undefined) continue;
       if (read.index <= this.#appliedIndex) {
         this.#pendingReads.delete(requestId);
-        clearTimeout(read.timer);
         this.counters.readsServed++;
         read.resolve({ ok: true });
       } else {
