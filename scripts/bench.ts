@@ -82,6 +82,8 @@ Options:
   --quick              CI smoke run: 1 s phases, 1 failover, 1 freeze, a 2 MB replacement;
                        exit 0 if it completed
   --binary=PATH        keel executable (default dist/keel)
+  --phases=LIST        the load phases to run, of write-1,write-16,write-64,forwarded,read
+                       (default all; read needs a write phase before it)
   --cpu-prof=DIR       run the first cluster's nodes from source under "bun --cpu-prof" and
                        write each node's profile to DIR/<member>/ when it stops; summarize one
                        with "bun scripts/profile_summary.ts FILE.cpuprofile". Killed nodes
@@ -108,6 +110,9 @@ const idleCpuWindowMs = 2_000;
 
 // ---- Arguments ----------------------------------------------------------------------------
 
+const phaseNames = ["write-1", "write-16", "write-64", "forwarded", "read"] as const;
+type PhaseName = typeof phaseNames[number];
+
 interface Options {
   durationMs: number;
   warmupMs: number;
@@ -119,6 +124,7 @@ interface Options {
   replacementMB: number;
   quick: boolean;
   binary: string;
+  phases: ReadonlySet<PhaseName>;
   cpuProfDir: string | undefined;
   tmpParent: string;
   outDir: string;
@@ -147,6 +153,7 @@ function parseOptions(): Options {
         quick: { type: "boolean", default: false },
         binary: { type: "string", default: "dist/keel" },
         "cpu-prof": { type: "string" },
+        phases: { type: "string" },
         tmp: { type: "string", default: tmpdir() },
         out: { type: "string", default: "bench-results" },
         "keep-logs": { type: "boolean", default: false },
@@ -203,6 +210,16 @@ function parseOptions(): Options {
   }
   const binary = resolve(values.binary);
   if (!existsSync(binary)) fail(`No keel binary at "${binary}"; run "make build" first`);
+  const phases = new Set<PhaseName>();
+  for (const name of (values.phases ?? phaseNames.join(",")).split(",")) {
+    if (!(phaseNames as readonly string[]).includes(name)) {
+      fail(`--phases takes a list of ${phaseNames.join(", ")}; got "${name}"`);
+    }
+    phases.add(name as PhaseName);
+  }
+  if (phases.has("read") && phases.size === 1) {
+    fail("--phases=read needs a write phase first: the reads read what it wrote");
+  }
   return {
     durationMs: seconds("duration", values.duration, quick ? 1000 : 5000),
     warmupMs: seconds("warmup", values.warmup, 1000),
@@ -212,6 +229,7 @@ function parseOptions(): Options {
     replacementMB,
     quick,
     binary,
+    phases,
     cpuProfDir: values["cpu-prof"] === undefined ? undefined : resolve(values["cpu-prof"]),
     tmpParent: resolve(values.tmp),
     outDir: resolve(values.out),
@@ -674,6 +692,7 @@ async function runMain(options: Options): Promise<MainResult> {
   const phases: PhaseResult[] = [];
   let rssAfterLoad: Record<string, number | null> = {};
   for (const clients of [1, 16, 64]) {
+    if (!options.phases.has(`write-${clients}` as PhaseName)) continue;
     const leader = await cluster.settle();
     phases.push(
       await phase(
@@ -687,21 +706,27 @@ async function runMain(options: Options): Promise<MainResult> {
     );
     if (clients === 64) rssAfterLoad = cluster.rss();
   }
-  phases.push(
-    await phase(
-      cluster,
-      options,
-      "write",
-      16,
-      "all nodes, forwarded",
-      writeRequest((client) => httpUrl(benchMembers[client % benchMembers.length] as BenchMember)),
-    ),
-  );
-  if (writtenKeys.length === 0) throw new Error("No write was acknowledged; nothing to read");
-  const readLeader = await cluster.settle();
-  phases.push(
-    await phase(cluster, options, "read", 64, "leader", readRequest(httpUrl(readLeader))),
-  );
+  if (options.phases.has("forwarded")) {
+    phases.push(
+      await phase(
+        cluster,
+        options,
+        "write",
+        16,
+        "all nodes, forwarded",
+        writeRequest((client) =>
+          httpUrl(benchMembers[client % benchMembers.length] as BenchMember)
+        ),
+      ),
+    );
+  }
+  if (options.phases.has("read")) {
+    if (writtenKeys.length === 0) throw new Error("No write was acknowledged; nothing to read");
+    const readLeader = await cluster.settle();
+    phases.push(
+      await phase(cluster, options, "read", 64, "leader", readRequest(httpUrl(readLeader))),
+    );
+  }
 
   const failovers: FailoverResult[] = [];
   for (let round = 1; round <= options.failovers; round++) {
