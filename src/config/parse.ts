@@ -41,7 +41,7 @@ export const configDefaults = {
   electionTimeoutMs: 1000,
   snapshotEntries: 50_000,
   /** A replacement's catch-up is bounded so the cluster's own traffic stays serviceable. */
-  catchupBytesPerSecond: 64 * 1024 * 1024,
+  catchupBytesPerSecond: 128 * 1024 * 1024,
   resolverRefreshMs: 5000,
   gossipPort: 7071,
   gossipIntervalMs: 1000,

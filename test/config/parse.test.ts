@@ -71,7 +71,7 @@ describe("a valid file", () => {
         heartbeatIntervalMs: 100,
         electionTimeoutMs: 1000,
         snapshotEntries: 50000,
-        catchupBytesPerSecond: 64 * 1024 * 1024,
+        catchupBytesPerSecond: 128 * 1024 * 1024,
       },
       resolver: { refreshMs: 5000, servers: [] },
       http: { bodyBytesMax: 1024 * 1024, requestTimeoutMs: 5000 },
@@ -91,7 +91,7 @@ describe("a valid file", () => {
       heartbeatIntervalMs: 100,
       electionTimeoutMs: 1000,
       snapshotEntries: 50000,
-      catchupBytesPerSecond: 64 * 1024 * 1024,
+      catchupBytesPerSecond: 128 * 1024 * 1024,
     });
     expect(config?.resolver).toEqual({ refreshMs: 5000, servers: [] });
     expect(config?.http).toEqual({ bodyBytesMax: 1048576, requestTimeoutMs: 5000 });
