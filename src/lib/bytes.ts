@@ -67,3 +67,16 @@ export function formatBytes(bytes: number): string {
   }
   return `${bytes}B`;
 }
+
+/** concatBytes joins byte strings into one new array. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const part of parts) length += part.byteLength;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
+  return out;
+}

@@ -11,6 +11,7 @@
 // be 1.26 GB of fence table, which no cluster of at most 9 members ever writes.
 
 import type { FenceTable } from "../consensus/fences.ts";
+import { concatBytes } from "../lib/bytes.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -24,14 +25,7 @@ export function encodeSnapshot(
   service: Uint8Array,
   host: Uint8Array = new Uint8Array(0),
 ): Uint8Array {
-  const parts = encodeSnapshotParts(fences, service, host);
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.byteLength, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.byteLength;
-  }
-  return out;
+  return concatBytes(encodeSnapshotParts(fences, service, host));
 }
 
 /**

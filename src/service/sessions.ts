@@ -20,6 +20,7 @@
 // after eviction is applied again. With sessionClientsMax clients that needs more than that
 // many other clients to write between a client's attempt and its retry.
 
+import { concatBytes } from "../lib/bytes.ts";
 import { assert } from "../lib/assert.ts";
 import {
   type ApplyContext,
@@ -333,14 +334,4 @@ function u64(value: number): Uint8Array {
   return bytes;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
+const concat = concatBytes;

@@ -137,16 +137,7 @@ export function mutate(input: Uint8Array, edits: readonly Mutation[]): Uint8Arra
   return Uint8Array.from(out);
 }
 
-/** concatBytes joins byte strings. */
-export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.byteLength, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.byteLength;
-  }
-  return out;
-}
+export { concatBytes } from "../../src/lib/bytes.ts";
 
 /** splitAt cuts bytes at the given points (taken modulo its length + 1, in order). */
 export function splitAt(input: Uint8Array, cuts: readonly number[]): Uint8Array[] {

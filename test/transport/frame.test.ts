@@ -1,17 +1,9 @@
+import { concatBytes } from "../../src/lib/bytes.ts";
 import { describe, expect, test } from "bun:test";
 import { encodeFrame, FrameDecoder, frameHeaderBytes } from "../../src/transport/frame.ts";
 import { frameBytesMax } from "../../src/transport/limits.ts";
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const total = parts.reduce((sum, part) => sum + part.byteLength, 0);
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.byteLength;
-  }
-  return out;
-}
+const concat = concatBytes;
 
 function payload(length: number, seed: number): Uint8Array {
   return Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff);

@@ -2,6 +2,7 @@
 // sockets on loopback addresses 127.0.0.41-49, ports 17301-17399. Every test uses its own
 // ports and closes what it opened.
 
+import { concatBytes } from "../../src/lib/bytes.ts";
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import type { Socket, TCPSocketListener } from "bun";
 import { spawnSync } from "node:child_process";
@@ -109,15 +110,7 @@ function frames(stream: Uint8Array): Frame[] {
   return new FrameDecoder().push(stream).map(decodeFrame);
 }
 
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
+const concat = concatBytes;
 
 /** rawConnect opens a bare socket; closed resolves when the other side closes it. */
 async function rawConnect(host: string, port: number): Promise<{
