@@ -153,6 +153,8 @@ export class SqliteStorage implements NodeStorage {
     ) => void;
   };
   #closed = false;
+  /** Held while open: the data dir's lock (lockDataDir). */
+  readonly #lock: Database;
   /** The WAL file, opened by us to fdatasync it (SQLite keeps it while the db is open). */
   #wal: WalFile;
   #walCheckedAt = 0;
@@ -170,9 +172,10 @@ export class SqliteStorage implements NodeStorage {
    */
   #nextGeneration = 1;
 
-  private constructor(path: string, db: Database, snapshotsDir: string) {
+  private constructor(path: string, db: Database, snapshotsDir: string, lock: Database) {
     this.path = path;
     this.#db = db;
+    this.#lock = lock;
     this.#snapshotsDir = snapshotsDir;
     this.#wal = openWal(path);
     this.#sql = prepareStatements(db);
@@ -195,8 +198,15 @@ export class SqliteStorage implements NodeStorage {
   static open(dir: string): SqliteStorage {
     const path = join(dir, databaseFileName);
     mkdirSync(dir, { recursive: true });
+    const lock = lockDataDir(dir);
     const isNew = statSync(path, { throwIfNoEntry: false }) === undefined;
-    const db = new Database(path, { create: true, strict: true, safeIntegers: true });
+    let db: Database;
+    try {
+      db = new Database(path, { create: true, strict: true, safeIntegers: true });
+    } catch (error: unknown) {
+      lock.close();
+      throw error;
+    }
     let snapshotsDir: string;
     try {
       db.run(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
@@ -220,6 +230,7 @@ export class SqliteStorage implements NodeStorage {
       );
     } catch (error: unknown) {
       db.close();
+      lock.close();
       throw error;
     }
     // With synchronous=NORMAL SQLite does not sync the directory when it creates the WAL,
@@ -227,7 +238,7 @@ export class SqliteStorage implements NodeStorage {
     // the files survive power loss.
     fsyncDirectory(dir);
     if (isNew) fsyncDirectory(dirname(dir));
-    const storage = new SqliteStorage(path, db, snapshotsDir);
+    const storage = new SqliteStorage(path, db, snapshotsDir, lock);
     try {
       storage.#syncWal();
       storage.#openSnapshots();
@@ -571,6 +582,7 @@ export class SqliteStorage implements NodeStorage {
     // A staging does not outlive the storage: remove its file now rather than at next open.
     if (this.#staged !== undefined) this.#discard(this.#staged);
     this.#staged = undefined;
+    this.#lock.close();
   }
 
   /** syncWal makes every write so far durable before it returns. */
@@ -938,6 +950,36 @@ interface WalFile {
   fd: number;
   ino: number;
   syncing: number;
+}
+
+/** lockFileName is the data dir's lock, held by the one process that has it open. */
+export const lockFileName = "keel.lock";
+
+/**
+ * lockDataDir takes the data dir's lock: an exclusive SQLite transaction, kept open, on
+ * `<dir>/keel.lock` (a POSIX lock the kernel drops when the process dies). Two keel
+ * processes on one data dir would be one member twice; the second is refused here. The
+ * database itself stays readable by an operator's sqlite3.
+ */
+function lockDataDir(dir: string): Database {
+  const path = join(dir, lockFileName);
+  const lock = new Database(path, { create: true });
+  try {
+    lock.run("PRAGMA locking_mode = EXCLUSIVE");
+    lock.run("BEGIN EXCLUSIVE");
+  } catch (error: unknown) {
+    lock.close();
+    const code = (error as { code?: unknown }).code;
+    if (code === "SQLITE_BUSY" || /locked/.test(String(error))) {
+      throw new Error(
+        `Data dir "${dir}" is in use by another keel process (it holds ${path}): stop that ` +
+          "one first, or give this one its own data dir",
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+  return lock;
 }
 
 /** openWal opens the database's WAL file for fdatasync. */

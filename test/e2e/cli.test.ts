@@ -156,3 +156,22 @@ test("keel drill failover reports a new leader and the unavailability window", a
   expect(report.drillMs).toBeLessThan(30_000);
   expect(await cluster.waitForLeader()).toBe(report.newLeader!.name);
 });
+
+test("keel run on a data dir another keel process holds is refused with a clear error", async () => {
+  const member = cluster.member("node-b");
+  const run = await keel([
+    "run",
+    ...at("node-b"),
+    "--data-dir",
+    member.dataDir,
+    // Other ports, so that only the data dir can refuse it.
+    "--peer-listen",
+    "127.0.0.42:7091",
+    "--http-listen",
+    "127.0.0.42:7092",
+  ]);
+  expect(run.code).toBe(1);
+  expect(run.stderr + run.stdout).toContain("is in use by another keel process");
+  // The running member is untouched.
+  expect((await fetch(`${member.url}/healthz`)).status).toBe(200);
+});

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import {
+  cpSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -13,7 +14,7 @@ import { join } from "node:path";
 import type { Entry, EntryKind, SnapshotMeta } from "../../src/consensus/types.ts";
 import { AssertionError } from "../../src/lib/assert.ts";
 import { migrate } from "../../src/storage/schema.ts";
-import { databaseFileName, SqliteStorage } from "../../src/storage/sqlite_storage.ts";
+import { databaseFileName, lockFileName, SqliteStorage } from "../../src/storage/sqlite_storage.ts";
 import { TempDirs } from "../support/storage_temp_dir.ts";
 
 const mib = 1024 * 1024;
@@ -136,6 +137,16 @@ describe("opening", () => {
     const synced = storage.sync();
     storage.close();
     await synced;
+  });
+
+  test("a data dir is open in one process at a time", () => {
+    const dir = dirs.make();
+    const first = open(dir);
+    expect(() => SqliteStorage.open(dir)).toThrow(
+      /Data dir ".*" is in use by another keel process \(it holds .*keel\.lock\)/,
+    );
+    first.close();
+    open(dir).close();
   });
 
   test("a database from a newer keel is refused", () => {
@@ -690,11 +701,14 @@ describe("staged snapshots", () => {
     storage.persist({ hardState: undefined, entries: entries(1, 2, 1) });
     storage.saveSnapshot({ index: 2, term: 1, bytes: 3 }, patterned(3));
     storage.stageSnapshotChunk(meta, 0, data.subarray(0, 1000));
-    // A second connection sees the state a killed process leaves: the staged file is there.
     expect(snapshotFiles(dir)).toEqual(["2-1-1.snap", "50-4-2.snap"]);
-    const second = open(dir);
-    expect(snapshotFiles(dir)).toEqual(["2-1-1.snap"]);
+    // A copy of the dir now is what a killed process leaves (its lock goes with it).
+    const copy = dirs.make();
+    cpSync(dir, copy, { recursive: true, filter: (path) => !path.endsWith(lockFileName) });
+    const second = open(copy);
+    expect(snapshotFiles(copy)).toEqual(["2-1-1.snap"]);
     expect(second.readSnapshot()?.meta).toEqual({ index: 2, term: 1, bytes: 3 });
+    storage.close();
   });
 
   test("installing an incomplete or different staged snapshot is a bug", () => {
