@@ -167,7 +167,7 @@ export async function run(options: RunOptions): Promise<number> {
     return 2;
   }
   if (secret === undefined) {
-    log.warn("dev mode: no security.secret_file, peer links are not authenticated");
+    log.warn("dev mode: no security.secret_file or secret_env, peer links are not authenticated");
   }
 
   const userService = (options.service ?? (() => new KvService()))();

@@ -27,6 +27,9 @@ export const electionTimeoutHeartbeatsMin = 5;
 export const snapshotEntriesMin = 10;
 export const snapshotEntriesMax = 100_000_000;
 export const bodyBytesMax = 64 * 1024 * 1024;
+/** envNamePattern is what security.secret_env may name: a portable variable name. */
+const envNamePattern = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 /** A security.admin_token_file (or client_token_file) holds one token; more is the wrong file. */
 export const adminTokenFileBytesMax = 4096;
 // The syntax-error line search reparses every prefix of the file; skip it for big files.
@@ -82,6 +85,7 @@ const keys = {
   http: ["body_bytes_max", "request_timeout"],
   security: [
     "secret_file",
+    "secret_env",
     "admin_token",
     "admin_token_file",
     "client_token",
@@ -307,13 +311,27 @@ function validate(
 
   const security = readSection(root, "security", keys.security, problems);
   const secretFile = readString(security, "secret_file", "security", problems);
+  const secretEnv = readString(security, "secret_env", "security", problems);
+  if (secretEnv !== undefined && !envNamePattern.test(secretEnv)) {
+    problems.push({
+      path: "security.secret_env",
+      message: `${JSON.stringify(secretEnv)} is not an environment variable name ` +
+        "(letters, digits and _, not starting with a digit)",
+    });
+  }
+  if (hasValue(security, "secret_file") && hasValue(security, "secret_env")) {
+    problems.push({
+      path: "security.secret_env",
+      message: "set together with security.secret_file: the secret comes from one of them",
+    });
+  }
   const adminToken = readToken(security, "admin_token", problems, warnings);
   const clientToken = readToken(security, "client_token", problems, warnings);
   const tls = readTls(security, problems);
-  if (secretFile === undefined && !hasValue(security, "secret_file")) {
+  if (!hasValue(security, "secret_file") && !hasValue(security, "secret_env")) {
     warnings.push({
       path: "security.secret_file",
-      message: "not set: peers are not authenticated (dev mode)",
+      message: "not set (nor security.secret_env): peers are not authenticated (dev mode)",
     });
   }
 
@@ -335,6 +353,7 @@ function validate(
     http: { bodyBytesMax: bodyBytes, requestTimeoutMs },
     security: {
       secretFile,
+      ...(secretEnv === undefined ? {} : { secretEnv }),
       adminToken,
       ...(clientToken === undefined ? {} : { clientToken }),
       ...(tls === undefined ? {} : { tls }),

@@ -1,5 +1,5 @@
 // Security material named in the config, read at start: the shared cluster secret
-// (security.secret_file), what peer handshakes and gossip are authenticated with
+// (security.secret_file, or the variable security.secret_env names), what peer handshakes and gossip are authenticated with
 // (HMAC-SHA256), and the TLS certificate, key and CA (security.tls). No secret configured
 // is dev mode: nothing is authenticated, and the node says so at start and on /status.
 
@@ -31,10 +31,39 @@ export interface LoadSecretOptions {
 export function loadSecret(
   config: Config,
   options: LoadSecretOptions = {},
+  env: Record<string, string | undefined> = process.env,
 ): Uint8Array | undefined {
+  const name = config.security.secretEnv;
+  if (name !== undefined) return readSecretEnv(name, env, options);
   const path = config.security.secretFile;
   if (path === undefined) return undefined;
   return readSecretFile(path, options);
+}
+
+/**
+ * readSecretEnv reads the secret from the environment variable security.secret_env names:
+ * its value with surrounding whitespace trimmed. Unset or empty is an error, not dev mode:
+ * the config asked for a secret.
+ */
+export function readSecretEnv(
+  name: string,
+  env: Record<string, string | undefined>,
+  options: LoadSecretOptions = {},
+): Uint8Array {
+  const at = `security.secret_env ${name}`;
+  const value = env[name];
+  if (value === undefined) {
+    throw new SecretError(`${at} is not set in this process's environment`);
+  }
+  const secret = new TextEncoder().encode(value.trim());
+  if (secret.byteLength === 0) throw new SecretError(`${at} is empty: it must hold the secret`);
+  if (secret.byteLength > secretFileBytesMax) {
+    throw new SecretError(
+      `${at} holds ${secret.byteLength} bytes, more than the maximum of ${secretFileBytesMax}`,
+    );
+  }
+  warnIfWeak(secret, at, options);
+  return secret;
 }
 
 /** readSecretFile reads one secret file; see loadSecret. */
@@ -63,13 +92,17 @@ export function readSecretFile(path: string, options: LoadSecretOptions = {}): U
   if (secret.byteLength === 0) {
     throw new SecretError(`${at} is empty: it must hold the cluster secret`);
   }
+  warnIfWeak(secret, at, options);
+  return secret;
+}
+
+function warnIfWeak(secret: Uint8Array, at: string, options: LoadSecretOptions): void {
   if (secret.byteLength < secretBytesWeak) {
     options.warn?.(
       `${at} holds only ${secret.byteLength} bytes; use at least 32 random bytes ` +
         "(openssl rand -base64 32)",
     );
   }
-  return secret;
 }
 
 /** tlsFileBytesMax bounds each PEM file of security.tls (a certificate chain is a few KiB). */
@@ -140,7 +173,9 @@ export interface SecurityStatus {
 export function securityStatus(config: Config): SecurityStatus {
   const security = config.security;
   return {
-    peerAuth: security.secretFile === undefined ? "none (dev mode)" : "hmac-sha256",
+    peerAuth: security.secretFile === undefined && security.secretEnv === undefined
+      ? "none (dev mode)"
+      : "hmac-sha256",
     adminToken: security.adminToken !== undefined,
     clientToken: security.clientToken !== undefined,
     tls: security.tls !== undefined,

@@ -53,6 +53,8 @@ export interface Config {
   http: { bodyBytesMax: number; requestTimeoutMs: number };
   security: {
     secretFile: string | undefined;
+    /** security.secret_env: the environment variable that holds the secret instead. */
+    secretEnv?: string | undefined;
     /** From security.admin_token, or read from security.admin_token_file at load. */
     adminToken: string | undefined;
     /**

@@ -401,7 +401,7 @@ security:
     expect(result.warnings).toEqual([
       {
         path: "security.secret_file",
-        message: "not set: peers are not authenticated (dev mode)",
+        message: "not set (nor security.secret_env): peers are not authenticated (dev mode)",
       },
     ]);
   });

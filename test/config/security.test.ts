@@ -132,6 +132,49 @@ describe("loadSecret", () => {
       expect(() => loadSecret(withSecurity({ secretFile: path }))).toThrow(message);
     }
   });
+
+  test("secret_env reads the named variable, trimmed; unset or empty is an error", () => {
+    const config = withSecurity({ secretEnv: "KEEL_TEST_SECRET" });
+    const warnings: string[] = [];
+    const secret = loadSecret(config, { warn: (m) => warnings.push(m) }, {
+      KEEL_TEST_SECRET: ` ${"s".repeat(40)}\n`,
+    });
+    expect(new TextDecoder().decode(secret)).toBe("s".repeat(40));
+    expect(warnings).toEqual([]);
+    loadSecret(config, { warn: (m) => warnings.push(m) }, { KEEL_TEST_SECRET: "short" });
+    expect(warnings).toEqual([
+      "security.secret_env KEEL_TEST_SECRET holds only 5 bytes; use at least 32 random bytes (openssl rand -base64 32)",
+    ]);
+    expect(() => loadSecret(config, {}, {})).toThrow(
+      "security.secret_env KEEL_TEST_SECRET is not set in this process's environment",
+    );
+    expect(() => loadSecret(config, {}, { KEEL_TEST_SECRET: "  " })).toThrow(
+      "security.secret_env KEEL_TEST_SECRET is empty",
+    );
+  });
+});
+
+describe("config: secret_env", () => {
+  test("a variable name, not together with secret_file; either one ends dev mode", () => {
+    const ok = parse("  secret_env: KEEL_SECRET");
+    expect(ok.problems).toEqual([]);
+    expect(ok.config?.security.secretEnv).toBe("KEEL_SECRET");
+    expect(ok.warnings.map((w) => w.path)).not.toContain("security.secret_file");
+    expect(parse("  admin_token: x").warnings.map((w) => w.path)).toContain(
+      "security.secret_file",
+    );
+    expect(parse("  secret_env: 1BAD-NAME").problems.map((p) => p.path)).toEqual([
+      "security.secret_env",
+    ]);
+    expect(
+      parse("  secret_env: KEEL_SECRET\n  secret_file: /etc/keel/secret").problems.map((p) =>
+        p.message
+      ),
+    ).toEqual(["set together with security.secret_file: the secret comes from one of them"]);
+    expect(securityStatus(withSecurity({ secretEnv: "KEEL_SECRET" })).peerAuth).toBe(
+      "hmac-sha256",
+    );
+  });
 });
 
 describe("loadTls", () => {

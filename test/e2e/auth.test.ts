@@ -3,7 +3,9 @@
 // token. A 4th process started under a member's name with the WRONG secret (on
 // 127.0.0.164), and a 5th with NO secret (127.0.0.165), are refused by every member: both
 // sides log it, neither is ever linked, and the cluster's term, leader and writes do not
-// notice them. Then: admin calls without a token get 401, the client token is enforced
+// notice them. A secret read from the environment (secret_env, on 127.0.0.170) signs the
+// handshake; unset, keel run stops (127.0.0.160). Then: admin calls without a token get
+// 401, the client token is enforced
 // (and forwarded), and a TLS cluster on 127.0.0.167-169 serves https and mutual-TLS links.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -59,7 +61,12 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Prom
  * secret_file line is replaced (or dropped), on its own IP: the same cluster name,
  * members and timings, so only the secret differs.
  */
-function startIntruder(name: string, ip: string, secretLine: string): Intruder {
+function startIntruder(
+  name: string,
+  ip: string,
+  secretLine: string,
+  env: Record<string, string> = {},
+): Intruder {
   const config = readFileSync(cluster.configPath, "utf8")
     .replace(`  secret_file: ${secretFile}\n`, secretLine);
   const configPath = join(dir, `intruder-${ip}.yaml`);
@@ -77,7 +84,7 @@ function startIntruder(name: string, ip: string, secretLine: string): Intruder {
     `${ip}:7070`,
     "--http-listen",
     `${ip}:7080`,
-  ], { stdout: "ignore", stderr: "pipe" });
+  ], { stdout: "ignore", stderr: "pipe", env: { ...process.env, ...env } });
   const intruder = { process: child, log: [], url: `http://${ip}:7080` };
   void collect(child.stderr as ReadableStream<Uint8Array>, intruder.log);
   intruders.push(intruder);
@@ -214,6 +221,59 @@ test(
   },
   60_000,
 );
+
+test("secret_env: the secret comes from the variable it names; unset, keel run stops", async () => {
+  const leader = await cluster.waitForLeader();
+  const impersonated = ["node-a", "node-b", "node-c"].find((name) => name !== leader)!;
+  // A wrong value: refused as a different secret, not as dev mode (the variable was read
+  // and signs the handshake).
+  const wrong = startIntruder(
+    impersonated,
+    "127.0.0.170",
+    "  secret_env: KEEL_E2E_SECRET\n",
+    { KEEL_E2E_SECRET: "not-the-cluster-secret-0123456789" },
+  );
+  await cluster.waitFor("the leader refusing the secret from the environment", () => {
+    const refused = logHas(
+      cluster.member(leader).log,
+      "Refused peer from",
+      "bad handshake authentication (a different secret?)",
+    ) && logHas(wrong.log, "a different secret");
+    return Promise.resolve(refused ? true : undefined);
+  });
+  expect((await statusAt(wrong.url))!.security.peerAuth).toBe("hmac-sha256");
+  expect(logHas(wrong.log, "Connected to peer")).toBe(false);
+
+  const configPath = join(dir, "secret-env-unset.yaml");
+  writeFileSync(
+    configPath,
+    readFileSync(cluster.configPath, "utf8").replace(
+      `  secret_file: ${secretFile}\n`,
+      "  secret_env: KEEL_E2E_UNSET_SECRET\n",
+    ),
+  );
+  const env: Record<string, string | undefined> = { ...process.env };
+  delete env.KEEL_E2E_UNSET_SECRET;
+  const child = Bun.spawn([
+    binaryPath,
+    "run",
+    "--config",
+    configPath,
+    "--name",
+    "node-a",
+    "--data-dir",
+    join(dir, "secret-env-unset-data"),
+    "--peer-listen",
+    "127.0.0.160:7070",
+    "--http-listen",
+    "127.0.0.160:7080",
+  ], { stdout: "ignore", stderr: "pipe", env });
+  const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited]);
+  expect(code).toBe(2);
+  expect(stderr).toContain(
+    "security.secret_env KEEL_E2E_UNSET_SECRET is not set in this process's environment",
+  );
+}, 30_000);
 
 test("a secret file that cannot be read stops keel run with exit 2, naming it", async () => {
   const missing = join(dir, "no-such-secret");
