@@ -187,6 +187,19 @@ export function timeoutFlag(flags: Flags): number | undefined {
   return timeoutMs;
 }
 
+/**
+ * trustingConfigCa adds the --config file's CA (security.tls.ca_file) to fetch options,
+ * for commands that call fetch themselves (drill, members); request() does it already.
+ */
+export function trustingConfigCa(init: RequestInit): RequestInit {
+  return requestCa === undefined ? init : { ...init, tls: { ca: requestCa } } as RequestInit;
+}
+
+/** clientHeaders carries the target's client token (security.client_token), if any. */
+export function clientHeaders(target: Target): Record<string, string> {
+  return target.clientToken === undefined ? {} : { authorization: `Bearer ${target.clientToken}` };
+}
+
 /** request fetches with a time bound; no answer at all is an UnreachableError. */
 export async function request(
   url: string,
@@ -478,9 +491,7 @@ export async function kvCommand(args: string[], io: Io): Promise<number> {
   const target = resolveTarget(flags, io, requestTimeoutMsDefault);
   const json = flags.boolean("json");
   const keyUrl = (k: string) => `${target.url}/v1/kv/${encodeURIComponent(k)}`;
-  const headers: Record<string, string> = target.clientToken === undefined
-    ? {}
-    : { authorization: `Bearer ${target.clientToken}` };
+  const headers = clientHeaders(target);
   const failKv = async (url: string, response: Response): Promise<never> => {
     const error = await readApiError(response);
     const described = describeApiError(url, error);

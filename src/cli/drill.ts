@@ -11,6 +11,7 @@
 
 import { adminPost } from "./admin.ts";
 import {
+  clientHeaders,
   CommandError,
   connectionOptions,
   fetchFailure,
@@ -19,6 +20,7 @@ import {
   resolveTarget,
   type StatusBody,
   type Target,
+  trustingConfigCa,
 } from "./client.ts";
 import { CliError, Flags } from "./flags.ts";
 import { fields, type Io, ms, writeJson } from "./output.ts";
@@ -75,6 +77,8 @@ export class ProbeWriter {
     preferred: string,
     private readonly clock: Clock,
     private readonly drillId: string,
+    /** The client token's header, when the cluster requires one (security.client_token). */
+    private readonly headers: Record<string, string> = {},
   ) {
     this.#preferred = preferred;
   }
@@ -107,11 +111,15 @@ export class ProbeWriter {
     this.stats.attempted++;
     let reason: string;
     try {
-      const response = await fetch(`${url}/v1/kv/${encodeURIComponent(probeKey)}`, {
-        method: "PUT",
-        body: value,
-        signal: AbortSignal.timeout(probeTimeoutMs),
-      });
+      const response = await fetch(
+        `${url}/v1/kv/${encodeURIComponent(probeKey)}`,
+        trustingConfigCa({
+          method: "PUT",
+          body: value,
+          headers: this.headers,
+          signal: AbortSignal.timeout(probeTimeoutMs),
+        }),
+      );
       if (response.ok) {
         await response.body?.cancel();
         this.stats.acknowledged++;
@@ -259,7 +267,13 @@ export async function failoverDrill(
   }
 
   const drillId = `drill-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-  const writer = new ProbeWriter(members.map((m) => m.url), oldLeader.url, clock, drillId);
+  const writer = new ProbeWriter(
+    members.map((m) => m.url),
+    oldLeader.url,
+    clock,
+    drillId,
+    clientHeaders(target),
+  );
   writer.start();
   const report: DrillReport = {
     drill: "failover",

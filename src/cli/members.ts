@@ -9,6 +9,7 @@ import {
   memberHttpUrl,
   resolveTarget,
   type StatusBody,
+  trustingConfigCa,
 } from "./client.ts";
 import { CliError, Flags } from "./flags.ts";
 import { dash, type Io, plural, table, writeJson } from "./output.ts";
@@ -142,7 +143,10 @@ async function readReadiness(
 ): Promise<{ ready: boolean; checks: ReadinessCheck[] } | undefined> {
   let response: Response;
   try {
-    response = await fetch(`${url}/readyz?verbose`, { signal: AbortSignal.timeout(timeoutMs) });
+    response = await fetch(
+      `${url}/readyz?verbose`,
+      trustingConfigCa({ signal: AbortSignal.timeout(timeoutMs) }),
+    );
   } catch {
     return undefined;
   }

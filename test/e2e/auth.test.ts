@@ -387,6 +387,27 @@ test(
     expect(status.stdout).toContain(
       "peer auth hmac-sha256, admin token on, client token on, tls off",
     );
+    // The failover drill's probe writes carry the client token from the config too.
+    const drill = await keel([
+      "drill",
+      "failover",
+      "--json",
+      "--timeout",
+      "20s",
+      "--config",
+      cluster.configPath,
+      "--name",
+      follower.name,
+    ]);
+    expect(drill.code, drill.stderr).toBe(0);
+    const report = JSON.parse(drill.stdout) as {
+      ok: boolean;
+      probes: { acknowledged: number; failures: Record<string, number> };
+    };
+    expect(report.ok).toBe(true);
+    expect(report.probes.acknowledged).toBeGreaterThan(0);
+    expect(Object.keys(report.probes.failures)).not.toContain("unauthorized");
+    await cluster.waitForLeader();
   },
   60_000,
 );
@@ -522,6 +543,26 @@ describe.skipIf(!openssl)("TLS (skipped without openssl, which makes the certifi
       child.exited,
     ]);
     expect([code, stdout, stderr]).toEqual([0, "encrypted", ""]);
+    // keel members reads every member's /readyz over https with the same CA.
+    const members = Bun.spawn([
+      binaryPath,
+      "members",
+      "--json",
+      "--config",
+      tlsCluster.configPath,
+      "--name",
+      follower.name,
+    ], { stdout: "pipe", stderr: "pipe", env: { ...process.env, KEEL_URL: "" } });
+    const [membersOut, membersErr, membersCode] = await Promise.all([
+      new Response(members.stdout).text(),
+      new Response(members.stderr).text(),
+      members.exited,
+    ]);
+    expect(membersCode, membersErr).toBe(0);
+    const report = JSON.parse(membersOut) as { members: { name: string; ready: boolean }[] };
+    expect(report.members.map((m) => [m.name, m.ready])).toEqual(
+      tlsCluster.members.map((m) => [m.name, true]),
+    );
     expect(logHas(tlsCluster.member(leader).log, "Listening for peers", "peers verified (mutual)"))
       .toBe(true);
   }, 60_000);
