@@ -1,12 +1,17 @@
 import { fingerprint, fingerprintFields } from "../config/fingerprint.ts";
 import { formatProblems, loadConfig } from "../config/parse.ts";
+import { loadSecret, loadTls } from "../config/secret.ts";
+import type { Config } from "../config/types.ts";
 import { checkDnsTtls } from "../resolver/dns.ts";
 
 /** checkConfig validates a config file and prints its fingerprint, problems and warnings. */
 export async function checkConfig(file: string, json: boolean): Promise<number> {
   const result = loadConfig(file);
   // DNS member names are resolved (through resolver.servers when set) only in a valid config.
-  if (result.config !== undefined) result.warnings.push(...await checkDnsTtls(result.config));
+  if (result.config !== undefined) {
+    result.warnings.push(...await checkDnsTtls(result.config));
+    result.warnings.push(...checkSecurityFiles(result.config));
+  }
   if (json) {
     process.stdout.write(
       JSON.stringify(
@@ -40,4 +45,36 @@ export async function checkConfig(file: string, json: boolean): Promise<number> 
     process.stdout.write(`warning: ${warning.path}: ${warning.message}\n`);
   }
   return 0;
+}
+
+/**
+ * checkSecurityFiles reads the secret (file or environment variable) and the TLS files
+ * as keel run would, here. Warnings, not problems: they are per host, and this check may
+ * run on another one than a member's.
+ */
+function checkSecurityFiles(config: Config): { path: string; message: string }[] {
+  const warnings: { path: string; message: string }[] = [];
+  const warn = (path: string) => (message: string) => warnings.push({ path, message });
+  const secretPath = config.security.secretEnv !== undefined
+    ? "security.secret_env"
+    : "security.secret_file";
+  try {
+    loadSecret(config, { warn: warn(secretPath) });
+  } catch (error: unknown) {
+    warnings.push({
+      path: secretPath,
+      message: `${error instanceof Error ? error.message : String(error)} (on this host; ` +
+        "keel run would stop with exit 2)",
+    });
+  }
+  try {
+    loadTls(config, { warn: warn("security.tls") });
+  } catch (error: unknown) {
+    warnings.push({
+      path: "security.tls",
+      message: `${error instanceof Error ? error.message : String(error)} (on this host; ` +
+        "keel run would stop with exit 2)",
+    });
+  }
+  return warnings;
 }

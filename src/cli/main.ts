@@ -48,7 +48,8 @@ Commands:
                 A member listed by name alone (found by gossip) must pass both: they
                 are the addresses it advertises. --gossip-listen: where gossip (UDP)
                 listens, default the --peer-listen host at gossip.port.
-  check-config  Validate FILE, print its fingerprint and every problem and warning.
+  check-config  Validate FILE, print its fingerprint and every problem and warning
+                (the secret and TLS files are read as keel run would, here).
   status        One node's view of the cluster (GET /status): role, term, leader, indexes,
                 and per member its role as known, address, connection, match index, lag.
   members       Every member's own view side by side: role, term, leader, commit and
