@@ -160,7 +160,8 @@ export function loadConfig(path: string): ConfigResult {
   return parseConfigText(text, path);
 }
 
-function describeFileError(error: unknown): string {
+/** describeFileError says in a few words why a file could not be read. */
+export function describeFileError(error: unknown): string {
   const code = error instanceof Error && "code" in error ? error.code : undefined;
   switch (code) {
     case "ENOENT":

@@ -4,6 +4,7 @@
 // is dev mode: nothing is authenticated, and the node says so at start and on /status.
 
 import { readFileSync, statSync } from "node:fs";
+import { describeFileError } from "./parse.ts";
 import type { Config } from "./types.ts";
 
 /** secretFileBytesMax bounds security.secret_file: a secret is short; more is the wrong file. */
@@ -86,7 +87,7 @@ export function readSecretFile(path: string, options: LoadSecretOptions = {}): U
     text = readFileSync(path, "utf8");
   } catch (error: unknown) {
     if (error instanceof SecretError) throw error;
-    throw new SecretError(`Cannot read ${at}: ${fileErrorText(error)}`, { cause: error });
+    throw new SecretError(`Cannot read ${at}: ${describeFileError(error)}`, { cause: error });
   }
   const secret = new TextEncoder().encode(text.trim());
   if (secret.byteLength === 0) {
@@ -140,7 +141,7 @@ export function loadTls(config: Config, options: LoadSecretOptions = {}): TlsMat
       text = readFileSync(path, "utf8");
     } catch (error: unknown) {
       if (error instanceof SecretError) throw error;
-      throw new SecretError(`Cannot read ${at}: ${fileErrorText(error)}`, { cause: error });
+      throw new SecretError(`Cannot read ${at}: ${describeFileError(error)}`, { cause: error });
     }
     if (!what.test(text)) {
       throw new SecretError(
@@ -180,18 +181,4 @@ export function securityStatus(config: Config): SecurityStatus {
     clientToken: security.clientToken !== undefined,
     tls: security.tls !== undefined,
   };
-}
-
-function fileErrorText(error: unknown): string {
-  const code = (error as { code?: unknown }).code;
-  switch (code) {
-    case "ENOENT":
-      return "no such file";
-    case "EACCES":
-    case "EPERM":
-      return "permission denied";
-    case "EISDIR":
-      return "it is a directory";
-  }
-  return error instanceof Error ? error.message : String(error);
 }
