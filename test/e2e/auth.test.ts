@@ -14,7 +14,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { binaryPath, type StatusBody, TestCluster } from "../support/cluster.ts";
+import { binaryPath, collectLines, type StatusBody, TestCluster } from "../support/cluster.ts";
 
 const adminToken = "admin-e2e-token";
 const clientToken = "client-e2e-token";
@@ -45,15 +45,49 @@ interface Intruder {
 let cluster: TestCluster;
 const intruders: Intruder[] = [];
 
-async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Promise<void> {
-  const decoder = new TextDecoder();
-  let buffered = "";
-  for await (const chunk of stream) {
-    buffered += decoder.decode(chunk, { stream: true });
-    const lines = buffered.split("\n");
-    buffered = lines.pop() ?? "";
-    into.push(...lines);
-  }
+/** runArgs are `keel run` as member `name` of the file, on its own IP and data dir. */
+function runArgs(configPath: string, name: string, dataDir: string, ip: string): string[] {
+  return [
+    "run",
+    "--config",
+    configPath,
+    "--name",
+    name,
+    "--data-dir",
+    dataDir,
+    "--peer-listen",
+    `${ip}:7070`,
+    "--http-listen",
+    `${ip}:7080`,
+  ];
+}
+
+interface Run {
+  stdout: string;
+  stderr: string;
+  code: number;
+}
+
+/**
+ * runKeel runs the binary to its end, with none of the KEEL_* settings of whoever runs
+ * the tests; `env` adds to that (undefined: the variable is removed).
+ */
+async function runKeel(args: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
+  const merged: Record<string, string | undefined> = {
+    ...process.env,
+    KEEL_URL: "",
+    KEEL_ADMIN_TOKEN: "",
+    KEEL_CLIENT_TOKEN: "",
+    ...env,
+  };
+  for (const [key, value] of Object.entries(merged)) if (value === undefined) delete merged[key];
+  const child = Bun.spawn([binaryPath, ...args], { stdout: "pipe", stderr: "pipe", env: merged });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
+  return { stdout, stderr, code };
 }
 
 /**
@@ -71,22 +105,12 @@ function startIntruder(
     .replace(`  secret_file: ${secretFile}\n`, secretLine);
   const configPath = join(dir, `intruder-${ip}.yaml`);
   writeFileSync(configPath, config);
-  const child = Bun.spawn([
-    binaryPath,
-    "run",
-    "--config",
-    configPath,
-    "--name",
-    name,
-    "--data-dir",
-    join(dir, `intruder-${ip}`),
-    "--peer-listen",
-    `${ip}:7070`,
-    "--http-listen",
-    `${ip}:7080`,
-  ], { stdout: "ignore", stderr: "pipe", env: { ...process.env, ...env } });
+  const child = Bun.spawn(
+    [binaryPath, ...runArgs(configPath, name, join(dir, `intruder-${ip}`), ip)],
+    { stdout: "ignore", stderr: "pipe", env: { ...process.env, ...env } },
+  );
   const intruder = { process: child, log: [], url: `http://${ip}:7080` };
-  void collect(child.stderr as ReadableStream<Uint8Array>, intruder.log);
+  void collectLines(child.stderr as ReadableStream<Uint8Array>, intruder.log);
   intruders.push(intruder);
   return intruder;
 }
@@ -252,23 +276,10 @@ test("secret_env: the secret comes from the variable it names; unset, keel run s
       "  secret_env: KEEL_E2E_UNSET_SECRET\n",
     ),
   );
-  const env: Record<string, string | undefined> = { ...process.env };
-  delete env.KEEL_E2E_UNSET_SECRET;
-  const child = Bun.spawn([
-    binaryPath,
-    "run",
-    "--config",
-    configPath,
-    "--name",
-    "node-a",
-    "--data-dir",
-    join(dir, "secret-env-unset-data"),
-    "--peer-listen",
-    "127.0.0.160:7070",
-    "--http-listen",
-    "127.0.0.160:7080",
-  ], { stdout: "ignore", stderr: "pipe", env });
-  const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited]);
+  const { stderr, code } = await runKeel(
+    runArgs(configPath, "node-a", join(dir, "secret-env-unset-data"), "127.0.0.160"),
+    { KEEL_E2E_UNSET_SECRET: undefined },
+  );
   expect(code).toBe(2);
   expect(stderr).toContain(
     "security.secret_env KEEL_E2E_UNSET_SECRET is not set in this process's environment",
@@ -282,21 +293,9 @@ test("a secret file that cannot be read stops keel run with exit 2, naming it", 
     configPath,
     readFileSync(cluster.configPath, "utf8").replace(secretFile, missing),
   );
-  const child = Bun.spawn([
-    binaryPath,
-    "run",
-    "--config",
-    configPath,
-    "--name",
-    "node-a",
-    "--data-dir",
-    join(dir, "missing-secret-data"),
-    "--peer-listen",
-    "127.0.0.166:7070",
-    "--http-listen",
-    "127.0.0.166:7080",
-  ], { stdout: "ignore", stderr: "pipe" });
-  const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited]);
+  const { stderr, code } = await runKeel(
+    runArgs(configPath, "node-a", join(dir, "missing-secret-data"), "127.0.0.166"),
+  );
   expect(code).toBe(2);
   expect(stderr).toContain(`Cannot read security.secret_file \\"${missing}\\": no such file`);
 });
@@ -340,21 +339,8 @@ test(
       expect((await fetch(`${follower.url}${path}`)).status, path).toBe(200);
     }
 
-    const keel = async (args: string[], env: Record<string, string> = {}) => {
-      const child = Bun.spawn([binaryPath, ...args], {
-        stdout: "pipe",
-        stderr: "pipe",
-        env: { ...process.env, KEEL_URL: "", KEEL_ADMIN_TOKEN: "", KEEL_CLIENT_TOKEN: "", ...env },
-      });
-      const [stdout, stderr, code] = await Promise.all([
-        new Response(child.stdout).text(),
-        new Response(child.stderr).text(),
-        child.exited,
-      ]);
-      return { stdout, stderr, code };
-    };
     // From the config file, KEEL_CLIENT_TOKEN, or --token; without one, a hint.
-    const fromConfig = await keel([
+    const fromConfig = await runKeel([
       "kv",
       "get",
       "guarded",
@@ -364,11 +350,11 @@ test(
       follower.name,
     ]);
     expect([fromConfig.code, fromConfig.stdout]).toEqual([0, "secret-value"]);
-    const fromEnv = await keel(["kv", "get", "guarded", "--url", follower.url], {
+    const fromEnv = await runKeel(["kv", "get", "guarded", "--url", follower.url], {
       KEEL_CLIENT_TOKEN: clientToken,
     });
     expect([fromEnv.code, fromEnv.stdout]).toEqual([0, "secret-value"]);
-    const fromFlag = await keel([
+    const fromFlag = await runKeel([
       "kv",
       "put",
       "cli-key",
@@ -379,16 +365,16 @@ test(
       clientToken,
     ]);
     expect(fromFlag.code).toBe(0);
-    const without = await keel(["kv", "get", "guarded", "--url", follower.url]);
+    const without = await runKeel(["kv", "get", "guarded", "--url", follower.url]);
     expect(without.code).toBe(1);
     expect(without.stderr).toContain("401 unauthorized");
     expect(without.stderr).toContain("KEEL_CLIENT_TOKEN");
-    const status = await keel(["status", "--url", follower.url]);
+    const status = await runKeel(["status", "--url", follower.url]);
     expect(status.stdout).toContain(
       "peer auth hmac-sha256, admin token on, client token on, tls off",
     );
     // The failover drill's probe writes carry the client token from the config too.
-    const drill = await keel([
+    const drill = await runKeel([
       "drill",
       "failover",
       "--json",
@@ -527,39 +513,13 @@ describe.skipIf(!openssl)("TLS (skipped without openssl, which makes the certifi
     await expect(fetch(follower.url.replace("https:", "http:") + "/status")).rejects.toThrow();
     await expect(fetch(`${follower.url}/status`)).rejects.toThrow();
     // The CLI trusts the config's ca_file and uses https for members it finds there.
-    const child = Bun.spawn([
-      binaryPath,
-      "kv",
-      "get",
-      "over-tls",
-      "--config",
-      tlsCluster.configPath,
-      "--name",
-      follower.name,
-    ], { stdout: "pipe", stderr: "pipe", env: { ...process.env, KEEL_URL: "" } });
-    const [stdout, stderr, code] = await Promise.all([
-      new Response(child.stdout).text(),
-      new Response(child.stderr).text(),
-      child.exited,
-    ]);
-    expect([code, stdout, stderr]).toEqual([0, "encrypted", ""]);
+    const at = ["--config", tlsCluster.configPath, "--name", follower.name];
+    const cliGet = await runKeel(["kv", "get", "over-tls", ...at]);
+    expect([cliGet.code, cliGet.stdout, cliGet.stderr]).toEqual([0, "encrypted", ""]);
     // keel members reads every member's /readyz over https with the same CA.
-    const members = Bun.spawn([
-      binaryPath,
-      "members",
-      "--json",
-      "--config",
-      tlsCluster.configPath,
-      "--name",
-      follower.name,
-    ], { stdout: "pipe", stderr: "pipe", env: { ...process.env, KEEL_URL: "" } });
-    const [membersOut, membersErr, membersCode] = await Promise.all([
-      new Response(members.stdout).text(),
-      new Response(members.stderr).text(),
-      members.exited,
-    ]);
-    expect(membersCode, membersErr).toBe(0);
-    const report = JSON.parse(membersOut) as { members: { name: string; ready: boolean }[] };
+    const members = await runKeel(["members", "--json", ...at]);
+    expect(members.code, members.stderr).toBe(0);
+    const report = JSON.parse(members.stdout) as { members: { name: string; ready: boolean }[] };
     expect(report.members.map((m) => [m.name, m.ready])).toEqual(
       tlsCluster.members.map((m) => [m.name, true]),
     );

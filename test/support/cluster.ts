@@ -147,7 +147,7 @@ export class TestCluster {
       { stdout: "ignore", stderr: "pipe" },
     );
     member.process = child;
-    void collect(child.stderr as ReadableStream<Uint8Array>, member.log);
+    void collectLines(child.stderr as ReadableStream<Uint8Array>, member.log);
   }
 
   /** moveTo gives a member a new host address (its replacement host), for DNS drills. */
@@ -277,7 +277,11 @@ export class TestCluster {
   }
 }
 
-async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Promise<void> {
+/** collectLines appends the stream's lines to `into`, keeping the last 5,000. */
+export async function collectLines(
+  stream: ReadableStream<Uint8Array>,
+  into: string[],
+): Promise<void> {
   const decoder = new TextDecoder();
   let buffered = "";
   for await (const chunk of stream) {
