@@ -20,7 +20,6 @@
 // after eviction is applied again. With sessionClientsMax clients that needs more than that
 // many other clients to write between a client's attempt and its retry.
 
-import { concatBytes } from "../lib/bytes.ts";
 import { assert } from "../lib/assert.ts";
 import {
   type ApplyContext,
@@ -31,6 +30,7 @@ import {
   toApplyContext,
 } from "./service.ts";
 import { ByteReader } from "../lib/byte_reader.ts";
+import { concatBytes } from "../lib/bytes.ts";
 
 /**
  * SessionKey identifies a client write: a retry reuses its seq. The same shape as

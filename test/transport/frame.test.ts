@@ -1,5 +1,5 @@
-import { concatBytes } from "../../src/lib/bytes.ts";
 import { describe, expect, test } from "bun:test";
+import { concatBytes } from "../../src/lib/bytes.ts";
 import { encodeFrame, FrameDecoder, frameHeaderBytes } from "../../src/transport/frame.ts";
 import { frameBytesMax } from "../../src/transport/limits.ts";
 

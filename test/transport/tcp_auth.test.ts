@@ -2,7 +2,6 @@
 // sockets on loopback addresses 127.0.0.41-49, ports 17301-17399. Every test uses its own
 // ports and closes what it opened.
 
-import { concatBytes } from "../../src/lib/bytes.ts";
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import type { Socket, TCPSocketListener } from "bun";
 import { spawnSync } from "node:child_process";
@@ -10,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Message, NodeId } from "../../src/consensus/types.ts";
+import { concatBytes } from "../../src/lib/bytes.ts";
 import { Prng } from "../../src/lib/prng.ts";
 import {
   decodeFrame,
