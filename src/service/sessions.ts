@@ -160,7 +160,7 @@ export class SessionService implements Service {
       );
     }
     parts.push(inner);
-    return concat(parts);
+    return concatBytes(parts);
   }
 
   restore(data: Uint8Array): void {
@@ -224,11 +224,11 @@ export class SessionService implements Service {
 
 /** encodeEnvelope wraps a service command with its optional session key for the log. */
 export function encodeEnvelope(session: SessionKey | undefined, command: Uint8Array): Uint8Array {
-  if (session === undefined) return concat([Uint8Array.of(envelopeNoSession), command]);
+  if (session === undefined) return concatBytes([Uint8Array.of(envelopeNoSession), command]);
   const problem = validateSessionKey(session);
   if (problem !== undefined) throw new RangeError(problem);
   const id = textEncoder.encode(session.clientId);
-  return concat([Uint8Array.of(envelopeSession, id.length), id, u64(session.seq), command]);
+  return concatBytes([Uint8Array.of(envelopeSession, id.length), id, u64(session.seq), command]);
 }
 
 /** decodeEnvelope is the inverse of encodeEnvelope; it throws on malformed bytes. */
@@ -285,11 +285,11 @@ export function decodeSessionResult(bytes: Uint8Array): SessionResult {
 }
 
 function encodeInner(tag: number, result: Uint8Array): Uint8Array {
-  return concat([Uint8Array.of(tag), result]);
+  return concatBytes([Uint8Array.of(tag), result]);
 }
 
 function encodeRejected(code: SessionErrorCode, message: string): Uint8Array {
-  return concat([
+  return concatBytes([
     Uint8Array.of(resultRejected, errorCodes.indexOf(code) + 1),
     textEncoder.encode(message),
   ]);
@@ -333,5 +333,3 @@ function u64(value: number): Uint8Array {
   view.setUint32(4, value >>> 0);
   return bytes;
 }
-
-const concat = concatBytes;

@@ -3,8 +3,6 @@ import { concatBytes } from "../../src/lib/bytes.ts";
 import { encodeFrame, FrameDecoder, frameHeaderBytes } from "../../src/transport/frame.ts";
 import { frameBytesMax } from "../../src/transport/limits.ts";
 
-const concat = concatBytes;
-
 function payload(length: number, seed: number): Uint8Array {
   return Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff);
 }
@@ -16,7 +14,7 @@ function header(length: number): Uint8Array {
 }
 
 const payloads = [payload(5, 1), new Uint8Array(0), payload(1, 2), payload(300, 3), payload(2, 4)];
-const stream = concat(payloads.map((p) => encodeFrame(p)));
+const stream = concatBytes(payloads.map((p) => encodeFrame(p)));
 
 describe("FrameDecoder", () => {
   test("decodes a stream split at every offset", () => {
@@ -32,7 +30,7 @@ describe("FrameDecoder", () => {
   });
 
   test("decodes a stream split at every pair of offsets", () => {
-    const small = concat(
+    const small = concatBytes(
       [payload(3, 9), new Uint8Array(0), payload(7, 8)].map((p) => encodeFrame(p)),
     );
     const expected = [payload(3, 9), new Uint8Array(0), payload(7, 8)];
@@ -98,7 +96,7 @@ describe("FrameDecoder", () => {
 
   test("a frame after valid ones in the same chunk is still checked", () => {
     const decoder = new FrameDecoder(8);
-    const chunk = concat([encodeFrame(payload(8, 1), 8), header(9), payload(9, 1)]);
+    const chunk = concatBytes([encodeFrame(payload(8, 1), 8), header(9), payload(9, 1)]);
     expect(() => decoder.push(chunk)).toThrow("Frame of 9 bytes exceeds the maximum of 8 bytes");
   });
 

@@ -110,8 +110,6 @@ function frames(stream: Uint8Array): Frame[] {
   return new FrameDecoder().push(stream).map(decodeFrame);
 }
 
-const concat = concatBytes;
-
 /** rawConnect opens a bare socket; closed resolves when the other side closes it. */
 async function rawConnect(host: string, port: number): Promise<{
   socket: Socket<undefined>;
@@ -295,7 +293,7 @@ describe("authenticated handshakes", () => {
     await Promise.all([a.transport.start(), b.transport.start()]);
     a.transport.send(heartbeat("a", "b", 1));
     await waitFor(() => b.received.length === 1, "a's message through the proxy");
-    const recorded = concat(proxy.sent[0] ?? []);
+    const recorded = concatBytes(proxy.sent[0] ?? []);
     const [hello, ...rest] = frames(recorded);
     expect(hello?.kind).toBe("hello");
     expect(rest.map((frame) => frame.kind)).toEqual(["messages"]);
@@ -306,7 +304,7 @@ describe("authenticated handshakes", () => {
     const raw = await rawConnect("127.0.0.46", 17332);
     raw.socket.write(recorded);
     await raw.closed;
-    const answer = frames(concat(raw.received));
+    const answer = frames(concatBytes(raw.received));
     expect(answer.map((frame) => frame.kind)).toEqual(["challenge", "helloReply"]);
     const reply = answer[1]?.kind === "helloReply" ? answer[1].reply : undefined;
     expect(reply).toMatchObject({
@@ -504,7 +502,7 @@ describe.skipIf(!openssl)(
       const raw = await rawConnect("127.0.0.42", 17362);
       raw.socket.write(new Uint8Array([0, 0, 0, 1, 1]));
       await Promise.race([raw.closed, Bun.sleep(500)]);
-      expect([...concat(raw.received).subarray(0, 5)]).not.toEqual([0, 0, 0, 18, 5]);
+      expect([...concatBytes(raw.received).subarray(0, 5)]).not.toEqual([0, 0, 0, 18, 5]);
     });
 
     test("a peer whose certificate is from another CA is refused both ways", async () => {
