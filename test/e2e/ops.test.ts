@@ -244,6 +244,16 @@ describe("metrics", () => {
     await cluster.waitForLeader();
     await cluster.putWithRetry(names(), "metrics-key", "v", "e2e-metrics:1");
     await waitAllReady();
+    // Every node has written, synced and applied the key, so each has an fsync to count
+    // (a node restarted by an earlier test may not have written anything yet).
+    for (const name of names()) {
+      await cluster.waitFor(`${name} to apply metrics-key`, async () => {
+        const url = `${cluster.member(name).url}/v1/kv/metrics-key?consistency=stale`;
+        const response = await fetch(url);
+        await response.body?.cancel();
+        return response.ok ? true : undefined;
+      });
+    }
     for (const name of names()) {
       const { status, families } = await cluster.waitFor(
         `a /metrics of ${name} taken while its /status stood still`,
