@@ -1,5 +1,13 @@
 import type { NodeId } from "../consensus/types.ts";
 
+export type {
+  MemberStatusView,
+  NodeCounters,
+  NodeStatusView,
+  RecoveryView,
+  ServiceStatusView,
+} from "./status_view.ts";
+
 /** SessionKey identifies a client write for exactly-once apply (Raft dissertation §6.3). */
 export interface SessionKey {
   clientId: string;
@@ -113,6 +121,7 @@ export interface OpsEvent {
     | "peer-disconnected"
     | "address-changed"
     | "fence"
-    | "recovery";
+    | "recovery"
+    | "storage";
   message: string;
 }

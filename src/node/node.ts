@@ -7,15 +7,19 @@ import { raftDefaults } from "../consensus/config.ts";
 import { Raft, type RaftStatus } from "../consensus/raft.ts";
 import type { Entry, Message, NodeId, Ready, Sender, SnapshotMeta } from "../consensus/types.ts";
 import type { Config, MemberConfig } from "../config/types.ts";
-import { type SecurityStatus, securityStatus } from "../config/secret.ts";
+import { securityStatus } from "../config/secret.ts";
 import type {
   AdminResult,
   Check,
   LeaderInfo,
   NodeApi,
+  NodeCounters,
+  NodeStatusView,
   OpsApi,
   OpsEvent,
   ReadBarrierResult,
+  RecoveryView,
+  ServiceStatusView,
   SessionKey,
   SubmitResult,
 } from "../http/api.ts";
@@ -135,36 +139,6 @@ interface PendingRead {
   deadline: number;
   /** Set once the read index is known: resolve when applied reaches it. */
   index: number;
-}
-
-/** NodeCounters are monotonic counts shown on /status and /metrics. */
-export interface NodeCounters {
-  leaderChanges: number;
-  electionsStarted: number;
-  proposals: number;
-  readsServed: number;
-  snapshotsTaken: number;
-  snapshotsInstalled: number;
-  messagesSent: number;
-  messagesReceived: number;
-  /** Entries whose apply or onTimer threw (rolled back, answered with an error). */
-  serviceErrors: number;
-  /** Timers fired (onTimer called) on this node. */
-  timersFired: number;
-}
-
-/** ServiceStatusView is the service part of /status: the same fields for any service. */
-export interface ServiceStatusView {
-  /** The log's time as of the last applied entry (ms since the epoch). */
-  timeMs: number;
-  timers: number;
-  /** Entries applied to the service by this process, and their total and worst apply time. */
-  applied: number;
-  applySecondsTotal: number;
-  applySecondsMax: number;
-  /** The latest apply that threw, the same on every member: index and message. */
-  lastError: { index: number; message: string } | null;
-  snapshotBytes: number;
 }
 
 export class KeelNode implements NodeApi, OpsApi {
@@ -1855,70 +1829,6 @@ export class KeelNode implements NodeApi, OpsApi {
       }),
     };
   }
-}
-
-export interface NodeStatusView {
-  name: string;
-  incarnation: string;
-  status: string;
-  recovery: RecoveryView | null;
-  alarms: string[];
-  version: string;
-  clusterName: string;
-  role: string;
-  term: number;
-  leader: string | null;
-  votedFor: string | null;
-  commitIndex: number;
-  appliedIndex: number;
-  lastIndex: number;
-  firstIndex: number;
-  snapshotIndex: number;
-  snapshotBytes: number;
-  logBytesInMemory: number;
-  storageBytes: number;
-  uptimeMs: number;
-  leaderHeardMsAgo: number | null;
-  pendingWrites: number;
-  pendingReads: number;
-  suspended: boolean;
-  leaderCommitSeen: number;
-  counters: NodeCounters;
-  /** Peer authentication, tokens and TLS in force (config/secret.ts). */
-  security: SecurityStatus;
-  service: ServiceStatusView;
-  members: MemberStatusView[];
-}
-
-export interface RecoveryView {
-  state: "waiting-for-members" | "catching-up" | "fenced";
-  fencedReason: string | null;
-  startedAt: number | null;
-  snapshotBytesDone: number;
-  snapshotBytesTotal: number;
-  entriesDone: number;
-  entriesTotal: number;
-  bytesPerSecond: number | null;
-  etaSeconds: number | null;
-}
-
-export interface MemberStatusView {
-  name: string;
-  self: boolean;
-  peer: string;
-  http: string;
-  connected: boolean;
-  incarnation: string | null;
-  lastError: string | null;
-  matchIndex: number | null;
-  lag: number | null;
-  replication: string | null;
-  /** Leader: whether this member's acknowledgements count toward commit (R3, R5). */
-  counted: boolean | null;
-  /** DNS resolution of the peer endpoint; null for this node itself or an IP endpoint. */
-  resolution: MemberResolution | null;
-  /** Gossip entry of the member (name scheme); null when this node runs no gossip. */
-  gossip: MemberGossip | null;
 }
 
 /** hostState reads a snapshot's host section; a version 1 snapshot (none) has no timers. */
