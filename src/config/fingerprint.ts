@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { formatEndpoint } from "./parse.ts";
+import { formatEndpoint } from "./endpoint.ts";
 import type { Config } from "./types.ts";
 
 /**

@@ -4,7 +4,7 @@
 // is dev mode: nothing is authenticated, and the node says so at start and on /status.
 
 import { readFileSync, statSync } from "node:fs";
-import { describeFileError } from "./parse.ts";
+import { describeFileError } from "./messages.ts";
 import type { Config } from "./types.ts";
 
 /** secretFileBytesMax bounds security.secret_file: a secret is short; more is the wrong file. */

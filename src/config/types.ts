@@ -41,6 +41,18 @@ export interface RaftTiming {
   catchupBytesPerSecond?: number;
 }
 
+/**
+ * ConfigResult is the outcome of reading a cluster file. config is set only when there
+ * are no problems; warnings never stop a node from starting.
+ */
+export interface ConfigResult {
+  /** Where the text came from, for formatProblems. */
+  source: string;
+  config: Config | undefined;
+  problems: ConfigProblem[];
+  warnings: ConfigProblem[];
+}
+
 /** Config is the shared cluster file, parsed and validated (config/parse.ts). */
 export interface Config {
   clusterName: string;

@@ -1,5 +1,5 @@
 // docs/deploy.md's configuration reference is checked against the config schema: every key
-// that src/config/parse.ts accepts has a row, and every row is a key it accepts.
+// that src/config/schema.ts accepts has a row, and every row is a key it accepts.
 
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
@@ -10,13 +10,13 @@ const root = join(import.meta.dir, "..", "..");
 const docs = readFileSync(join(root, "docs", "deploy.md"), "utf8");
 
 /**
- * schemaKeys reads the `keys` table of parse.ts (the keys each mapping may hold) and
+ * schemaKeys reads the `keys` table of config/schema.ts (the keys each mapping may hold) and
  * returns every setting's dotted path, members' fields as members[].name.
  */
 function schemaKeys(): string[] {
-  const source = readFileSync(join(root, "src", "config", "parse.ts"), "utf8");
+  const source = readFileSync(join(root, "src", "config", "schema.ts"), "utf8");
   const table = /const keys = \{([\s\S]*?)\} as const;/.exec(source)?.[1];
-  if (table === undefined) throw new Error("parse.ts no longer has `const keys = {...} as const`");
+  if (table === undefined) throw new Error("schema.ts no longer has `const keys = {...} as const`");
   const sections = new Map<string, string[]>();
   for (const match of table.matchAll(/(\w+): \[([^\]]*)\]/g)) {
     sections.set(match[1]!, [...match[2]!.matchAll(/"(\w+)"/g)].map((m) => m[1]!));
