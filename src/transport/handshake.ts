@@ -11,70 +11,26 @@
 // Each side proves it holds the cluster secret over a nonce the other side just chose, so
 // a recorded handshake replayed on a new connection fails, and a forged refusal (which
 // can make a node change its incarnation) is ignored. The exact bytes under each HMAC
-// are codec.ts's encodeHelloAuthInput and encodeReplyAuthInput. No secret configured on
+// are auth_input.ts's encodeHelloAuthInput and encodeReplyAuthInput. No secret configured on
 // either side is dev mode: auth is empty and unchecked. A node with a secret refuses a
 // peer without one, and the other way round. Authentication covers the handshake only:
 // with security.tls the link itself is protected too.
 //
-// Pure (HMAC is computation): the codec puts these on the wire, tcp.ts drives them.
+// Pure (HMAC is computation): the frames are handshake_types.ts, the codec puts them on
+// the wire (handshake_codec.ts), inbound.ts and outbound.ts drive them.
 
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { NodeId } from "../consensus/types.ts";
-import { encodeHelloAuthInput, encodeReplyAuthInput } from "./codec.ts";
+import { encodeHelloAuthInput, encodeReplyAuthInput } from "./auth_input.ts";
+import type { Hello, HelloReply } from "./handshake_types.ts";
+
+export type { Challenge, Hello, HelloReply } from "./handshake_types.ts";
 
 /**
  * protocolVersion is bumped on any incompatible change to frames, messages or handshake.
  * 2: the Challenge frame, authenticated Hello and HelloReply.
  */
 export const protocolVersion = 2;
-
-/** Challenge is the acceptor's first frame: the nonce the dialler's Hello must sign. */
-export interface Challenge {
-  nonce: Uint8Array;
-}
-
-/** Hello is the first frame on every connection, sent by the side that dialled. */
-export interface Hello {
-  protocolVersion: number;
-  clusterName: string;
-  /** A hash of the whole shared config; equal fingerprints mean equal configs. */
-  fingerprint: string;
-  /** Config field path -> hash of its value, so a refusal can name the fields that differ. */
-  fingerprintFields: Record<string, string>;
-  name: NodeId;
-  incarnation: string;
-  /** Random bytes, fresh for each connection: the challenge the reply's auth signs. */
-  nonce: Uint8Array;
-  /** HMAC-SHA256 over the acceptor's challenge and this Hello (helloAuth); empty in dev mode. */
-  auth: Uint8Array;
-  /** The sender has cluster state (a term, an entry or a snapshot): not a blank node. */
-  hasState: boolean;
-  /** The sender is a replacement still catching up (R2). */
-  recovering: boolean;
-  /** The sender's durable term and last log index: peers use them to spot a rolled-back disk. */
-  term: number;
-  lastIndex: number;
-}
-
-/** HelloReply answers a Hello. The connection carries messages only after accepted: true. */
-export interface HelloReply {
-  accepted: boolean;
-  reason?: string;
-  /** Config fields whose hashes differ (or exist on one side only), sorted. */
-  differingFields?: string[];
-  /** The replying member's own name and incarnation. */
-  name: NodeId;
-  incarnation: string;
-  /** The replying member's state, as in Hello. */
-  hasState: boolean;
-  recovering: boolean;
-  /** Set on a refusal because the dialler's incarnation was replaced (R7). */
-  fenced: boolean;
-  /** Set on a refusal because the dialler's disk went back in time (restored from a backup). */
-  rolledBack: boolean;
-  /** HMAC-SHA256 over the Hello's nonce and this reply (replyAuth); empty in dev mode. */
-  auth: Uint8Array;
-}
 
 /** LocalHandshakeInfo is what a member checks an incoming Hello against. */
 export interface LocalHandshakeInfo {
