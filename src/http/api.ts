@@ -1,4 +1,5 @@
 import type { NodeId } from "../consensus/types.ts";
+import type { NodeStatusView } from "./status_view.ts";
 
 export type {
   MemberStatusView,
@@ -54,7 +55,7 @@ export interface NodeApi {
   readBarrier(): Promise<ReadBarrierResult>;
   leader(): LeaderInfo | null;
   /** status is the JSON shown on GET /status. */
-  status(): unknown;
+  status(): NodeStatusView;
 }
 
 /** Check is one named health or readiness condition, as shown on /healthz and /readyz. */

@@ -14,6 +14,7 @@ import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { createApp } from "../../src/http/app.ts";
 import { TestCluster } from "../support/cluster.ts";
 import { FakeNode, FakeOps } from "../http/ops_fake.ts";
+import { memberView, statusView } from "../support/status_view.ts";
 
 // The functions given to page.waitForFunction run in the browser. This project's
 // tsconfig has no DOM types, so the little they use is declared here, for this module only.
@@ -121,31 +122,40 @@ if (!skipBrowser) {
     const ops = new FakeOps();
     let url = "";
     const node = new FakeNode("node-a");
-    node.status = () => ({
-      name: "node-a",
-      clusterName: "fake",
-      version: "test",
-      role: "leader",
-      term: 3,
-      leader: "node-a",
-      commitIndex: 10,
-      appliedIndex: 10,
-      members: [
-        { name: "node-a", self: true, peer: "127.0.0.44:7070", http: url, connected: true, lag: 0 },
-        {
-          name: "node-z",
-          self: false,
-          peer: "127.0.0.45:7070",
-          http: "http://127.0.0.45:1",
-          connected: false,
-          lastError: "Cannot connect: connection refused",
-          lag: null,
+    node.status = () =>
+      statusView({
+        name: "node-a",
+        clusterName: "fake",
+        version: "test",
+        role: "leader",
+        term: 3,
+        leader: "node-a",
+        commitIndex: 10,
+        appliedIndex: 10,
+        members: [
+          memberView({ name: "node-a", self: true, peer: "127.0.0.44:7070", http: url, lag: 0 }),
+          memberView({
+            name: "node-z",
+            peer: "127.0.0.45:7070",
+            http: "http://127.0.0.45:1",
+            connected: false,
+            lastError: "Cannot connect: connection refused",
+          }),
+          // Found by gossip, no address learned yet: never read as if it were this node.
+          memberView({ name: "node-y", peer: "", http: "", connected: false }),
+        ],
+        recovery: {
+          state: "catching-up",
+          fencedReason: null,
+          startedAt: 1_700_000_000_000,
+          snapshotBytesDone: 512 * 1024,
+          snapshotBytesTotal: 2 * 1024 * 1024,
+          entriesDone: 0,
+          entriesTotal: 10,
+          bytesPerSecond: null,
+          etaSeconds: null,
         },
-        // Found by gossip, no address learned yet: never read as if it were this node.
-        { name: "node-y", self: false, peer: "", http: "", connected: false, lag: null },
-      ],
-      recovery: { bytesDone: 512 * 1024, bytesTotal: 2 * 1024 * 1024 },
-    });
+      });
     const app = createApp({ node, kv: node.kv, bodyBytesMax: 1024, ops });
     const server = Bun.serve({ hostname: "127.0.0.44", port: 0, fetch: app.fetch });
     url = `http://127.0.0.44:${server.port}`;

@@ -9,6 +9,7 @@ import fc from "fast-check";
 import type {
   LeaderInfo,
   NodeApi,
+  NodeStatusView,
   ReadBarrierResult,
   SessionKey,
   SubmitResult,
@@ -20,6 +21,7 @@ import { errorStatus } from "../../src/http/errors.ts";
 import { KvService } from "../../src/service/kv.ts";
 import { decodeSessionResult, encodeEnvelope, SessionService } from "../../src/service/sessions.ts";
 import { FakeOps } from "../http/ops_fake.ts";
+import { statusView } from "../support/status_view.ts";
 import { bytes, fuzzParams, fuzzTimeoutMs, text } from "./fuzz.ts";
 
 const leaderInfo: LeaderInfo = { name: "node-b", httpUrl: "http://127.0.0.12:7080" };
@@ -85,8 +87,8 @@ class FakeNode implements NodeApi {
     return this.mode.submit === "apply" ? { name: this.name, httpUrl: "http://self" } : leaderInfo;
   }
 
-  status(): unknown {
-    return { name: this.name, commitIndex: this.index };
+  status(): NodeStatusView {
+    return statusView({ name: this.name, commitIndex: this.index });
   }
 }
 

@@ -3,6 +3,7 @@ import type { Hono } from "hono";
 import type {
   LeaderInfo,
   NodeApi,
+  NodeStatusView,
   ReadBarrierResult,
   SessionKey,
   SubmitResult,
@@ -11,6 +12,7 @@ import { createApp } from "../../src/http/app.ts";
 import type { FetchLike } from "../../src/http/client_api.ts";
 import { encodePut, KvService } from "../../src/service/kv.ts";
 import { decodeSessionResult, encodeEnvelope, SessionService } from "../../src/service/sessions.ts";
+import { statusView } from "../support/status_view.ts";
 
 const leaderInfo: LeaderInfo = { name: "node-b", httpUrl: "http://127.0.0.12:7080" };
 
@@ -63,12 +65,12 @@ class FakeNode implements NodeApi {
     return this.isLeader ? { name: this.name, httpUrl: "http://self" } : this.knownLeader;
   }
 
-  status(): unknown {
-    return {
+  status(): NodeStatusView {
+    return statusView({
       name: this.name,
       role: this.isLeader ? "leader" : "follower",
       commitIndex: this.index,
-    };
+    });
   }
 }
 
@@ -540,7 +542,9 @@ describe("status, unknown routes and failures", () => {
     const { app } = setup();
     const response = await app.request("/status");
     expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({ name: "node-a", role: "leader", commitIndex: 0 });
+    expect(await response.json()).toEqual(
+      statusView({ name: "node-a", role: "leader", commitIndex: 0 }),
+    );
   });
 
   test("unknown routes and methods are 404 JSON", async () => {

@@ -6,6 +6,7 @@ import type { NodeApi, ReadBarrierResult, SubmitResult } from "../../src/http/ap
 import { createApp } from "../../src/http/app.ts";
 import { authorizeClient } from "../../src/http/client_api.ts";
 import { KvService } from "../../src/service/kv.ts";
+import { statusView } from "../support/status_view.ts";
 
 const token = "client-s3cret";
 
@@ -21,7 +22,7 @@ const follower: NodeApi = {
     }),
   readBarrier: (): Promise<ReadBarrierResult> => Promise.resolve({ ok: true }),
   leader: () => ({ name: "node-b", httpUrl: "http://127.0.0.12:7080" }),
-  status: () => ({ name: "node-a" }),
+  status: () => statusView({ name: "node-a", role: "follower", leader: "node-b" }),
 };
 
 function setup(clientToken: string | undefined) {

@@ -5,6 +5,7 @@ import { describe, expect, test } from "bun:test";
 import type {
   LeaderInfo,
   NodeApi,
+  NodeStatusView,
   ReadBarrierResult,
   SessionKey,
   SubmitResult,
@@ -19,6 +20,7 @@ import {
   standaloneContext,
 } from "../../src/service/service.ts";
 import { decodeSessionResult, encodeEnvelope, SessionService } from "../../src/service/sessions.ts";
+import { statusView } from "../support/status_view.ts";
 
 /** A counter service over JSON: {"add": n} adds, {"fail": true} throws. */
 function counterService(): Service & { total(): number } {
@@ -86,8 +88,8 @@ class FakeNode implements NodeApi {
     return { name: this.name, httpUrl: "http://self" };
   }
 
-  status(): unknown {
-    return { name: this.name };
+  status(): NodeStatusView {
+    return statusView({ name: this.name });
   }
 }
 

@@ -6,6 +6,7 @@ import type {
   Check,
   LeaderInfo,
   NodeApi,
+  NodeStatusView,
   OpsApi,
   OpsEvent,
   ReadBarrierResult,
@@ -14,6 +15,7 @@ import type {
 } from "../../src/http/api.ts";
 import { Registry } from "../../src/lib/metrics.ts";
 import { KvService } from "../../src/service/kv.ts";
+import { statusView } from "../support/status_view.ts";
 
 export const leaderInfo: LeaderInfo = { name: "node-b", httpUrl: "http://127.0.0.12:7080" };
 
@@ -38,8 +40,8 @@ export class FakeNode implements NodeApi {
     return { name: this.name, httpUrl: "http://self" };
   }
 
-  status(): unknown {
-    return { name: this.name, role: "leader", term: 7, commitIndex: this.index };
+  status(): NodeStatusView {
+    return statusView({ name: this.name, role: "leader", term: 7, commitIndex: this.index });
   }
 }
 
