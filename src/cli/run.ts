@@ -25,6 +25,10 @@ import {
 import { isWildcard } from "../resolver/gossip_wire.ts";
 import { version } from "../version.ts";
 import { CliError, type Flags } from "./flags.ts";
+import { describeCrash, exitCodeInternal, exitOnUncaught } from "./crash.ts";
+
+/** Exit code after a write to storage failed while running (EX_IOERR): restart to reload. */
+export const exitCodeStorageFailed = 74;
 
 export interface RunOptions {
   config: string;
@@ -118,6 +122,13 @@ export async function run(options: RunOptions): Promise<number> {
     level: options.logLevel ?? config.log.level,
     format: options.logFormat ?? config.log.format,
   }, { node: name });
+  // A broken invariant anywhere (a timer, an immediate, a promise callback) ends the process.
+  exitOnUncaught((error) => {
+    log.error(`internal error (a bug): exiting with ${exitCodeInternal}`, {
+      error: error instanceof Error ? error.message : String(error),
+      stack: describeCrash(error),
+    });
+  });
   for (const warning of loaded.warnings) {
     log.warn("config warning", { path: warning.path, warning: warning.message });
   }
@@ -239,6 +250,7 @@ export async function run(options: RunOptions): Promise<number> {
   let requestShutdown = (): void => {};
   let requestRestart = (): void => {};
   let requestFatal = (): void => {};
+  let requestStorageFailed = (): void => {};
   try {
     node = new KeelNode({
       config,
@@ -253,6 +265,7 @@ export async function run(options: RunOptions): Promise<number> {
       onShutdown: () => requestShutdown(),
       onRestartRequired: () => requestRestart(),
       onFatal: () => requestFatal(),
+      onStorageFailed: () => requestStorageFailed(),
       resolution: () => resolver.state(),
       ...(gossip === undefined ? {} : { gossip }),
     });
@@ -310,7 +323,7 @@ export async function run(options: RunOptions): Promise<number> {
         // A broken invariant is a bug: crash so the supervisor restarts a clean process.
         if (error instanceof AssertionError) {
           log.error("assertion failed; exiting", { error, stack: error.stack });
-          process.exit(70);
+          process.exit(exitCodeInternal);
         }
         log.error("unhandled HTTP error", { error });
         return new Response(
@@ -344,7 +357,12 @@ export async function run(options: RunOptions): Promise<number> {
       resolver.stop();
       gossip?.stop();
       await node.stop();
-      storage.close();
+      try {
+        storage.close();
+      } catch (error: unknown) {
+        // After a storage failure closing may fail too; what is durable is on disk.
+        log.warn("closing storage failed", { error });
+      }
       resolve(code);
     };
     requestShutdown = () => void stop("graceful shutdown (SIGTERM or keel shutdown)");
@@ -352,6 +370,9 @@ export async function run(options: RunOptions): Promise<number> {
     requestRestart = () => void stop("restart required", 75);
     // The node stopped itself: it cannot serve the log's state (logged with the reason).
     requestFatal = () => void stop("fatal service error", 1);
+    // A write to storage failed: stop at once, so this process acknowledges nothing more;
+    // started again (Restart=), it reloads what is durable and the peers catch it up.
+    requestStorageFailed = () => void stop("storage failed", exitCodeStorageFailed);
     process.on("SIGINT", () => void stop("SIGINT"));
     // SIGTERM (systemd stop, kill) is a graceful shutdown: a leader hands over first.
     process.on("SIGTERM", () => {

@@ -23,7 +23,7 @@ import type {
   SessionKey,
   SubmitResult,
 } from "../http/api.ts";
-import { assert } from "../lib/assert.ts";
+import { assert, AssertionError } from "../lib/assert.ts";
 import type { Logger } from "../lib/log.ts";
 import { type Histogram, Registry } from "../lib/metrics.ts";
 import type { Service } from "../service/service.ts";
@@ -85,6 +85,14 @@ export const storageProbeIntervalMs = 1000;
 /** Timer-fired entries a leader proposes per tick, at most. */
 export const timerFiresPerTickMax = 64;
 
+/**
+ * StorageFailedError unwinds the loop after a write to storage failed and the node halted
+ * (KeelNode.#storageFailed).
+ */
+export class StorageFailedError extends Error {
+  override name = "StorageFailedError";
+}
+
 export interface NodeDeps {
   config: Config;
   name: NodeId;
@@ -102,6 +110,13 @@ export interface NodeDeps {
    * Without it, the error is thrown from the loop.
    */
   onFatal?: (message: string) => void;
+  /**
+   * Called when a write to storage failed (disk full, I/O error, read-only file system,
+   * a damaged database): the node has halted and must not acknowledge anything again in
+   * this process. Stop the process (exit 74); started again, it reloads what is durable.
+   * Without it, the error is thrown from the loop.
+   */
+  onStorageFailed?: (message: string) => void;
   log: Logger;
   version: string;
   random?: () => number;
@@ -217,8 +232,13 @@ export class KeelNode implements NodeApi, OpsApi {
   #timerProposalsTerm = 0;
   #applyStats = { applied: 0, secondsTotal: 0, secondsMax: 0 };
   #lastServiceError: { index: number; message: string } | null = null;
-  /** Set when the node cannot serve the log's state (fatal): the loop does no more. */
+  /**
+   * Set when the node cannot serve the log's state (fatal) or its storage failed: the loop
+   * does no more, and nothing more is sent.
+   */
   #halted = false;
+  /** Why storage failed (a write or a sync threw), or null. */
+  #storageFailure: string | null = null;
   /**
    * Background durability (storage.write, then storage.sync): writes handed to storage,
    * how many of them are known durable, and whether a sync is running.
@@ -337,7 +357,12 @@ export class KeelNode implements NodeApi, OpsApi {
     });
     transport.onRefused((name, reason, kind) => {
       if (kind === "fenced") this.#becomeFenced(`member ${name} refused this host: ${reason}`);
-      if (kind === "rolled-back") this.#onRolledBack(name, reason);
+      if (kind !== "rolled-back") return;
+      try {
+        this.#onRolledBack(name, reason);
+      } catch (error: unknown) {
+        if (!this.#handledHalt(error)) throw error;
+      }
     });
     transport.onPeerDown((name) => {
       this.raft.peerDown(name);
@@ -359,14 +384,7 @@ export class KeelNode implements NodeApi, OpsApi {
     if (this.#stopped) return;
     this.#stopped = true;
     if (this.#ticker !== undefined) clearInterval(this.#ticker);
-    for (const [, write] of this.#pendingWrites) {
-      write.resolve({ ok: false, code: "unavailable", message: "Node is shutting down" });
-    }
-    this.#pendingWrites.clear();
-    for (const [, read] of this.#pendingReads) {
-      read.resolve({ ok: false, code: "timeout", leader: null, message: "Node is shutting down" });
-    }
-    this.#pendingReads.clear();
+    this.#failRequests("unavailable", "Node is shutting down");
     await this.#deps.transport.close();
   }
 
@@ -379,11 +397,78 @@ export class KeelNode implements NodeApi, OpsApi {
     if (due <= 0) return;
     this.#lastTickAt += due * tickMs;
     if (now - this.#lastTickAt > tickMs * 10) this.#lastTickAt = now;
-    for (let i = 0; i < due; i++) this.raft.tick();
-    this.#proposeDueTimers();
-    this.#compactDiskStep();
+    if (this.#halted) return;
+    try {
+      for (let i = 0; i < due; i++) this.raft.tick();
+      this.#proposeDueTimers();
+      this.#compactDiskStep();
+    } catch (error: unknown) {
+      if (!this.#handledHalt(error)) throw error;
+      return;
+    }
     this.#expireRequests(now);
     this.#schedule();
+  }
+
+  /**
+   * handledHalt: the error unwound the loop after the node halted itself (fatal, or
+   * storage failed), and the process is told to stop (onFatal, onStorageFailed). Anything
+   * else is a bug and goes on up (an AssertionError ends the process with 70).
+   */
+  #handledHalt(error: unknown): boolean {
+    if (error instanceof ServiceFatalError) return this.#deps.onFatal !== undefined;
+    if (error instanceof StorageFailedError) return this.#deps.onStorageFailed !== undefined;
+    return false;
+  }
+
+  /**
+   * storageWrite runs one write to storage. A write that throws (disk full, I/O error,
+   * read-only file system, a damaged database) may have left the disk behind what the
+   * core believes it holds, so from then on this process must not acknowledge, vote or
+   * lead: it halts (storageFailed). A broken invariant (AssertionError) is a bug, not a
+   * disk fault, and goes on up.
+   */
+  #storageWrite<T>(what: string, write: () => T): T {
+    try {
+      return write();
+    } catch (error: unknown) {
+      if (error instanceof AssertionError || error instanceof StorageFailedError) throw error;
+      this.#storageFailed(what, error);
+    }
+  }
+
+  /**
+   * storageFailed halts the node at once: no message is sent after a failed write (the
+   * ones held for a sync are dropped), pending requests fail, and onStorageFailed stops
+   * the process. Started again, it reloads what is durable; the peers catch it up.
+   */
+  #storageFailed(what: string, error: unknown): never {
+    const detail = error instanceof Error ? error.message : String(error);
+    const message = `Storage failed: could not ${what}: ${detail}`;
+    if (this.#storageFailure === null) {
+      this.#storageFailure = message;
+      this.#halted = true;
+      if (this.#ticker !== undefined) clearInterval(this.#ticker);
+      this.#held = [];
+      this.#deps.log.error(
+        `${message}; this member stops acknowledging and exits, to restart from what is durable`,
+        { error },
+      );
+      this.#event("storage", message);
+      this.#failRequests("unavailable", "Storage failed on this node");
+      this.#deps.onStorageFailed?.(message);
+    }
+    throw new StorageFailedError(message, { cause: error });
+  }
+
+  /** failRequests answers every pending write and read with `code`. */
+  #failRequests(code: "unavailable", message: string): void {
+    for (const [, write] of this.#pendingWrites) write.resolve({ ok: false, code, message });
+    this.#pendingWrites.clear();
+    for (const [, read] of this.#pendingReads) {
+      read.resolve({ ok: false, code: "timeout", leader: null, message });
+    }
+    this.#pendingReads.clear();
   }
 
   /**
@@ -413,7 +498,7 @@ export class KeelNode implements NodeApi, OpsApi {
     const compaction = this.#diskCompaction;
     if (compaction.done >= compaction.target) return;
     const next = Math.min(compaction.target, compaction.done + diskCompactionRowsPerTick);
-    this.#deps.storage.compactLog(next);
+    this.#storageWrite("delete compacted log rows", () => this.#deps.storage.compactLog(next));
     compaction.done = next;
   }
 
@@ -430,6 +515,15 @@ export class KeelNode implements NodeApi, OpsApi {
 
   #drain(): void {
     if (this.#stopped || this.#halted) return;
+    try {
+      this.#drainOnce();
+    } catch (error: unknown) {
+      // The node stopped itself and the process is told to stop: nothing more to do.
+      if (!this.#handledHalt(error)) throw error;
+    }
+  }
+
+  #drainOnce(): void {
     const inbox = this.#inbox;
     this.#inbox = [];
     this.#maybeBootstrap();
@@ -443,14 +537,8 @@ export class KeelNode implements NodeApi, OpsApi {
         }
       }
     }
-    try {
-      for (let rounds = 0; this.raft.hasReady() && rounds < 64; rounds++) {
-        this.#handleReady(this.raft.ready());
-      }
-    } catch (error: unknown) {
-      // The node stopped itself (fatal) and onFatal stops the process: nothing more to do.
-      if (error instanceof ServiceFatalError && this.#deps.onFatal !== undefined) return;
-      throw error;
+    for (let rounds = 0; this.raft.hasReady() && rounds < 64; rounds++) {
+      this.#handleReady(this.raft.ready());
     }
     for (const peer of this.raft.takeRolledBack()) {
       // It lost entries it acknowledged: make it handshake again, where it is refused as
@@ -490,10 +578,11 @@ export class KeelNode implements NodeApi, OpsApi {
     }, (error: unknown) => {
       writes.syncing = false;
       if (this.#stopped || this.#halted) return;
+      // Never retry a failed fdatasync and trust the data: what it covered may be lost.
       try {
-        this.#fatal("The log could not be made durable (fdatasync failed)", error);
-      } catch (fatal: unknown) {
-        if (!(fatal instanceof ServiceFatalError) || this.#deps.onFatal === undefined) throw fatal;
+        this.#storageFailed("make the log durable (fdatasync)", error);
+      } catch (failed: unknown) {
+        if (!this.#handledHalt(failed)) throw failed;
       }
     });
   }
@@ -537,7 +626,12 @@ export class KeelNode implements NodeApi, OpsApi {
     }
     // 1. Persist.
     const chunk = ready.snapshotChunk;
-    if (chunk !== undefined) storage.stageSnapshotChunk(chunk.snapshot, chunk.offset, chunk.data);
+    if (chunk !== undefined) {
+      this.#storageWrite(
+        "stage a snapshot chunk",
+        () => storage.stageSnapshotChunk(chunk.snapshot, chunk.offset, chunk.data),
+      );
+    }
     if (ready.installSnapshot !== undefined) this.#installSnapshot(ready.installSnapshot);
     // An install is durable when it returns, and so is every write before it (a staged
     // chunk is not synced: nothing relies on it before the install).
@@ -558,11 +652,11 @@ export class KeelNode implements NodeApi, OpsApi {
     if (status !== undefined) {
       // R6: the status change and the adopted vote are one write, durable before the
       // node acts as a voting member.
-      storage.persist(batch);
+      this.#storageWrite("persist the log and hard state", () => storage.persist(batch));
       this.#writes.written++;
       this.#noteWritten(ready.entries);
       this.#onDurable(this.#writes.written, this.#lastWritten);
-    } else if (storage.write(batch)) {
+    } else if (this.#storageWrite("write the log and hard state", () => storage.write(batch))) {
       // Durable once the next sync ends (startSync); until then its messages wait.
       this.#writes.written++;
       this.#noteWritten(ready.entries);
@@ -619,7 +713,7 @@ export class KeelNode implements NodeApi, OpsApi {
 
   #installSnapshot(meta: SnapshotMeta): void {
     const storage = this.#deps.storage;
-    storage.installStagedSnapshot(meta);
+    this.#storageWrite("install the snapshot", () => storage.installStagedSnapshot(meta));
     const snapshot = storage.readSnapshot();
     assert(
       snapshot !== undefined && snapshot.meta.index === meta.index,
@@ -879,17 +973,11 @@ export class KeelNode implements NodeApi, OpsApi {
       (error: unknown) => {
         this.#snapshotSaving = undefined;
         if (this.#stopped || this.#halted) return undefined;
+        if (error instanceof AssertionError) throw error;
         try {
-          this.#fatal(
-            `Cannot save the snapshot at index ${meta.index}: ${
-              error instanceof Error ? error.message : String(error)
-            }`,
-            error,
-          );
-        } catch (fatal: unknown) {
-          if (!(fatal instanceof ServiceFatalError) || this.#deps.onFatal === undefined) {
-            throw fatal;
-          }
+          this.#storageFailed(`save the snapshot at index ${meta.index}`, error);
+        } catch (failed: unknown) {
+          if (!this.#handledHalt(failed)) throw failed;
         }
         return undefined;
       },
@@ -1161,7 +1249,7 @@ export class KeelNode implements NodeApi, OpsApi {
     const peers = this.raft.peers;
     const reached = peers.filter((peer) => handshakes.has(peer));
     if (reached.length === peers.length) {
-      this.#deps.storage.setStatus("normal");
+      this.#storageWrite("write status normal", () => this.#deps.storage.setStatus("normal"));
       this.#status = "normal";
       this.raft.bootstrapNormal();
       this.#bootstrap = "forming";
@@ -1244,7 +1332,10 @@ export class KeelNode implements NodeApi, OpsApi {
   #onRolledBack(peer: NodeId, reason: string): void {
     if (this.#restartRequired) return;
     this.#restartRequired = true;
-    const identity = this.#deps.storage.reincarnate();
+    const identity = this.#storageWrite(
+      "take a new incarnation",
+      () => this.#deps.storage.reincarnate(),
+    );
     this.#deps.log.error(
       "peers saw this data dir go back in time (restored from an old backup?): it took a new incarnation and restarts to rejoin as a replacement",
       { refusedBy: peer, reason, newIncarnation: identity.incarnation },
@@ -1422,7 +1513,9 @@ export class KeelNode implements NodeApi, OpsApi {
       {
         name: "process",
         ok: !this.#stopped && !this.#halted,
-        detail: this.#halted
+        detail: this.#storageFailure !== null
+          ? `halted: ${this.#storageFailure}`
+          : this.#halted
           ? "halted: the service cannot serve the log's state (see the log)"
           : this.#stopped
           ? "node is stopping"
