@@ -10,8 +10,8 @@ import type { Config } from "./types.ts";
 /** secretFileBytesMax bounds security.secret_file: a secret is short; more is the wrong file. */
 export const secretFileBytesMax = 4096;
 
-/** secretBytesWeak: a secret shorter than this is accepted with a warning (guessable). */
-export const secretBytesWeak = 16;
+/** secretBytesMin: a shorter secret is refused (it could be guessed). 32 random bytes are advised. */
+export const secretBytesMin = 16;
 
 /** SecretError is a secret file that cannot be used; the message names the file and why. */
 export class SecretError extends Error {
@@ -19,15 +19,21 @@ export class SecretError extends Error {
 }
 
 export interface LoadSecretOptions {
-  /** Receives warnings: the file is readable by other users, the secret is short. */
+  /** Receives warnings: the file is readable by other users. */
   warn?: (message: string) => void;
 }
 
 /**
- * loadSecret reads the cluster secret named by security.secret_file: the file's text with
- * surrounding whitespace (the final newline) trimmed, as UTF-8 bytes. undefined when no
- * file is configured (dev mode). Throws SecretError when the file is missing, unreadable,
- * empty or bigger than secretFileBytesMax.
+ * loadSecret reads the cluster secret named by security.secret_file or security.secret_env.
+ * undefined when neither is configured (dev mode). Throws SecretError when it cannot be
+ * used: missing, unreadable, empty, shorter than secretBytesMin or bigger than
+ * secretFileBytesMax bytes, or (secret_env) not valid UTF-8.
+ *
+ * The rule (docs/deploy.md): a secret that is valid UTF-8 is text, and the secret is its
+ * UTF-8 bytes with surrounding whitespace (the final newline) trimmed, as keel always read
+ * it. A file that is not valid UTF-8 is binary, and the secret is its bytes, exactly.
+ * Decoding a binary file as text would replace every invalid byte with U+FFFD, so that
+ * two secrets differing only in such bytes gave the same key.
  */
 export function loadSecret(
   config: Config,
@@ -35,7 +41,7 @@ export function loadSecret(
   env: Record<string, string | undefined> = process.env,
 ): Uint8Array | undefined {
   const name = config.security.secretEnv;
-  if (name !== undefined) return readSecretEnv(name, env, options);
+  if (name !== undefined) return readSecretEnv(name, env);
   const path = config.security.secretFile;
   if (path === undefined) return undefined;
   return readSecretFile(path, options);
@@ -43,18 +49,22 @@ export function loadSecret(
 
 /**
  * readSecretEnv reads the secret from the environment variable security.secret_env names:
- * its value with surrounding whitespace trimmed. Unset or empty is an error, not dev mode:
- * the config asked for a secret.
+ * its value with surrounding whitespace trimmed, as UTF-8 bytes. Unset or empty is an
+ * error, not dev mode: the config asked for a secret. The environment reaches the process
+ * as text (invalid bytes already replaced by U+FFFD), so a value holding U+FFFD is refused:
+ * a binary secret goes base64-encoded, or in a file.
  */
-export function readSecretEnv(
-  name: string,
-  env: Record<string, string | undefined>,
-  options: LoadSecretOptions = {},
-): Uint8Array {
+export function readSecretEnv(name: string, env: Record<string, string | undefined>): Uint8Array {
   const at = `security.secret_env ${name}`;
   const value = env[name];
   if (value === undefined) {
     throw new SecretError(`${at} is not set in this process's environment`);
+  }
+  if (value.includes(replacementCharacter)) {
+    throw new SecretError(
+      `${at} is not valid UTF-8 text; the environment carries text: give a binary secret ` +
+        "base64-encoded, or use security.secret_file",
+    );
   }
   const secret = new TextEncoder().encode(value.trim());
   if (secret.byteLength === 0) throw new SecretError(`${at} is empty: it must hold the secret`);
@@ -63,14 +73,17 @@ export function readSecretEnv(
       `${at} holds ${secret.byteLength} bytes, more than the maximum of ${secretFileBytesMax}`,
     );
   }
-  warnIfWeak(secret, at, options);
+  refuseIfShort(secret, at);
   return secret;
 }
 
-/** readSecretFile reads one secret file; see loadSecret. */
+/** U+FFFD is what a UTF-8 decoder puts in place of bytes that are not UTF-8. */
+const replacementCharacter = "\uFFFD";
+
+/** readSecretFile reads one secret file, text or binary; see loadSecret. */
 export function readSecretFile(path: string, options: LoadSecretOptions = {}): Uint8Array {
   const at = `security.secret_file "${path}"`;
-  let text: string;
+  let bytes: Uint8Array;
   try {
     const stat = statSync(path);
     if (!stat.isFile()) throw new SecretError(`${at} is not a regular file`);
@@ -84,24 +97,40 @@ export function readSecretFile(path: string, options: LoadSecretOptions = {}): U
       const mode = (stat.mode & 0o777).toString(8);
       options.warn?.(`${at} is accessible to other users (mode ${mode}); chmod 600 it`);
     }
-    text = readFileSync(path, "utf8");
+    bytes = readFileSync(path);
   } catch (error: unknown) {
     if (error instanceof SecretError) throw error;
     throw new SecretError(`Cannot read ${at}: ${describeFileError(error)}`, { cause: error });
   }
-  const secret = new TextEncoder().encode(text.trim());
+  const secret = secretOfFileBytes(bytes);
   if (secret.byteLength === 0) {
     throw new SecretError(`${at} is empty: it must hold the cluster secret`);
   }
-  warnIfWeak(secret, at, options);
+  refuseIfShort(secret, at);
   return secret;
 }
 
-function warnIfWeak(secret: Uint8Array, at: string, options: LoadSecretOptions): void {
-  if (secret.byteLength < secretBytesWeak) {
-    options.warn?.(
-      `${at} holds only ${secret.byteLength} bytes; use at least 32 random bytes ` +
-        "(openssl rand -base64 32)",
+/**
+ * secretOfFileBytes applies loadSecret's rule: valid UTF-8 is text, trimmed (its byte
+ * order mark too, which trim() counts as whitespace); anything else is used as it is.
+ */
+export function secretOfFileBytes(bytes: Uint8Array): Uint8Array {
+  let text: string;
+  try {
+    // ignoreBOM keeps a leading U+FEFF in the text, as readFileSync(path, "utf8") did.
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch (error: unknown) {
+    if (!(error instanceof TypeError)) throw error;
+    return Uint8Array.from(bytes);
+  }
+  return new TextEncoder().encode(text.trim());
+}
+
+function refuseIfShort(secret: Uint8Array, at: string): void {
+  if (secret.byteLength < secretBytesMin) {
+    throw new SecretError(
+      `${at} holds only ${secret.byteLength} bytes, fewer than the minimum of ` +
+        `${secretBytesMin}; use at least 32 random bytes (openssl rand -base64 32)`,
     );
   }
 }

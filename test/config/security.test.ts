@@ -2,6 +2,7 @@
 // file and TLS files read at start (secret.ts), and what /status says of them.
 
 import { afterAll, describe, expect, test } from "bun:test";
+import { createHmac } from "node:crypto";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,6 +11,7 @@ import {
   loadSecret,
   loadTls,
   readSecretFile,
+  secretBytesMin,
   SecretError,
   secretFileBytesMax,
   securityStatus,
@@ -31,7 +33,7 @@ function parse(security: string): ConfigResult {
   return parseConfigText(`${members}security:\n${security}`, "test.yaml");
 }
 
-function file(name: string, text: string, mode = 0o600): string {
+function file(name: string, text: string | Uint8Array, mode = 0o600): string {
   const path = join(dir, name);
   writeFileSync(path, text);
   chmodSync(path, mode);
@@ -98,20 +100,68 @@ describe("loadSecret", () => {
     expect(loadSecret(withSecurity({}))).toBeUndefined();
   });
 
-  test("reads the file, trimmed, and warns when others may read it or it is short", () => {
+  test("reads the file, trimmed, and warns when others may read it", () => {
     const warnings: string[] = [];
-    const path = file("secret-open", "short\n", 0o644);
+    const path = file("secret-open", "a-text-secret-of-28-bytes-ok\n", 0o644);
     const secret = loadSecret(withSecurity({ secretFile: path }), {
       warn: (message) => warnings.push(message),
     });
-    expect(new TextDecoder().decode(secret)).toBe("short");
+    expect(new TextDecoder().decode(secret)).toBe("a-text-secret-of-28-bytes-ok");
     expect(warnings).toEqual([
       `security.secret_file "${path}" is accessible to other users (mode 644); chmod 600 it`,
-      `security.secret_file "${path}" holds only 5 bytes; use at least 32 random bytes (openssl rand -base64 32)`,
     ]);
     const quiet: string[] = [];
     readSecretFile(file("secret-ok", "x".repeat(32)), { warn: (m) => quiet.push(m) });
     expect(quiet).toEqual([]);
+  });
+
+  test("a text secret is its text with surrounding whitespace trimmed, as it always was", () => {
+    // The rule before binary secrets: readFileSync(path, "utf8").trim(), as UTF-8 bytes.
+    for (
+      const text of [
+        "c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n",
+        "  spaced secret, 26 bytes  \r\n",
+        "\ufeffbom-then-secret-text",
+      ]
+    ) {
+      const path = file("secret-text", text);
+      expect(readSecretFile(path)).toEqual(new TextEncoder().encode(text.trim()));
+    }
+  });
+
+  test("binary secrets are read as bytes: two that differ in non-UTF-8 bytes differ", () => {
+    // 48 random-looking bytes, and a copy with 20 bytes changed to other invalid UTF-8:
+    // decoded as UTF-8 with replacement both became the same string, hence the same key.
+    const a = new Uint8Array(48).map((_, index) => (index * 37 + 11) % 256);
+    a[0] = 0xff;
+    const b = a.slice();
+    for (let index = 0; index < 20; index++) b[2 * index + 1] = 0xfe - (index % 2);
+    for (let index = 0; index < 20; index++) a[2 * index + 1] = 0xff;
+    expect(new TextDecoder().decode(a)).toBe(new TextDecoder().decode(b));
+    const secretA = readSecretFile(file("secret-binary-a", a));
+    const secretB = readSecretFile(file("secret-binary-b", b));
+    expect(secretA).toEqual(a);
+    expect(secretB).toEqual(b);
+    const key = (secret: Uint8Array) =>
+      createHmac("sha256", secret).update("keel-hello-v1").digest("hex");
+    expect(key(secretA)).not.toBe(key(secretB));
+    // Byte for byte: whitespace at the ends of a binary secret is part of it.
+    const padded = new Uint8Array([0x20, ...a, 0x0a]);
+    expect(readSecretFile(file("secret-binary-padded", padded))).toEqual(padded);
+  });
+
+  test(`a secret shorter than ${secretBytesMin} bytes is refused, naming the minimum`, () => {
+    const path = file("secret-short", "short\n");
+    expect(() => loadSecret(withSecurity({ secretFile: path }))).toThrow(SecretError);
+    expect(() => loadSecret(withSecurity({ secretFile: path }))).toThrow(
+      `security.secret_file "${path}" holds only 5 bytes, fewer than the minimum of ` +
+        `${secretBytesMin}; use at least 32 random bytes (openssl rand -base64 32)`,
+    );
+    const binary = file("secret-short-binary", new Uint8Array([0xff, 0xfe, 1, 2, 3]));
+    expect(() => readSecretFile(binary)).toThrow("holds only 5 bytes");
+    expect(readSecretFile(file("secret-min", "m".repeat(secretBytesMin))).byteLength).toBe(
+      secretBytesMin,
+    );
   });
 
   test("missing, empty, too big and a directory are errors that name the file", () => {
@@ -133,7 +183,7 @@ describe("loadSecret", () => {
     }
   });
 
-  test("secret_env reads the named variable, trimmed; unset or empty is an error", () => {
+  test("secret_env reads the named variable, trimmed; unset, empty or short is an error", () => {
     const config = withSecurity({ secretEnv: "KEEL_TEST_SECRET" });
     const warnings: string[] = [];
     const secret = loadSecret(config, { warn: (m) => warnings.push(m) }, {
@@ -141,16 +191,27 @@ describe("loadSecret", () => {
     });
     expect(new TextDecoder().decode(secret)).toBe("s".repeat(40));
     expect(warnings).toEqual([]);
-    loadSecret(config, { warn: (m) => warnings.push(m) }, { KEEL_TEST_SECRET: "short" });
-    expect(warnings).toEqual([
-      "security.secret_env KEEL_TEST_SECRET holds only 5 bytes; use at least 32 random bytes (openssl rand -base64 32)",
-    ]);
+    expect(() => loadSecret(config, {}, { KEEL_TEST_SECRET: "short" })).toThrow(
+      "security.secret_env KEEL_TEST_SECRET holds only 5 bytes, fewer than the minimum of " +
+        `${secretBytesMin}; use at least 32 random bytes (openssl rand -base64 32)`,
+    );
     expect(() => loadSecret(config, {}, {})).toThrow(
       "security.secret_env KEEL_TEST_SECRET is not set in this process's environment",
     );
     expect(() => loadSecret(config, {}, { KEEL_TEST_SECRET: "  " })).toThrow(
       "security.secret_env KEEL_TEST_SECRET is empty",
     );
+  });
+
+  test("secret_env refuses a value that is not UTF-8: the environment carries text", () => {
+    // process.env decodes a variable's bytes as UTF-8 with replacement: invalid bytes
+    // arrive as U+FFFD, and two binary values would read the same.
+    const config = withSecurity({ secretEnv: "KEEL_TEST_SECRET" });
+    expect(() => loadSecret(config, {}, { KEEL_TEST_SECRET: `abc\ufffd${"x".repeat(30)}` }))
+      .toThrow(
+        "security.secret_env KEEL_TEST_SECRET is not valid UTF-8 text; the environment " +
+          "carries text: give a binary secret base64-encoded, or use security.secret_file",
+      );
   });
 });
 
