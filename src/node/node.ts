@@ -1052,6 +1052,15 @@ export class KeelNode implements NodeApi, OpsApi {
     if (this.#stopped || this.#halted) {
       return Promise.resolve({ ok: false, code: "unavailable", message: "Node is shutting down" });
     }
+    // Suspended (keel suspend): client writes sent here, or forwarded here as to the
+    // leader, fail until resume. Service timers and the cluster's own entries go on.
+    if (this.#suspended) {
+      return Promise.resolve({
+        ok: false,
+        code: "unavailable",
+        message: `Client writes are suspended on ${this.name} (keel resume lifts it)`,
+      });
+    }
     if (this.#pendingWrites.size >= pendingRequestsMax) {
       return Promise.resolve({
         ok: false,

@@ -333,6 +333,49 @@ describe("admin", () => {
     expect(body.index).toBeGreaterThan(0);
   });
 
+  test(
+    "suspend refuses client writes on that node, sent there or forwarded there; resume lets them in",
+    async () => {
+      const leader = await cluster.waitForLeader();
+      const [follower, other] = names().filter((name) => name !== leader) as [string, string];
+      /** writes sends a PUT, a DELETE and a CAS through `via`; returns their statuses. */
+      const writes = async (via: string, key: string): Promise<number[]> => {
+        const base = `${cluster.member(via).url}/v1/kv/${key}`;
+        const signal = () => AbortSignal.timeout(10_000);
+        const put = await fetch(base, { method: "PUT", body: "v", signal: signal() });
+        const del = await fetch(base, { method: "DELETE", signal: signal() });
+        const cas = await fetch(`${base}/cas`, {
+          method: "POST",
+          body: JSON.stringify({ expected: null, value: "w" }),
+          signal: signal(),
+        });
+        for (const response of [put, del, cas]) await response.body?.cancel();
+        return [put.status, del.status, cas.status];
+      };
+      const suspend = (name: string, path: "/admin/suspend" | "/admin/resume") =>
+        admin(name, path).then(async (response) => {
+          expect(response.status).toBe(200);
+          return await response.json() as { suspended: boolean };
+        });
+
+      expect((await suspend(leader, "/admin/suspend")).suspended).toBe(true);
+      expect(await writes(leader, "suspended-on-leader")).toEqual([503, 503, 503]);
+      // Forwarded from a follower that is not suspended, the leader still refuses.
+      expect(await writes(other, "suspended-via-follower")).toEqual([503, 503, 503]);
+      const refused = await cluster.get(leader, "suspended-on-leader");
+      expect(refused.status).toBe(404);
+      await suspend(leader, "/admin/resume");
+      expect(await writes(other, "resumed-via-follower")).toEqual([200, 200, 200]);
+
+      expect((await suspend(follower, "/admin/suspend")).suspended).toBe(true);
+      expect(await writes(follower, "suspended-on-follower")).toEqual([503, 503, 503]);
+      expect(await writes(other, "others-still-write")).toEqual([200, 200, 200]);
+      await suspend(follower, "/admin/resume");
+      expect(await writes(follower, "follower-resumed")).toEqual([200, 200, 200]);
+    },
+    30_000,
+  );
+
   test("step-down on a follower answers not_leader with the leader's URL", async () => {
     const leader = await cluster.waitForLeader();
     const follower = names().find((name) => name !== leader)!;
