@@ -1,0 +1,169 @@
+// judgeHello: the accepting side's whole decision on a Hello, as a value. Pure (HMAC is
+// computation): inbound.ts performs what it says (log, reply, accept or close).
+//
+// The order is the rule: authentication first (unless the protocol version differs, which
+// is refused for what it is), so nothing about this node or its config goes to an
+// unproven peer; then the config checks of checkHello; then the node's own judgement of
+// the host (checkPeer: fenced out, or rolled back).
+
+import type { NodeId } from "../consensus/types.ts";
+import {
+  authEqual,
+  checkHello,
+  checkHelloAuth,
+  type Hello,
+  helloAuth,
+  type HelloReply,
+  type LocalHandshakeInfo,
+  protocolVersion,
+} from "./handshake.ts";
+import type { LocalState, PeerRefusal } from "./options.ts";
+
+/** HelloJudgeInput is everything judgeHello needs; it reads nothing else. */
+export interface HelloJudgeInput {
+  hello: Hello;
+  /** The nonce of the Challenge we sent on this connection. */
+  challenge: Uint8Array;
+  secret: Uint8Array | undefined;
+  local: LocalHandshakeInfo;
+  self: { name: NodeId; incarnation: string };
+  localState: LocalState;
+  /** The node's judgement of an otherwise acceptable host. */
+  checkPeer: (hello: Hello) => PeerRefusal | null;
+  /** The connection's remote address, for the log line. */
+  remoteAddress: string;
+}
+
+/** RefusalKind names why a Hello was refused; each has one rule in refusalRules. */
+export type RefusalKind = "unauthenticated" | "fenced" | "rolled-back" | "mismatch";
+
+export type ReplyFields = Omit<HelloReply, "auth">;
+
+export type HelloVerdict =
+  | { accepted: true; reply: ReplyFields }
+  | {
+    accepted: false;
+    kind: RefusalKind;
+    reason: string;
+    reply: ReplyFields;
+    /** The acceptor's own log line: what, and about whom. */
+    logMessage: string;
+    logFields: Record<string, unknown>;
+  };
+
+interface Refusal {
+  kind: RefusalKind;
+  reason: string;
+  differingFields?: string[];
+}
+
+interface RefusalRule {
+  /** The reply carries this member's state (hasState, recovering, term, lastIndex). */
+  showsState: boolean;
+  logMessage(hello: Hello, remoteAddress: string, reason: string): string;
+  logFields(hello: Hello, remoteAddress: string, refusal: Refusal): Record<string, unknown>;
+}
+
+/** refusalRules: what each kind of refusal tells the peer, and how it is logged. */
+const refusalRules: Readonly<Record<RefusalKind, RefusalRule>> = {
+  unauthenticated: {
+    showsState: false,
+    logMessage: (_hello, remote, reason) => `Refused peer from ${remote}: ${reason}`,
+    logFields: (hello, remote) => ({ remoteAddress: remote, claimedName: hello.name }),
+  },
+  fenced: {
+    showsState: true,
+    logMessage: (hello, remote, reason) =>
+      `Refused peer "${hello.name}" from ${remote} (fenced): ${reason}`,
+    logFields: (hello, remote) => ({
+      peer: hello.name,
+      remoteAddress: remote,
+      incarnation: hello.incarnation,
+      refusal: "fenced",
+    }),
+  },
+  "rolled-back": {
+    showsState: true,
+    logMessage: (hello, remote, reason) =>
+      `Refused peer "${hello.name}" from ${remote} (rolled-back): ${reason}`,
+    logFields: (hello, remote) => ({
+      peer: hello.name,
+      remoteAddress: remote,
+      incarnation: hello.incarnation,
+      refusal: "rolled-back",
+    }),
+  },
+  mismatch: {
+    showsState: true,
+    logMessage: (hello, remote, reason) =>
+      `Refused the handshake of "${hello.name}" from ${remote}: ${reason}`,
+    logFields: (hello, remote, refusal) => ({
+      peer: hello.name,
+      remoteAddress: remote,
+      differingFields: refusal.differingFields ?? [],
+    }),
+  },
+};
+
+/** judgeHello decides whether to accept a Hello, and what to answer and log. */
+export function judgeHello(input: HelloJudgeInput): HelloVerdict {
+  const { hello, self, localState } = input;
+  const refusal = findRefusal(input);
+  if (refusal === null) {
+    return {
+      accepted: true,
+      reply: { accepted: true, ...self, ...localState, fenced: false, rolledBack: false },
+    };
+  }
+  const rule = refusalRules[refusal.kind];
+  const state = rule.showsState ? localState : { hasState: false, recovering: false };
+  const reply: ReplyFields = {
+    accepted: false,
+    reason: refusal.reason,
+    ...(refusal.differingFields === undefined ? {} : { differingFields: refusal.differingFields }),
+    ...self,
+    hasState: state.hasState,
+    recovering: state.recovering,
+    fenced: refusal.kind === "fenced",
+    rolledBack: refusal.kind === "rolled-back",
+  };
+  return {
+    accepted: false,
+    kind: refusal.kind,
+    reason: refusal.reason,
+    reply,
+    logMessage: rule.logMessage(hello, input.remoteAddress, refusal.reason),
+    logFields: rule.logFields(hello, input.remoteAddress, refusal),
+  };
+}
+
+function findRefusal(input: HelloJudgeInput): Refusal | null {
+  const { hello } = input;
+  // Another protocol version may sign differently: refused below for what it is.
+  if (hello.protocolVersion === protocolVersion) {
+    const auth = checkHelloAuth(input.secret, input.challenge, input.self.name, hello);
+    if (!auth.ok) return { kind: "unauthenticated", reason: misdirected(input) ?? auth.reason };
+  }
+  const check = checkHello(hello, input.local);
+  if (!check.ok) {
+    return { kind: "mismatch", reason: check.reason, differingFields: check.differingFields };
+  }
+  const peer = input.checkPeer(hello);
+  return peer === null ? null : { kind: peer.kind, reason: peer.reason };
+}
+
+/**
+ * misdirected explains a Hello that failed authentication because it was signed for
+ * another member (the dialler has a stale address for it), or returns null.
+ */
+function misdirected(input: HelloJudgeInput): string | null {
+  const { secret, hello } = input;
+  if (secret === undefined || hello.auth.byteLength === 0) return null;
+  for (const name of input.local.memberNames) {
+    if (name === input.self.name) continue;
+    if (authEqual(hello.auth, helloAuth(secret, input.challenge, name, hello))) {
+      return `the peer meant to reach "${name}", not us (it has a stale address for "${name}")`;
+    }
+  }
+  return null;
+}
