@@ -6,37 +6,13 @@
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import type { NodeStatusView } from "../src/http/api.ts";
 import { type BenchMember, httpUrl, procCpuTicks, rssKb } from "./bench_lib.ts";
 
 /** How long the cluster may take to elect its first leader, or a restarted node to catch up. */
 export const settleTimeoutMs = 30_000;
 /** How long a node gets to stop on SIGTERM at the end before it is killed. */
 export const stopTimeoutMs = 5_000;
-
-/** StatusView is the part of GET /status the benchmark reads. */
-export interface StatusView {
-  name: string;
-  role: string;
-  term: number;
-  leader: string | null;
-  commitIndex: number;
-  appliedIndex: number;
-  snapshotIndex: number;
-  snapshotBytes: number;
-  counters: {
-    leaderChanges: number;
-    electionsStarted: number;
-    snapshotsTaken: number;
-    snapshotsInstalled: number;
-  };
-  members: {
-    name: string;
-    connected: boolean;
-    lag: number | null;
-    /** The DNS view of a member named by DNS; null for one named by IP. */
-    resolution: { address: string | null } | null;
-  }[];
-}
 
 /** UnexpectedExit is a node that exited without the benchmark killing it: a bug signal. */
 export interface UnexpectedExit {
@@ -231,13 +207,13 @@ export class Cluster {
     return this.#members.filter((member) => this.#processes.has(member.name));
   }
 
-  async status(member: BenchMember): Promise<StatusView | undefined> {
+  async status(member: BenchMember): Promise<NodeStatusView | undefined> {
     try {
       const response = await fetch(`${httpUrl(this.member(member.name))}/status`, {
         signal: AbortSignal.timeout(1000),
       });
       if (!response.ok) return undefined;
-      return await response.json() as StatusView;
+      return await response.json() as NodeStatusView;
     } catch {
       return undefined;
     }

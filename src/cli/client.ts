@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import type { Config, MemberConfig } from "../config/types.ts";
 import { formatProblems, loadConfig, memberByName } from "../config/parse.ts";
+import type { MemberStatusView, NodeStatusView } from "../http/api.ts";
 import { parseDuration } from "../lib/duration.ts";
 import { CliError, Flags } from "./flags.ts";
 import { bytes, dash, fields, type Io, ms, table, writeJson, yesNo } from "./output.ts";
@@ -315,56 +316,20 @@ export async function getJson<T>(base: string, path: string, timeoutMs: number):
   return await readJson<T>(url, response);
 }
 
-/** StatusBody is the part of GET /status (NodeStatusView) the CLI reads. */
-export interface StatusBody {
-  name: string;
-  role: string;
-  term: number;
-  leader: string | null;
-  commitIndex: number;
-  appliedIndex: number;
-  lastIndex: number;
-  firstIndex?: number;
-  snapshotIndex: number;
-  snapshotBytes?: number;
-  storageBytes?: number;
-  incarnation?: string;
-  status?: string;
-  version?: string;
-  clusterName?: string;
-  uptimeMs?: number;
-  leaderHeardMsAgo?: number | null;
-  security?: {
-    peerAuth: string;
-    adminToken: boolean;
-    clientToken: boolean;
-    tls: boolean;
-  };
-  members: MemberStatus[];
-}
-
-/** MemberStatus is one member as a node sees it on /status. */
-export interface MemberStatus {
-  name: string;
-  self?: boolean;
-  peer: string;
-  http?: string;
-  connected: boolean;
-  incarnation?: string | null;
-  lastError?: string | null;
-  matchIndex: number | null;
-  lag: number | null;
-  replication?: string | null;
-}
+/** StatusBody is GET /status: the node's NodeStatusView. */
+export type StatusBody = NodeStatusView;
 
 /** memberRole is a member's role as the answering node knows it. */
-export function memberRole(status: StatusBody, member: MemberStatus): string {
+export function memberRole(status: StatusBody, member: MemberStatusView): string {
   if (member.self === true || member.name === status.name) return status.role;
   if (member.name === status.leader) return "leader";
   return status.leader === null ? "-" : "follower";
 }
 
-/** formatStatus renders GET /status for people: a summary, then one row per member. */
+/**
+ * formatStatus renders GET /status for people: a summary, then one row per member. A node
+ * of an older version may lack the later fields; a line is shown only when its field is.
+ */
 export function formatStatus(status: StatusBody): string {
   const heading = [status.role, `term ${status.term}`];
   if (status.clusterName !== undefined) heading.push(`cluster ${status.clusterName}`);

@@ -6,6 +6,8 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { main } from "../../src/cli/main.ts";
 import type { Io } from "../../src/cli/output.ts";
+import type { NodeStatusView } from "../../src/http/api.ts";
+import { memberView, statusView } from "../support/status_view.ts";
 import type { Server } from "bun";
 
 export const fakeToken = "secret";
@@ -73,9 +75,9 @@ export class FakeCluster {
     for (const member of this.members) void member.server?.stop(true);
   }
 
-  status(self: FakeMember): unknown {
+  status(self: FakeMember): NodeStatusView {
     const role = this.leader === self.name ? "leader" : "follower";
-    return {
+    return statusView({
       name: self.name,
       incarnation: `inc-${self.name}`,
       status: "normal",
@@ -95,19 +97,23 @@ export class FakeCluster {
       storageBytes: 57_344,
       uptimeMs: 61_000,
       leaderHeardMsAgo: role === "leader" ? 0 : 12,
-      members: this.members.map((m, i) => ({
-        name: m.name,
-        self: m === self,
-        peer: `127.0.0.1:${7070 + i}`,
-        http: m.url,
-        connected: m === self || m.server !== undefined,
-        incarnation: `inc-${m.name}`,
-        lastError: m.server === undefined ? "connection refused" : null,
-        matchIndex: role === "leader" || m === self ? this.commitIndex - i : null,
-        lag: role === "leader" || m === self ? i : null,
-        replication: role === "leader" && m !== self ? "replicate" : null,
-      })),
-    };
+      leaderCommitSeen: this.commitIndex,
+      suspended: this.suspended.has(self.name),
+      members: this.members.map((m, i) =>
+        memberView({
+          name: m.name,
+          self: m === self,
+          peer: `127.0.0.1:${7070 + i}`,
+          http: m.url,
+          connected: m === self || m.server !== undefined,
+          incarnation: `inc-${m.name}`,
+          lastError: m.server === undefined ? "connection refused" : null,
+          matchIndex: role === "leader" || m === self ? this.commitIndex - i : null,
+          lag: role === "leader" || m === self ? i : null,
+          replication: role === "leader" && m !== self ? "replicate" : null,
+        })
+      ),
+    });
   }
 
   #leaderInfo(): { name: string; url: string } | undefined {

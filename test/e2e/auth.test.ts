@@ -26,14 +26,7 @@ const wrongSecretFile = join(dir, "wrong-secret");
 writeFileSync(secretFile, "the-cluster-secret-0123456789abcdef\n", { mode: 0o600 });
 writeFileSync(wrongSecretFile, "not-the-cluster-secret-0123456789ab\n", { mode: 0o600 });
 
-interface SecurityStatus {
-  peerAuth: string;
-  adminToken: boolean;
-  clientToken: boolean;
-  tls: boolean;
-}
-
-type Status = StatusBody & { security: SecurityStatus };
+type Status = StatusBody;
 
 /** Intruder is a keel process outside the cluster's trust, with its own log. */
 interface Intruder {

@@ -4,7 +4,7 @@
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { cpSync, rmSync } from "node:fs";
-import { binaryPath, type StatusBody, TestCluster } from "../support/cluster.ts";
+import { binaryPath, TestCluster } from "../support/cluster.ts";
 
 let cluster: TestCluster;
 const keys = new Map<string, string>();
@@ -67,7 +67,7 @@ test(
     cluster.start(victim);
 
     const normal = await cluster.waitFor("the replacement to turn normal and ready", async () => {
-      const status = await cluster.status(victim) as (StatusBody & { status: string }) | undefined;
+      const status = await cluster.status(victim);
       if (status?.status !== "normal") return undefined;
       return (await readyz(victim)) === 200 ? status : undefined;
     }, 30_000);
@@ -200,9 +200,7 @@ test(
     const status = await cluster.waitFor(
       "the restored member to be fenced in as a new incarnation",
       async () => {
-        const status = await cluster.status(victim) as
-          | (StatusBody & { status: string })
-          | undefined;
+        const status = await cluster.status(victim);
         return status?.status === "normal" && status.incarnation !== before!.incarnation &&
             (await readyz(victim)) === 200
           ? status

@@ -29,7 +29,7 @@ import {
   outcomeKnown,
 } from "../../src/check/kv_model.ts";
 import { Prng } from "../../src/lib/prng.ts";
-import { type Member, type StatusBody, TestCluster } from "./cluster.ts";
+import { type Member, TestCluster } from "./cluster.ts";
 import { TestDnsServer } from "./dns_server.ts";
 import { FaultProxy } from "./fault_proxy.ts";
 
@@ -472,7 +472,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const waitHealthy = async (what: string) => {
     const deadline = performance.now() + healthyWaitMs;
     while (performance.now() < deadline) {
-      const all = await statuses() as ((StatusBody & { status?: string }) | undefined)[];
+      const all = await statuses();
       const leader = all[0]?.leader;
       if (
         leader !== null && leader !== undefined &&

@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import type { NodeStatusView } from "../../src/http/api.ts";
 
 export const binaryPath = resolve(import.meta.dir, "..", "..", "dist", "keel");
 
@@ -48,19 +49,8 @@ export interface Member {
   log: string[];
 }
 
-export interface StatusBody {
-  name: string;
-  role: string;
-  term: number;
-  leader: string | null;
-  commitIndex: number;
-  appliedIndex: number;
-  lastIndex: number;
-  snapshotIndex: number;
-  incarnation: string;
-  counters: Record<string, number>;
-  members: { name: string; connected: boolean; matchIndex: number | null; lag: number | null }[];
-}
+/** StatusBody is a member's GET /status: the node's NodeStatusView. */
+export type StatusBody = NodeStatusView;
 
 export class TestCluster {
   readonly dir: string;
