@@ -2,14 +2,20 @@ import { fingerprint, fingerprintFields } from "../config/fingerprint.ts";
 import { formatProblems, loadConfig } from "../config/parse.ts";
 import { loadSecret, loadTls } from "../config/secret.ts";
 import type { Config } from "../config/types.ts";
-import { checkDnsTtls } from "../resolver/dns.ts";
+import { checkDns } from "../resolver/dns.ts";
 
-/** checkConfig validates a config file and prints its fingerprint, problems and warnings. */
+/**
+ * checkConfig validates a config file and prints its fingerprint, problems and warnings,
+ * and information that is neither (how long peers take to reach a replaced host).
+ */
 export async function checkConfig(file: string, json: boolean): Promise<number> {
   const result = loadConfig(file);
+  const info: { path: string; message: string }[] = [];
   // DNS member names are resolved (through resolver.servers when set) only in a valid config.
   if (result.config !== undefined) {
-    result.warnings.push(...await checkDnsTtls(result.config));
+    const dns = await checkDns(result.config);
+    result.warnings.push(...dns.warnings);
+    info.push(...dns.notes);
     result.warnings.push(...checkSecurityFiles(result.config));
   }
   if (json) {
@@ -22,6 +28,7 @@ export async function checkConfig(file: string, json: boolean): Promise<number> 
           fields: result.config ? fingerprintFields(result.config) : null,
           problems: result.problems,
           warnings: result.warnings,
+          info,
         },
         null,
         2,
@@ -44,6 +51,7 @@ export async function checkConfig(file: string, json: boolean): Promise<number> 
   for (const warning of result.warnings) {
     process.stdout.write(`warning: ${warning.path}: ${warning.message}\n`);
   }
+  for (const note of info) process.stdout.write(`info: ${note.path}: ${note.message}\n`);
   return 0;
 }
 

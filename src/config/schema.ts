@@ -25,7 +25,7 @@ export const keys = {
   member: ["name", "peer", "http"],
   storage: ["dir"],
   raft: ["tick", "heartbeat_interval", "election_timeout", "snapshot_entries", "catchup_rate"],
-  resolver: ["refresh", "servers"],
+  resolver: ["refresh", "servers", "replacement_delay_max"],
   gossip: ["neighbours", "port", "interval", "full_interval", "expiry"],
   http: ["body_bytes_max", "request_timeout"],
   security: [

@@ -10,6 +10,7 @@ import {
   gossipIntervalMsMin,
   gossipNeighboursMax,
   membersMax,
+  resolverRefreshMsMin,
   resolverServersMax,
   snapshotEntriesMax,
   snapshotEntriesMin,
@@ -245,7 +246,35 @@ export function readGossip(
   return { neighbours, port, intervalMs, fullIntervalMs, expiryMs };
 }
 
-export function readServers(resolver: Mapping, problems: ConfigProblem[]): string[] {
+/**
+ * readResolver reads the `resolver:` section. replacement_delay_max, when set, must be at
+ * least resolver.refresh: a replaced host is found within one refresh plus the TTL.
+ */
+export function readResolver(root: Mapping, problems: ConfigProblem[]): Config["resolver"] {
+  const resolver = readSection(root, "resolver", keys.resolver, problems);
+  const refreshMs = readDuration(resolver, "refresh", "resolver", problems, {
+    minMs: resolverRefreshMsMin,
+  });
+  const servers = readServers(resolver, problems);
+  const delayMaxMs = readDuration(resolver, "replacement_delay_max", "resolver", problems);
+  // Compared only with a refresh that is valid (or absent, hence the default).
+  const refreshValid = refreshMs !== undefined || !hasValue(resolver, "refresh");
+  const refreshOrDefaultMs = refreshMs ?? configDefaults.resolverRefreshMs;
+  if (delayMaxMs !== undefined && refreshValid && delayMaxMs < refreshOrDefaultMs) {
+    problems.push({
+      path: "resolver.replacement_delay_max",
+      message: `must be at least resolver.refresh (${formatDuration(refreshOrDefaultMs)}): ` +
+        "a replaced host is found within one refresh plus the record's TTL",
+    });
+  }
+  return {
+    refreshMs: refreshOrDefaultMs,
+    servers,
+    ...(delayMaxMs === undefined ? {} : { replacementDelayMaxMs: delayMaxMs }),
+  };
+}
+
+function readServers(resolver: Mapping, problems: ConfigProblem[]): string[] {
   const list = readList(resolver, "servers", "resolver", problems) ?? [];
   if (list.length > resolverServersMax) {
     problems.push({

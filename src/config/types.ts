@@ -59,7 +59,16 @@ export interface Config {
   members: MemberConfig[];
   storage: { dir: string };
   raft: RaftTiming;
-  resolver: { refreshMs: number; servers: string[] };
+  resolver: {
+    refreshMs: number;
+    servers: string[];
+    /**
+     * resolver.replacement_delay_max: the longest the operator accepts between a member's
+     * DNS record being repointed and peers reaching the new host (resolver.refresh plus
+     * the record's TTL); a longer one is warned of. Unset: no bound but detection's.
+     */
+    replacementDelayMaxMs?: number;
+  };
   /** Present when the file has a `gossip:` section or gossip-addressed members. */
   gossip?: GossipConfig;
   http: { bodyBytesMax: number; requestTimeoutMs: number };

@@ -3,7 +3,7 @@
 // problems come out in that order.
 
 import { assert } from "../lib/assert.ts";
-import { configDefaults, resolverRefreshMsMin } from "./limits.ts";
+import { configDefaults } from "./limits.ts";
 import { fileProblemPath, quote } from "./messages.ts";
 import {
   readBytes,
@@ -14,7 +14,7 @@ import {
   readString,
 } from "./readers.ts";
 import { clusterNamePattern, keys, logFormats, logLevels } from "./schema.ts";
-import { readGossip, readMembers, readRaft, readServers } from "./sections.ts";
+import { readGossip, readMembers, readRaft, readResolver } from "./sections.ts";
 import { readSecurity } from "./security_section.ts";
 import type { Config, ConfigProblem, ConfigResult } from "./types.ts";
 
@@ -57,11 +57,7 @@ function validate(
 
   const raft = readRaft(root, problems);
 
-  const resolver = readSection(root, "resolver", keys.resolver, problems);
-  const refreshMs = readDuration(resolver, "refresh", "resolver", problems, {
-    minMs: resolverRefreshMsMin,
-  }) ?? configDefaults.resolverRefreshMs;
-  const servers = readServers(resolver, problems);
+  const resolver = readResolver(root, problems);
 
   const gossip = readGossip(root, members, problems);
 
@@ -86,7 +82,7 @@ function validate(
     members,
     storage: { dir },
     raft,
-    resolver: { refreshMs, servers },
+    resolver,
     ...(gossip === undefined ? {} : { gossip }),
     http: { bodyBytesMax: bodyBytes, requestTimeoutMs },
     security,

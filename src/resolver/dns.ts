@@ -69,6 +69,8 @@ export interface ReResolverOptions {
   lookupTimeoutMs?: number;
   /** The failure-detection timeout (raft.election_timeout): TTLs are checked against it. */
   detectionTimeoutMs?: number;
+  /** resolver.replacement_delay_max: refresh plus TTL beyond it is warned of. */
+  replacementDelayMaxMs?: number;
 }
 
 /** MemberResolution is what /status shows of one member's name resolution. */
@@ -299,9 +301,13 @@ export class ReResolver {
     const detectionTimeoutMs = this.#options.detectionTimeoutMs;
     if (!state.ttlWarned && detectionTimeoutMs !== undefined) {
       state.ttlWarned = true;
-      for (
-        const warning of ttlWarnings(result.ttlSeconds, this.#options.refreshMs, detectionTimeoutMs)
-      ) {
+      const warnings = ttlWarnings(
+        result.ttlSeconds,
+        this.#options.refreshMs,
+        detectionTimeoutMs,
+        this.#options.replacementDelayMaxMs,
+      );
+      for (const warning of warnings) {
         log.warn(`DNS record of member "${view.name}": ${warning.message}`, {
           member: view.name,
           host: state.member.host,
@@ -378,19 +384,23 @@ function formatEndpoint(host: string, port: number): string {
 }
 
 export interface TtlWarning {
-  kind: "ttl" | "refresh-plus-ttl";
+  kind: "ttl" | "replacement-delay";
   message: string;
 }
 
 /**
- * ttlWarnings says why a record's caching may delay finding a replaced host beyond the
- * failure-detection timeout (raft.election_timeout): a TTL above it, or else the refresh
- * interval plus the TTL above it. A null TTL (system resolver) counts as 0. Pure.
+ * ttlWarnings says when a record's caching makes finding a replaced host riskier than the
+ * operator chose: a TTL above the failure-detection timeout (raft.election_timeout), or
+ * else, when resolver.replacement_delay_max is set, the refresh interval plus the TTL
+ * above it. The refresh interval alone is the operator's choice and is not warned of: the
+ * defaults (refresh 5s, election timeout 1s) warn of nothing. A null TTL (system
+ * resolver) is unknown and counts as 0. Pure.
  */
 export function ttlWarnings(
   ttlSeconds: number | null,
   refreshMs: number,
   detectionTimeoutMs: number,
+  replacementDelayMaxMs?: number,
 ): TtlWarning[] {
   const detection = `the failure-detection timeout (raft.election_timeout) of ${
     formatDuration(detectionTimeoutMs)
@@ -403,18 +413,33 @@ export function ttlWarnings(
         `address that long after the name is repointed`,
     }];
   }
-  if (refreshMs + ttlMs > detectionTimeoutMs) {
-    const ttlText = ttlSeconds === null
-      ? "the record's TTL (unknown through the system resolver)"
-      : `TTL of ${ttlSeconds}s`;
+  if (replacementDelayMaxMs !== undefined && refreshMs + ttlMs > replacementDelayMaxMs) {
     return [{
-      kind: "refresh-plus-ttl",
-      message:
-        `resolver.refresh of ${formatDuration(refreshMs)} plus ${ttlText} exceeds ${detection}; ` +
-        `peers may take up to ${formatDuration(refreshMs + ttlMs)} to reach a replaced host`,
+      kind: "replacement-delay",
+      message: `resolver.refresh of ${formatDuration(refreshMs)} plus TTL of ${ttlSeconds}s ` +
+        `makes up to ${formatDuration(refreshMs + ttlMs)} before peers reach a replaced ` +
+        `host, more than resolver.replacement_delay_max of ${
+          formatDuration(replacementDelayMaxMs)
+        }`,
     }];
   }
   return [];
+}
+
+/**
+ * replacementDelayNote says how long peers may take to reach a replaced host after its
+ * record is repointed: one refresh plus the record's TTL (unknown through the system
+ * resolver). Pure.
+ */
+export function replacementDelayNote(ttlSeconds: number | null, refreshMs: number): string {
+  const refresh = `resolver.refresh ${formatDuration(refreshMs)}`;
+  if (ttlSeconds === null) {
+    return `peers reach a replaced host within ${refresh} plus the record's TTL (unknown ` +
+      "through the system resolver) of its record being repointed";
+  }
+  return `peers reach a replaced host within ${
+    formatDuration(refreshMs + ttlSeconds * 1000)
+  } of its record being repointed (${refresh} + TTL ${ttlSeconds}s)`;
 }
 
 /** registerResolverMetrics adds the keel_dns_* series, read from the resolver on scrape. */
@@ -500,6 +525,9 @@ export async function startResolver(options: StartResolverOptions): Promise<ReRe
     onChange: (name, host, port) => options.transport.setPeerAddress(name, host, port),
     log: options.log,
     detectionTimeoutMs: config.raft.electionTimeoutMs,
+    ...(config.resolver.replacementDelayMaxMs === undefined
+      ? {}
+      : { replacementDelayMaxMs: config.resolver.replacementDelayMaxMs }),
   });
   if (options.registry !== undefined) registerResolverMetrics(options.registry, resolver);
   await resolver.start();
@@ -515,13 +543,25 @@ export interface CheckDnsOptions {
 /**
  * checkDnsTtls resolves every member's peer host that is a DNS name and returns warnings
  * for `keel check-config`: names that do not resolve, and TTLs that delay finding a
- * replaced host beyond the failure-detection timeout. Each name is looked up once, all at
- * once, each bounded by timeoutMs.
+ * replaced host (ttlWarnings). Each name is looked up once, all at once, each bounded by
+ * timeoutMs.
  */
 export async function checkDnsTtls(
   config: Config,
   options: CheckDnsOptions = {},
 ): Promise<ConfigProblem[]> {
+  return (await checkDns(config, options)).warnings;
+}
+
+/** DnsCheck is what `keel check-config` says of members' DNS names. */
+export interface DnsCheck {
+  warnings: ConfigProblem[];
+  /** Per name that resolves: how long peers take to reach a replaced host (information). */
+  notes: ConfigProblem[];
+}
+
+/** checkDns is checkDnsTtls with, beside the warnings, the replacement delay of each name. */
+export async function checkDns(config: Config, options: CheckDnsOptions = {}): Promise<DnsCheck> {
   const lookup = options.lookup ?? createLookup(config.resolver.servers);
   const timeoutMs = options.timeoutMs ?? checkLookupTimeoutMs;
   const via = config.resolver.servers.length > 0
@@ -533,7 +573,7 @@ export async function checkDnsTtls(
     if (host === undefined || isIP(host) !== 0 || hosts.has(host.toLowerCase())) continue;
     hosts.set(host.toLowerCase(), `members[${index}].peer`);
   }
-  const found = await Promise.all([...hosts].map(async ([host, path]): Promise<ConfigProblem[]> => {
+  const found = await Promise.all([...hosts].map(async ([host, path]): Promise<DnsCheck> => {
     const controller = new AbortController();
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
@@ -546,19 +586,34 @@ export async function checkDnsTtls(
           }, timeoutMs);
         }),
       ]);
-      return ttlWarnings(
+      const warnings = ttlWarnings(
         result.ttlSeconds,
         config.resolver.refreshMs,
         config.raft.electionTimeoutMs,
-      )
-        .map((warning) => ({ path, message: `"${host}": ${warning.message}` }));
+        config.resolver.replacementDelayMaxMs,
+      );
+      return {
+        warnings: warnings.map((warning) => ({ path, message: `"${host}": ${warning.message}` })),
+        notes: [{
+          path,
+          message: `"${host}": ${
+            replacementDelayNote(result.ttlSeconds, config.resolver.refreshMs)
+          }`,
+        }],
+      };
     } catch (error: unknown) {
       if (error instanceof AssertionError) throw error;
       const reason = error instanceof Error ? error.message : String(error);
-      return [{ path, message: `"${host}" does not resolve ${via}: ${reason}` }];
+      return {
+        warnings: [{ path, message: `"${host}" does not resolve ${via}: ${reason}` }],
+        notes: [],
+      };
     } finally {
       if (timer !== undefined) clearTimeout(timer);
     }
   }));
-  return found.flat();
+  return {
+    warnings: found.flatMap((check) => check.warnings),
+    notes: found.flatMap((check) => check.notes),
+  };
 }

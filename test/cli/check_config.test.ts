@@ -1,14 +1,30 @@
 // keel check-config reads the secret and TLS files as keel run would, on this host, and
-// reports what is wrong with them as warnings (exit 0: the file itself is valid).
+// reports what is wrong with them as warnings (exit 0: the file itself is valid). It looks
+// up members' DNS names (through a test DNS server on 127.0.0.66 here), warns of what
+// delays finding a replaced host, and says how long that takes (info).
 
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { checkConfig } from "../../src/cli/check_config.ts";
+import { TestDnsServer } from "../support/dns_server.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "keel-check-config-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let dns: TestDnsServer;
+beforeAll(async () => {
+  dns = await TestDnsServer.start({ hostname: "127.0.0.66" });
+});
+afterAll(() => {
+  dns.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Report {
+  code: number;
+  warnings: { path: string; message: string }[];
+  info: { path: string; message: string }[];
+}
 
 const members = `cluster_name: test
 members:
@@ -18,9 +34,7 @@ members:
 `;
 
 /** check runs checkConfig --json on the text and returns its exit code and report. */
-async function check(
-  text: string,
-): Promise<{ code: number; warnings: { path: string; message: string }[] }> {
+async function check(text: string): Promise<Report> {
   const file = join(dir, `config-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, text);
   const written: string[] = [];
@@ -35,7 +49,8 @@ async function check(
   } finally {
     process.stdout.write = write;
   }
-  return { code, warnings: JSON.parse(written.join("")).warnings };
+  const report = JSON.parse(written.join(""));
+  return { code, warnings: report.warnings, info: report.info };
 }
 
 test("an unreadable secret file is a warning that names it, and the exit is still 0", async () => {
@@ -60,4 +75,69 @@ test("a readable, long enough secret gives no warning; a short one says so", asy
   expect(weak.warnings.map((w) => w.message)).toContainEqual(
     expect.stringContaining("holds only 3 bytes"),
   );
+});
+
+/** dnsMembers is a cluster of one member by IP and two by DNS name, with the given tail. */
+function dnsMembers(ttlSeconds: number, tail = ""): string {
+  dns.setRecord("node-b.keel.test", ["127.0.0.72"], ttlSeconds);
+  dns.setRecord("node-c.keel.test", ["127.0.0.73"], ttlSeconds);
+  return `cluster_name: test
+members:
+  - name: node-a
+    peer: 127.0.0.71:7070
+    http: 127.0.0.71:7080
+  - name: node-b
+    peer: node-b.keel.test:7070
+    http: node-b.keel.test:7080
+  - name: node-c
+    peer: node-c.keel.test:7070
+    http: node-c.keel.test:7080
+resolver:
+  servers: ["${dns.endpoint}"]
+${tail}`;
+}
+
+/** notSecurity drops the dev-mode and secret warnings, which these tests do not concern. */
+function notSecurity(warnings: Report["warnings"]): Report["warnings"] {
+  return warnings.filter((warning) => !warning.path.startsWith("security"));
+}
+
+test("the recommended defaults with DNS-named members warn of nothing and say the delay", async () => {
+  // raft.election_timeout 1s and resolver.refresh 5s (the defaults), TTL 1s.
+  const report = await check(dnsMembers(1));
+  expect(report.code).toBe(0);
+  expect(notSecurity(report.warnings)).toEqual([]);
+  expect(report.info).toEqual([
+    {
+      path: "members[1].peer",
+      message: '"node-b.keel.test": peers reach a replaced host within 6s of its record ' +
+        "being repointed (resolver.refresh 5s + TTL 1s)",
+    },
+    {
+      path: "members[2].peer",
+      message: '"node-c.keel.test": peers reach a replaced host within 6s of its record ' +
+        "being repointed (resolver.refresh 5s + TTL 1s)",
+    },
+  ]);
+});
+
+test("a TTL longer than failure detection is a warning", async () => {
+  const report = await check(dnsMembers(30));
+  expect(notSecurity(report.warnings)).toContainEqual({
+    path: "members[1].peer",
+    message: '"node-b.keel.test": TTL of 30s exceeds the failure-detection timeout ' +
+      "(raft.election_timeout) of 1s; resolvers may hand out the old address that long " +
+      "after the name is repointed",
+  });
+});
+
+test("a delay beyond resolver.replacement_delay_max is a warning; within it is not", async () => {
+  const over = await check(dnsMembers(1, "  replacement_delay_max: 5500ms\n"));
+  expect(notSecurity(over.warnings)).toContainEqual({
+    path: "members[1].peer",
+    message: '"node-b.keel.test": resolver.refresh of 5s plus TTL of 1s makes up to 6s ' +
+      "before peers reach a replaced host, more than resolver.replacement_delay_max of 5.5s",
+  });
+  const within = await check(dnsMembers(1, "  replacement_delay_max: 6s\n"));
+  expect(notSecurity(within.warnings)).toEqual([]);
 });

@@ -294,6 +294,22 @@ members:
     ]);
   });
 
+  test("resolver.replacement_delay_max is read, and must leave room for resolver.refresh", () => {
+    const ok = parse(`${threeMembers}resolver:\n  refresh: 2s\n  replacement_delay_max: 10s\n`);
+    expect(ok.problems).toEqual([]);
+    expect(ok.config?.resolver).toEqual({
+      refreshMs: 2000,
+      servers: [],
+      replacementDelayMaxMs: 10_000,
+    });
+    const short = parse(`${threeMembers}resolver:\n  replacement_delay_max: 3s\n`);
+    expect(short.problems).toEqual([{
+      path: "resolver.replacement_delay_max",
+      message: "must be at least resolver.refresh (5s): a replaced host is found within " +
+        "one refresh plus the record's TTL",
+    }]);
+  });
+
   test("a heartbeat shorter than a tick is reported", () => {
     const result = parse(`${threeMembers}raft:\n  tick: 50ms\n  heartbeat_interval: 20ms\n`);
     expect(result.problems).toEqual([

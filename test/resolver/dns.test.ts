@@ -314,6 +314,14 @@ describe("ReResolver", () => {
     h.resolver.stop();
   });
 
+  test("at the defaults (refresh 5s, election timeout 1s) a 1s TTL is not warned about", async () => {
+    const h = harness({ detectionTimeoutMs: 1000, refreshMs: 5000 });
+    h.dns.set("node-b.keel.test", ["10.0.0.2"], 1);
+    await h.resolver.start();
+    expect(h.logs.filter((line) => line.level === "warn")).toEqual([]);
+    h.resolver.stop();
+  });
+
   test("an error thrown by onChange is logged, and resolution carries on", async () => {
     const h = harness({
       onChange: () => {
@@ -352,10 +360,11 @@ describe("ttlWarnings", () => {
     );
   });
 
-  test("refresh plus TTL above the detection timeout", () => {
-    const warnings = ttlWarnings(1, 500, 1000);
-    expect(warnings.map((w) => w.kind)).toEqual(["refresh-plus-ttl"]);
+  test("refresh plus TTL above resolver.replacement_delay_max, when it is set", () => {
+    const warnings = ttlWarnings(1, 500, 1000, 1200);
+    expect(warnings.map((w) => w.kind)).toEqual(["replacement-delay"]);
     expect(warnings[0]!.message).toContain("up to 1.5s");
+    expect(ttlWarnings(1, 500, 1000, 1500)).toEqual([]);
   });
 
   test("no warning when refresh plus TTL fits", () => {
@@ -364,10 +373,10 @@ describe("ttlWarnings", () => {
     expect(ttlWarnings(null, 500, 1000)).toEqual([]);
   });
 
-  test("with no TTL (system resolver) only the refresh interval is checked", () => {
-    const warnings = ttlWarnings(null, 5000, 1000);
-    expect(warnings.map((w) => w.kind)).toEqual(["refresh-plus-ttl"]);
-    expect(warnings[0]!.message).toContain("unknown through the system resolver");
+  test("the defaults (refresh 5s, election timeout 1s) warn of nothing: the refresh is chosen", () => {
+    // Issue 12 defect 6: refresh plus any TTL always exceeded the 1s election timeout.
+    expect(ttlWarnings(null, 5000, 1000)).toEqual([]);
+    expect(ttlWarnings(1, 5000, 1000)).toEqual([]);
   });
 });
 
