@@ -6,6 +6,7 @@ import { DecodeError, decodeFrame, type Frame } from "./codec.ts";
 import type { FrameDecoder } from "./frame.ts";
 import type { LocalHandshakeInfo } from "./handshake.ts";
 import type { LocalState, LogLevel, PeerHandshake, TcpTransportOptions } from "./options.ts";
+import type { RepeatLog } from "./repeat_log.ts";
 
 /** TransportContext is the state of one TcpTransport that both of its sides read. */
 export interface TransportContext {
@@ -17,6 +18,8 @@ export interface TransportContext {
   isClosed(): boolean;
   localState(): LocalState;
   log(level: LogLevel, message: string, fields: Record<string, unknown>): void;
+  /** The log for lines that repeat: said once, then with a count (repeat_log.ts). */
+  readonly repeats: RepeatLog;
 }
 
 /** decodeFrames returns the frames a chunk completes; on bad input it calls fail instead. */

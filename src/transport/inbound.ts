@@ -20,8 +20,6 @@ import {
   inboundPendingMax,
   keepAliveIdleMs,
   nonceBytes,
-  refusalWarnIntervalMs,
-  refusalWarnKeysMax,
 } from "./limits.ts";
 
 interface InboundConn {
@@ -54,8 +52,6 @@ export class Inbound {
   /** The accepted inbound connection of each peer name. */
   readonly #byName = new Map<NodeId, InboundConn>();
   #listener: TCPSocketListener<InboundConn | undefined> | null = null;
-  /** When each (remote host, reason) refusal was last logged as a warning. */
-  readonly #refusalWarnedAt = new Map<string, number>();
 
   constructor(ctx: TransportContext, events: InboundEvents) {
     this.#ctx = ctx;
@@ -235,7 +231,7 @@ export class Inbound {
       remoteAddress: conn.remoteAddress,
     });
     if (!verdict.accepted) {
-      this.#logRefusal(conn, verdict);
+      this.#logRefusal(verdict);
       this.#writeReply(conn, hello, verdict.reply);
       this.#end(conn);
       return;
@@ -293,12 +289,8 @@ export class Inbound {
     this.#end(previous);
   }
 
-  #logRefusal(conn: InboundConn, verdict: HelloVerdict & { accepted: false }): void {
-    if (verdict.kind === "unauthenticated") {
-      this.#warnRefusal(conn, verdict.logMessage, verdict.reason, verdict.logFields);
-    } else {
-      this.#ctx.log("warn", verdict.logMessage, verdict.logFields);
-    }
+  #logRefusal(verdict: HelloVerdict & { accepted: false }): void {
+    this.#ctx.repeats.note(verdict.logKey, "warn", verdict.logMessage, verdict.logFields);
   }
 
   /** #writeReply signs a reply over the dialler's nonce (with a secret) and sends it. */
@@ -307,28 +299,6 @@ export class Inbound {
     const reply: HelloReply = { ...fields, auth: new Uint8Array(0) };
     if (secret !== undefined) reply.auth = replyAuth(secret, hello.nonce, conn.challenge, reply);
     conn.socket.write(encodeHelloReplyFrame(reply));
-  }
-
-  /**
-   * #warnRefusal logs a refused handshake as a warning once per remote host and reason
-   * every refusalWarnIntervalMs, at debug level in between: a peer with the wrong secret
-   * redials every few seconds, and a flood must not flood the log.
-   */
-  #warnRefusal(
-    conn: InboundConn,
-    message: string,
-    reason: string,
-    fields: Record<string, unknown>,
-  ): void {
-    const key = `${conn.socket.remoteAddress} ${reason}`;
-    const now = Date.now();
-    const last = this.#refusalWarnedAt.get(key);
-    const warn = last === undefined || now - last >= refusalWarnIntervalMs;
-    if (warn) {
-      if (this.#refusalWarnedAt.size >= refusalWarnKeysMax) this.#refusalWarnedAt.clear();
-      this.#refusalWarnedAt.set(key, now);
-    }
-    this.#ctx.log(warn ? "warn" : "debug", message, fields);
   }
 
   /** #reject closes an inbound connection that broke the protocol. */

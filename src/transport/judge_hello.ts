@@ -49,6 +49,11 @@ export type HelloVerdict =
     /** The acceptor's own log line: what, and about whom. */
     logMessage: string;
     logFields: Record<string, unknown>;
+    /**
+     * The line's RepeatLog key: one per kind, claimed member (or "(other)") and reason,
+     * so a peer redialling with the same problem is said once, then counted.
+     */
+    logKey: string;
   };
 
 interface Refusal {
@@ -134,7 +139,13 @@ export function judgeHello(input: HelloJudgeInput): HelloVerdict {
     reply,
     logMessage: rule.logMessage(hello, input.remoteAddress, refusal.reason),
     logFields: rule.logFields(hello, input.remoteAddress, refusal),
+    logKey: `refused ${refusal.kind} ${claimedMember(input)} ${refusal.reason}`,
   };
+}
+
+/** claimedMember is the Hello's name if it is a configured member's, else "(other)". */
+function claimedMember(input: HelloJudgeInput): string {
+  return input.local.memberNames.includes(input.hello.name) ? input.hello.name : "(other)";
 }
 
 function findRefusal(input: HelloJudgeInput): Refusal | null {

@@ -74,10 +74,11 @@ export const reconnectBackoffMaxMs = 2000;
 export const inboundPendingMax = 64;
 
 /**
- * refusalWarnIntervalMs: a refused handshake is logged as a warning once per remote host
- * and reason in this interval, at debug level otherwise (a misconfigured peer redials).
+ * logRepeatIntervalMs: a log line that repeats (the same refusal of the same peer on
+ * every redial, junk connections, a handshake flood) is written once, then with a count
+ * at most once in this interval; the events in between are logged at debug level.
  */
-export const refusalWarnIntervalMs = 60_000;
+export const logRepeatIntervalMs = 30_000;
 
-/** refusalWarnKeysMax bounds the (remote host, reason) pairs remembered for that. */
-export const refusalWarnKeysMax = 256;
+/** logRepeatKeysMax bounds the kinds of repeating lines remembered for that. */
+export const logRepeatKeysMax = 256;

@@ -371,7 +371,7 @@ export class Outbound {
     const link = conn.link;
     const claim = reply.accepted ? "accepted" : `refused: ${reply.reason ?? "no reason given"}`;
     const reason = `Refused peer "${link.name}" at ${conn.address}: ${why}`;
-    this.#ctx.log(link.lastError === reason ? "debug" : "warn", reason, {
+    this.#ctx.repeats.note(`unproven ${link.name} ${reason}`, "warn", reason, {
       peer: link.name,
       address: conn.address,
       unverifiedReply: claim,
@@ -385,8 +385,8 @@ export class Outbound {
     const link = conn.link;
     const differingFields = reply.differingFields ?? [];
     const reason = `Peer "${link.name}" refused our handshake: ${reply.reason ?? "no reason"}`;
-    // Said once as a warning; the same refusal on every redial after it, at debug.
-    this.#ctx.log(link.lastError === reason ? "debug" : "warn", reason, {
+    // Said once as a warning; the same refusal on every redial after it, counted.
+    this.#ctx.repeats.note(`refused-by ${link.name} ${reason}`, "warn", reason, {
       peer: link.name,
       address: conn.address,
       differingFields,

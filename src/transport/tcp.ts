@@ -22,6 +22,7 @@ import type { PeerLinkState, Transport } from "./transport.ts";
 import { formatAddress, type TransportContext } from "./context.ts";
 import { Inbound } from "./inbound.ts";
 import { Outbound } from "./outbound.ts";
+import { RepeatLog } from "./repeat_log.ts";
 import type {
   LocalState,
   LogLevel,
@@ -73,6 +74,7 @@ export class TcpTransport implements Transport {
       isClosed: () => this.#closed,
       localState: () => this.#localState(),
       log: (level, message, fields) => this.#log(level, message, fields),
+      repeats: new RepeatLog((level, message, fields) => this.#log(level, message, fields)),
     };
     this.#outbound = new Outbound(this.#context, options.peers, {
       refused: (name, reason, kind) => {
