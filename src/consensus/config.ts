@@ -1,3 +1,4 @@
+import type { IncarnationUnsafe } from "./incarnations.ts";
 import type { NodeId, SnapshotSource } from "./types.ts";
 
 /** RaftConfig is everything the core needs; time and randomness come in from outside. */
@@ -45,7 +46,7 @@ export interface RaftConfig {
    * Test-only switches that turn a safety rule off, so the simulator can show that its
    * checks catch the violation. Never set outside tests.
    */
-  unsafe?: { recoveringVotes?: boolean; fenceCountsReplaced?: boolean };
+  unsafe?: { recoveringVotes?: boolean } & IncarnationUnsafe;
 }
 
 export const raftDefaults = {

@@ -18,7 +18,7 @@
 // supersedes it is on its way to commit.
 
 import { assert } from "../lib/assert.ts";
-import type { Entry, NodeId } from "./types.ts";
+import type { Entry, FenceTable, FenceTableEntry, NodeId } from "./types.ts";
 
 /** Fence is one fence entry's content and position. */
 export interface Fence {
@@ -35,17 +35,8 @@ export interface Roster {
   members: Record<NodeId, string>;
 }
 
-/** FenceTableEntry is a member's current incarnation and the ones it superseded. */
-export interface FenceTableEntry {
-  incarnation: string;
-  index: number;
-  superseded: string[];
-  /** True when the incarnation comes from the roster, not from a replacement's fence. */
-  founding?: boolean;
-}
-
-/** FenceTable is the serializable table at some log index (kept in snapshots). */
-export type FenceTable = Record<NodeId, FenceTableEntry>;
+// The table's serializable shape lives in types.ts (snapshots and RestoredState carry it).
+export type { FenceTable, FenceTableEntry } from "./types.ts";
 
 /** Current is a member's current incarnation; `fence` is false for a founding one. */
 export interface Current {

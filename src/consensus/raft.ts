@@ -9,7 +9,14 @@
 
 import { assert, unreachable } from "../lib/assert.ts";
 import type { RaftConfig } from "./config.ts";
-import { encodeFence, encodeRoster, type FenceTable, newerIncarnation } from "./fences.ts";
+import type { FenceTable } from "./fences.ts";
+import {
+  fenceToPropose,
+  type HelloState,
+  Incarnations,
+  type Refusal,
+  rosterToPropose,
+} from "./incarnations.ts";
 import { RaftLog } from "./log.ts";
 import { Progress } from "./progress.ts";
 import { committedIndex, quorumSize } from "./quorum.ts";
@@ -125,6 +132,8 @@ export class Raft {
 
   #persistedHardState: HardState;
   readonly incarnation: string;
+  /** The identity rules (R0-R8) over this log's fence table, and the high-water table. */
+  readonly incarnations: Incarnations;
   /** A replacement catching up: never votes or campaigns; its acks do not count (R3). */
   recovering: boolean;
   /** Why this incarnation is fenced (R7), or null. A fenced node never acts again. */
@@ -152,6 +161,7 @@ export class Raft {
     this.members = config.members.slice();
     this.peers = config.members.filter((member) => member !== config.id);
     this.log = RaftLog.restore(restored);
+    this.incarnations = new Incarnations(() => this.log.fences, config.unsafe ?? {});
     this.term = restored.hardState.term;
     this.votedFor = restored.hardState.votedFor;
     this.#persistedHardState = { ...restored.hardState, commitIndex: this.log.commitIndex };
@@ -227,6 +237,7 @@ export class Raft {
    */
   step(message: Message, sender?: Sender): void {
     assert(message.to === this.id, `message for ${message.to} delivered to ${this.id}`);
+    if (sender !== undefined) this.incarnations.noteHeard(message, sender);
     if (!this.members.includes(message.from) || message.from === this.id) return;
     if (this.fenced !== null) return;
     if (sender !== undefined && !this.admits(message.from, sender)) return;
@@ -321,59 +332,27 @@ export class Raft {
     }
   }
 
-  /**
-   * admits decides whether a host may speak for a member (R7): its current incarnation
-   * (the latest fence, committed or not), an original member never fenced, or a
-   * replacement still recovering (it may catch up; it is not counted). A superseded
-   * incarnation, or a normal host whose incarnation the table does not know, is a
-   * zombie and is ignored.
-   */
+  /** admits decides whether a host may speak for a member (R7): Incarnations.admits. */
   admits(name: NodeId, sender: Sender): boolean {
-    const current = this.log.fences.current(name);
-    if (current !== undefined && current.incarnation === sender.incarnation) return true;
-    if (this.log.fences.isSuperseded(name, sender.incarnation)) return false;
-    // Incarnations order by creation. One older than the current one was replaced (a
-    // founder missing from the roster, or a replacement abandoned before it was fenced
-    // in): never again. A newer one the table does not name was fenced in by a fence this
-    // node has not seen yet, or is a replacement still recovering: listen (not counted).
-    return current === undefined || newerIncarnation(sender.incarnation, current.incarnation);
+    return this.incarnations.admits(name, sender);
   }
 
-  /**
-   * counts says whether a follower's acknowledgements count toward commit and its votes
-   * toward a quorum. Not while a fence for it is uncommitted (R5: the fence commits on a
-   * majority of the OTHER members), not for a replacement not yet fenced in (R3), and
-   * only for the incarnation the table names.
-   */
+  /** counts: whether a follower's acks and votes count (R3, R5): Incarnations.counts. */
   #counts(name: NodeId, incarnation: string | null, recovering: boolean): boolean {
-    const current = this.log.fences.current(name);
-    if (current !== undefined && current.fence && current.index > this.log.commitIndex) {
-      if (this.#config.unsafe?.fenceCountsReplaced !== true) return false;
-      return incarnation === current.incarnation;
-    }
-    if (incarnation === null) return current === undefined;
-    if (current !== undefined) return current.incarnation === incarnation;
-    return !recovering;
+    return this.incarnations.counts(name, incarnation, recovering, this.log.commitIndex);
+  }
+
+  /** fencedOut says why a host must be refused at the handshake (R7), or null. */
+  fencedOut(name: NodeId, sender: Sender): string | null {
+    return this.incarnations.fencedOut(name, sender, this.log.commitIndex);
   }
 
   /**
-   * fencedOut says why a host must be refused at the handshake (R7), judged by committed
-   * fences only: a superseded incarnation, or a normal host whose incarnation the table
-   * does not name. Null when the host may link.
+   * judgePeer judges a handshaking host: fenced out by committed fences (R7), or rolled
+   * back (below the high-water table); null admits it.
    */
-  fencedOut(name: NodeId, sender: Sender): string | null {
-    const entry = this.log.fences.tableAt(this.log.commitIndex)[name];
-    if (entry === undefined || entry.incarnation === sender.incarnation) return null;
-    if (entry.superseded.includes(sender.incarnation)) {
-      return `incarnation ${sender.incarnation} of ${name} was replaced by ${entry.incarnation} (fence at index ${entry.index})`;
-    }
-    if (!newerIncarnation(sender.incarnation, entry.incarnation)) {
-      // Incarnations start with their creation time: an older one was replaced. (A host
-      // whose clock is far behind makes "older" incarnations: this names the cause.)
-      return `incarnation ${sender.incarnation} of ${name} is older than its current one, ${entry.incarnation} (replaced; or check this host's clock)`;
-    }
-    // Unknown and normal: newer than this node's committed table. Not refused.
-    return null;
+  judgePeer(hello: HelloState): Refusal | null {
+    return this.incarnations.judgeHello(hello, this.log.commitIndex);
   }
 
   /** takeRolledBack returns (and forgets) followers seen to have lost acknowledged entries. */
@@ -441,21 +420,15 @@ export class Raft {
 
   /** The leader appends a fence for a replacement it has heard from (R4), one at a time (R8). */
   #maybeFence(name: NodeId, sender: Sender): void {
-    if (this.role !== "leader" || !sender.recovering) return;
-    const current = this.log.fences.current(name);
-    if (current !== undefined && !newerIncarnation(sender.incarnation, current.incarnation)) return;
-    if (this.log.fences.isSuperseded(name, sender.incarnation)) return;
-    if (this.log.fences.uncommitted(this.log.commitIndex).length > 0) return;
-    if (this.#transferee !== null) return;
-    // Name the incarnation we last heard under this name when the table lacks it (a
-    // member replaced before the roster was recorded), so it is known to be superseded.
-    const previous = this.#progress.get(name)?.previousIncarnation ?? null;
-    const replaces = previous !== null && previous !== current?.incarnation &&
-        !this.log.fences.isSuperseded(name, previous) &&
-        newerIncarnation(sender.incarnation, previous)
-      ? previous
-      : undefined;
-    this.#appendEntry("fence", encodeFence(name, sender.incarnation, replaces));
+    if (this.role !== "leader") return;
+    const fence = fenceToPropose(this.log.fences, {
+      name,
+      sender,
+      commitIndex: this.log.commitIndex,
+      previousIncarnation: this.#progress.get(name)?.previousIncarnation ?? null,
+      transferring: this.#transferee !== null,
+    });
+    if (fence !== undefined) this.#appendEntry("fence", fence);
   }
 
   /** #noteSender tracks which host speaks for a follower; a new one resets its progress (R4). */
@@ -473,25 +446,16 @@ export class Raft {
     this.#maybeRoster();
   }
 
-  /**
-   * maybeRoster: a leader records the incarnation of every normal member the table does
-   * not name yet (the founders, at first), so that once that member is replaced, its old
-   * host is known to be superseded and is refused.
-   */
+  /** maybeRoster: a leader records the founders' incarnations (rosterToPropose). */
   #maybeRoster(): void {
-    if (this.role !== "leader" || this.incarnation === "" || this.#transferee !== null) return;
-    if (this.log.fences.hasUncommittedRoster(this.log.commitIndex)) return;
-    const members: Record<NodeId, string> = {};
-    if (this.log.fences.current(this.id) === undefined && !this.recovering) {
-      members[this.id] = this.incarnation;
-    }
-    for (const [peer, progress] of this.#progress) {
-      if (progress.incarnation === null || progress.recovering) continue;
-      if (this.log.fences.current(peer) !== undefined) continue;
-      members[peer] = progress.incarnation;
-    }
-    if (Object.keys(members).length === 0) return;
-    this.#appendEntry("fence", encodeRoster(members));
+    if (this.role !== "leader") return;
+    const roster = rosterToPropose(this.log.fences, {
+      self: { name: this.id, incarnation: this.incarnation, recovering: this.recovering },
+      peers: this.#progress,
+      commitIndex: this.log.commitIndex,
+      transferring: this.#transferee !== null,
+    });
+    if (roster !== undefined) this.#appendEntry("fence", roster);
   }
 
   /** propose appends a command to the leader's log. */

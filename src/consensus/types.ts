@@ -2,8 +2,6 @@
 // the core is pure and synchronous, and these values cross the wire (transport/codec.ts)
 // and the disk (storage/) unchanged.
 
-import type { FenceTable } from "./fences.ts";
-
 /** NodeId is a member's name from the shared config. */
 export type NodeId = string;
 
@@ -211,6 +209,18 @@ export interface SnapshotSource {
   /** readChunk returns bytes [offset, offset + length) of the snapshot at meta.index. */
   readChunk(index: number, offset: number, length: number): Uint8Array;
 }
+
+/** FenceTableEntry is a member's current incarnation and the ones it superseded (fences.ts). */
+export interface FenceTableEntry {
+  incarnation: string;
+  index: number;
+  superseded: string[];
+  /** True when the incarnation comes from the roster, not from a replacement's fence. */
+  founding?: boolean;
+}
+
+/** FenceTable is the serializable incarnation table at some log index (kept in snapshots). */
+export type FenceTable = Record<NodeId, FenceTableEntry>;
 
 /** RestoredState is what a node read back from disk when it starts. */
 export interface RestoredState {

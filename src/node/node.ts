@@ -29,6 +29,7 @@ import { type Histogram, Registry } from "../lib/metrics.ts";
 import type { Service } from "../service/service.ts";
 import { decodeSessionResult, encodeEnvelope } from "../service/sessions.ts";
 import { decodeFence } from "../consensus/fences.ts";
+import { decideBootstrap, type HelloState, type Refusal } from "../consensus/incarnations.ts";
 import { decodeSnapshot, encodeSnapshotParts } from "./snapshot_envelope.ts";
 import {
   decodeHostState,
@@ -204,8 +205,6 @@ export class KeelNode implements NodeApi, OpsApi {
   /** Latest time each (member, incarnation) was heard, to spot two live hosts with one name (R8). */
   #heard = new Map<NodeId, Map<string, { first: number; last: number }>>();
   #alarms: string[] = [];
-  /** Per host ("name@incarnation"): highest term heard, highest index it acknowledged in it. */
-  #highWater = new Map<string, { term: number; index: number }>();
   #restartRequired = false;
   /** Catch-up progress of a replacement (bytes of snapshot staged, when it started). */
   #recovery = {
@@ -352,7 +351,6 @@ export class KeelNode implements NodeApi, OpsApi {
       this.counters.messagesReceived++;
       this.#inbox.push({ message, sender });
       this.#noteHeard(message.from, sender.incarnation);
-      this.#noteHighWater(message, sender);
       this.#schedule();
     });
     transport.onRefused((name, reason, kind) => {
@@ -1231,111 +1229,74 @@ export class KeelNode implements NodeApi, OpsApi {
    */
   #maybeBootstrap(): void {
     if (this.#bootstrap !== "undecided" || this.#fencedReason !== null) return;
-    if (this.raft.term !== 0 || this.raft.lastIndex !== 0 || !this.raft.recovering) {
-      this.#bootstrap = "not-empty";
-      return;
-    }
-    const handshakes = new Map(this.#deps.transport.handshakes().map((h) => [h.name, h]));
-    const withState = [...handshakes.values()].filter((h) => h.hasState);
-    if (withState.length > 0) {
-      this.#bootstrap = "replacement";
-      this.#recovery.startedAt = Date.now();
-      this.#event(
-        "recovery",
-        `${this.name} found cluster state on ${
-          withState.map((h) => h.name).join(", ")
-        }: joining as a replacement`,
-      );
-      this.#deps.log.warn(
-        "empty data dir and the cluster has state: joining as a replacement of this member",
-        {
-          incarnation: this.#deps.identity.incarnation,
-          peersWithState: withState.map((h) => h.name),
-        },
-      );
-      return;
-    }
-    const peers = this.raft.peers;
-    const reached = peers.filter((peer) => handshakes.has(peer));
-    if (reached.length === peers.length) {
-      this.#storageWrite("write status normal", () => this.#deps.storage.setStatus("normal"));
-      this.#status = "normal";
-      this.raft.bootstrapNormal();
-      this.#bootstrap = "forming";
-      this.#deps.transport.rehandshake("this node is no longer recovering");
-      this.#event(
-        "recovery",
-        `all ${this.raft.members.length} members are empty: forming a new cluster`,
-      );
-      this.#deps.log.info("every member is reachable and empty: forming a new cluster", {
-        members: this.raft.members,
-      });
-      return;
-    }
-    const now = Date.now();
-    if (now - this.#bootstrapLoggedAt >= 5000) {
-      this.#bootstrapLoggedAt = now;
-      this.#deps.log.info("empty data dir: waiting for every member before forming a cluster", {
-        reached: reached,
-        waitingFor: peers.filter((peer) => !handshakes.has(peer)),
-      });
-    }
-  }
-
-  /**
-   * noteHighWater remembers, per host, the highest term it spoke in and the highest index
-   * it acknowledged in that term. A correct host never goes below either: its term and
-   * acknowledged entries are durable. A host that comes back below them was restored
-   * from an old copy of its disk, and could vote twice or lose acknowledged entries.
-   */
-  #noteHighWater(message: Message, sender: Sender): void {
-    // A pre-vote (and a granted answer) carries the term the sender would campaign in,
-    // which it has not made durable: only other messages prove a durable term.
-    if (message.type === "preVote" || message.type === "preVoteResponse") return;
-    const key = `${message.from}@${sender.incarnation}`;
-    const mark = this.#highWater.get(key);
-    const index = message.type === "appendEntriesResponse" && message.success
-      ? message.matchIndex
-      : 0;
-    if (mark === undefined || message.term > mark.term) {
-      if (this.#highWater.size >= 64 && mark === undefined) {
-        this.#highWater.delete(this.#highWater.keys().next().value!);
-      }
-      this.#highWater.set(key, { term: message.term, index });
-    } else if (message.term === mark.term && index > mark.index) {
-      mark.index = index;
-    }
-  }
-
-  /** checkPeer judges a handshaking host: fenced out (R7), or rolled back. */
-  checkPeer(
-    hello: {
-      name: NodeId;
-      incarnation: string;
-      recovering: boolean;
-      term: number;
-      lastIndex: number;
-    },
-  ):
-    | { kind: "fenced" | "rolled-back"; reason: string }
-    | null {
-    const fenced = this.raft.fencedOut(hello.name, {
-      incarnation: hello.incarnation,
-      recovering: hello.recovering,
+    const decision = decideBootstrap({
+      term: this.raft.term,
+      lastIndex: this.raft.lastIndex,
+      recovering: this.raft.recovering,
+      peers: this.raft.peers,
+      linked: this.#deps.transport.handshakes(),
     });
-    if (fenced !== null) return { kind: "fenced", reason: fenced };
-    const mark = this.#highWater.get(`${hello.name}@${hello.incarnation}`);
-    if (
-      mark !== undefined &&
-      (hello.term < mark.term || (hello.term === mark.term && hello.lastIndex < mark.index))
-    ) {
-      const reason =
-        `its disk went back in time: term ${hello.term} and last index ${hello.lastIndex}, ` +
-        `but it already spoke in term ${mark.term} and acknowledged index ${mark.index}`;
-      this.#event("fence", `${hello.name} refused: ${reason}`);
-      return { kind: "rolled-back", reason };
+    switch (decision.kind) {
+      case "not-empty":
+        this.#bootstrap = "not-empty";
+        return;
+      case "replacement":
+        this.#becomeReplacement(decision.withState);
+        return;
+      case "form":
+        this.#formCluster();
+        return;
+      case "wait":
+        this.#logWaitingForMembers(decision.reached, decision.waitingFor);
+        return;
     }
-    return null;
+  }
+
+  #becomeReplacement(withState: NodeId[]): void {
+    this.#bootstrap = "replacement";
+    this.#recovery.startedAt = Date.now();
+    this.#event(
+      "recovery",
+      `${this.name} found cluster state on ${withState.join(", ")}: joining as a replacement`,
+    );
+    this.#deps.log.warn(
+      "empty data dir and the cluster has state: joining as a replacement of this member",
+      { incarnation: this.#deps.identity.incarnation, peersWithState: withState },
+    );
+  }
+
+  #formCluster(): void {
+    this.#storageWrite("write status normal", () => this.#deps.storage.setStatus("normal"));
+    this.#status = "normal";
+    this.raft.bootstrapNormal();
+    this.#bootstrap = "forming";
+    this.#deps.transport.rehandshake("this node is no longer recovering");
+    this.#event(
+      "recovery",
+      `all ${this.raft.members.length} members are empty: forming a new cluster`,
+    );
+    this.#deps.log.info("every member is reachable and empty: forming a new cluster", {
+      members: this.raft.members,
+    });
+  }
+
+  #logWaitingForMembers(reached: NodeId[], waitingFor: NodeId[]): void {
+    const now = Date.now();
+    if (now - this.#bootstrapLoggedAt < 5000) return;
+    this.#bootstrapLoggedAt = now;
+    this.#deps.log.info("empty data dir: waiting for every member before forming a cluster", {
+      reached,
+      waitingFor,
+    });
+  }
+
+  /** checkPeer judges a handshaking host (Raft.judgePeer): fenced out (R7), or rolled back. */
+  checkPeer(hello: HelloState): Refusal | null {
+    const refusal = this.raft.judgePeer(hello);
+    if (refusal?.kind === "rolled-back") {
+      this.#event("fence", `${hello.name} refused: ${refusal.reason}`);
+    }
+    return refusal;
   }
 
   #onRolledBack(peer: NodeId, reason: string): void {
