@@ -3,10 +3,14 @@
 //
 //   bun scripts/sim.ts [--seed=N] [--seeds=N] [--nodes=3|5] [--ticks=N] [--profile=NAME]
 //                      [--bug=NAME] [--unsafe=RULE] [--skip-check=NAME] [--verbose]
+//                      [--digest] [--digest-lines]
 //
 // --seed is the first seed (default 1); --seeds how many to run from there (default 1).
 // --unsafe turns a safety rule of the core off (config.ts RaftConfig.unsafe), to see the
 // checks catch what the rule prevents; --skip-check turns a direct rule check off.
+// --digest ends each summary line with the run's trace digest (test/sim/digest.ts);
+// --digest-lines prints every line the digest hashes, to diff one seed's trace between
+// two trees whose digests differ (scripts/sim_long.ts --digest-compare finds the seeds).
 
 import { parseArgs } from "node:util";
 import {
@@ -26,7 +30,8 @@ import {
 } from "../test/sim/cluster.ts";
 
 const usage = "Usage: bun scripts/sim.ts [--seed=N] [--seeds=N] [--nodes=3|5] [--ticks=N] " +
-  "[--profile=NAME] [--bug=NAME] [--unsafe=RULE] [--skip-check=NAME] [--verbose]";
+  "[--profile=NAME] [--bug=NAME] [--unsafe=RULE] [--skip-check=NAME] [--verbose] " +
+  "[--digest] [--digest-lines]";
 const bugNames: BugName[] = [
   "ackBeforeCommit",
   "forgetVoteOnRestart",
@@ -80,6 +85,7 @@ function summary(options: SimOptions, result: SimResult): string {
     `duplicated=${s.messagesDuplicated}`,
     `delayed=${s.messagesDelayed}`,
     `of=${s.messagesSent}`,
+    ...(result.digest === undefined ? [] : [`digest=${result.digest}`]),
   ].join(" ");
 }
 
@@ -96,6 +102,8 @@ const { values } = (() => {
         unsafe: { type: "string", multiple: true },
         "skip-check": { type: "string", multiple: true },
         verbose: { type: "boolean", default: false },
+        digest: { type: "boolean", default: false },
+        "digest-lines": { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
       strict: true,
@@ -157,6 +165,8 @@ for (let i = 0; i < seeds; i++) {
     skipChecks,
   };
   if (values.verbose) options.log = (line) => console.log(line);
+  if (values.digest || values["digest-lines"]) options.digest = true;
+  if (values["digest-lines"]) options.digestLines = (line) => console.log(`digest: ${line}`);
   const result = runSimulation(options);
   console.log(summary(options, result));
   if (!result.ok) {

@@ -70,6 +70,7 @@ import type {
   TransferResult,
 } from "../../src/consensus/types.ts";
 import { Prng } from "../../src/lib/prng.ts";
+import { canon, TraceDigest } from "./digest.ts";
 
 // ---- Options -------------------------------------------------------------------------
 
@@ -308,6 +309,10 @@ export interface SimOptions {
   skipChecks?: SkippedChecks;
   /** Receives a line per notable event (role changes, faults, snapshots). */
   log?: (line: string) => void;
+  /** Hash every observable event into SimResult.digest (test/sim/digest.ts). */
+  digest?: boolean;
+  /** With digest: receives each line the digest hashes (to diff the traces of two trees). */
+  digestLines?: (line: string) => void;
 }
 
 /** SimStats counts what a run did, for the summary line. */
@@ -357,6 +362,8 @@ export interface SimResult {
   /** The violation (or crash of the core), with the reproduce line; undefined when ok. */
   failure: string | undefined;
   stats: SimStats;
+  /** The run's trace digest (SimOptions.digest); undefined without it. */
+  digest: string | undefined;
 }
 
 /** SimViolation is a broken check. Its message says what broke, when, and where. */
@@ -680,6 +687,9 @@ export interface ClusterOptions {
   unsafe?: UnsafeRules;
   skipChecks?: SkippedChecks;
   log?: (line: string) => void;
+  /** Feed a TraceDigest with every observable event (Cluster.digest). */
+  digest?: boolean;
+  digestLines?: (line: string) => void;
 }
 
 /** WipeOptions shape a reformat (Cluster.wipe). */
@@ -763,6 +773,11 @@ export class Cluster {
   readonly #unsafe: UnsafeRules | undefined;
   readonly #skipChecks: SkippedChecks;
   readonly #log: ((line: string) => void) | undefined;
+  /**
+   * The trace digest, or undefined. A pure observation: every use is `this.#digest?.add(`,
+   * which evaluates nothing when it is off, and nothing it does draws from a Prng.
+   */
+  readonly #digest: TraceDigest | undefined;
   /** The harness's own stream: network latency and faults. */
   readonly #prng: Prng;
   /** Background sync delays (asyncStorage), apart so the other draws stay as they were. */
@@ -808,6 +823,10 @@ export class Cluster {
     this.#unsafe = options.unsafe;
     this.#skipChecks = options.skipChecks ?? {};
     this.#log = options.log;
+    this.#digest = options.digest === true ? new TraceDigest(options.digestLines) : undefined;
+    this.#digest?.add(
+      `start seed=${options.seed} nodes=${options.nodes} settings=${canon(this.settings)}`,
+    );
     this.#prng = new Prng(mix(options.seed, 0x00c1a55e));
     this.#syncPrng = new Prng(mix(options.seed, 0x05c1a55e));
     this.ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
@@ -881,6 +900,12 @@ export class Cluster {
 
   trace(): string[] {
     return this.#trace.slice();
+  }
+
+  /** digest is the trace digest so far (ClusterOptions.digest), ending with `end`. */
+  digest(end: string): string | undefined {
+    this.#digest?.add(`${this.now} end ${end}`);
+    return this.#digest?.value();
   }
 
   /** connected says whether a message from member `from` reaches member `to` now. */
@@ -1001,6 +1026,11 @@ export class Cluster {
       this.#zombieGroups.set(zombie, this.#prng.int(0, groups.length + 1));
     }
     this.stats.partitions++;
+    this.#digest?.add(
+      `${this.now} partition ${canon(groups)} oneWay=${oneWay} zombies=${
+        canon([...this.#zombieGroups].map(([zombie, group]) => [zombie.incarnation, group]))
+      }`,
+    );
     const shape = groups.map((g) => `[${g.join(",")}]`).join(oneWay ? " -/-> " : " ");
     this.#event(`partition ${shape}`);
     // A transport may or may not notice a cut link; tell the core sometimes.
@@ -1019,11 +1049,13 @@ export class Cluster {
     if (this.#groups === undefined) return;
     this.#groups = undefined;
     this.#zombieGroups.clear();
+    this.#digest?.add(`${this.now} heal`);
     this.#event("heal");
   }
 
   /** settleAddresses ends every stale address: each name reaches its current host only. */
   settleAddresses(): void {
+    this.#digest?.add(`${this.now} settle`);
     this.#staleAddress.clear();
   }
 
@@ -1034,6 +1066,7 @@ export class Cluster {
 
   crashHost(node: SimNode): void {
     if (node.raft === undefined) return;
+    this.#digest?.add(`${this.now} crash ${node.incarnation}`);
     this.#stop(node);
     this.stats.crashes++;
     this.#event(`${node.incarnation} crashes`);
@@ -1065,6 +1098,7 @@ export class Cluster {
 
   restartHost(node: SimNode): void {
     if (node.raft !== undefined || node.gone) return;
+    this.#digest?.add(`${this.now} restart ${node.incarnation}`);
     node.restarts++;
     if (this.#bugs.forgetVoteOnRestart) node.disk.hardState.votedFor = null;
     this.#event(`${node.incarnation} restarts`);
@@ -1079,6 +1113,7 @@ export class Cluster {
   wipe(id: NodeId, options: WipeOptions = {}): SimNode {
     const old = this.node(id);
     const index = this.ids.indexOf(id);
+    this.#digest?.add(`${this.now} wipe ${old.incarnation} ${canon(options)}`);
     const delayRate = options.fenceDelayRate ?? 0;
     const delayMax = options.fenceDelayTicksMax ?? 0;
     if (delayRate > 0 && delayMax > 0) {
@@ -1142,6 +1177,7 @@ export class Cluster {
   backup(id: NodeId): void {
     const node = this.node(id);
     node.backup = copyDisk(node.disk);
+    this.#digest?.add(`${this.now} backup ${node.incarnation}`);
     this.stats.backupsTaken++;
   }
 
@@ -1152,6 +1188,7 @@ export class Cluster {
   restoreBackup(id: NodeId): boolean {
     const node = this.node(id);
     if (node.backup === undefined) return false;
+    this.#digest?.add(`${this.now} restore ${node.incarnation}`);
     const lost: Lost = {
       reason: "restored",
       commitIndex: Math.max(diskLastIndex(node.disk), this.knownCommitIndex()),
@@ -1183,6 +1220,9 @@ export class Cluster {
   proposeOn(node: SimNode, payload: string): ProposeResult {
     if (node.raft === undefined) return { ok: false, reason: "not-leader", leader: null };
     const result = node.raft.propose(encoder.encode(payload));
+    this.#digest?.add(
+      `${this.now} propose ${node.incarnation} ${JSON.stringify(payload)} ${canon(result)}`,
+    );
     if (result.ok) {
       this.stats.proposed++;
       node.pendingProposals.set(result.index, { term: result.term, payload });
@@ -1207,6 +1247,7 @@ export class Cluster {
       issuedTick: this.now,
     });
     this.stats.readsIssued++;
+    this.#digest?.add(`${this.now} readIndex ${node.incarnation} ${requestId}`);
     node.raft.readIndex(requestId);
     this.#drain(node);
     return requestId;
@@ -1217,6 +1258,7 @@ export class Cluster {
     if (node.raft === undefined) return { ok: false, reason: "not-leader", leader: null };
     this.stats.transfersRequested++;
     const result = node.raft.transferLeadership(to);
+    this.#digest?.add(`${this.now} transfer ${node.incarnation} ${to} ${canon(result)}`);
     if (result.ok) {
       this.stats.transfersAccepted++;
       this.#event(`${from} transfers leadership to ${to}`);
@@ -1518,6 +1560,24 @@ export class Cluster {
    * after the core moved on).
    */
   #persist(node: SimNode, ready: Ready, raft: Raft, checkEnd = true): void {
+    // A Ready that writes nothing (messages and reads only) is no event of its own.
+    if (
+      this.#digest !== undefined &&
+      (ready.snapshotChunk !== undefined || ready.installSnapshot !== undefined ||
+        ready.hardState !== undefined || ready.becameNormal || ready.entries.length > 0)
+    ) {
+      this.#digest?.add(
+        `${this.now} persist ${node.incarnation} ${
+          canon({
+            snapshotChunk: ready.snapshotChunk,
+            installSnapshot: ready.installSnapshot,
+            hardState: ready.hardState,
+            becameNormal: ready.becameNormal,
+            entries: ready.entries,
+          })
+        }`,
+      );
+    }
     const disk = node.disk;
     const chunk = ready.snapshotChunk;
     if (chunk !== undefined) {
@@ -1621,6 +1681,7 @@ export class Cluster {
   /** apply is step 3: committed entries to the state machine, and read states. */
   #apply(node: SimNode, ready: Ready): void {
     for (const entry of ready.committedEntries) {
+      this.#digest?.add(`${this.now} apply ${node.incarnation} ${canon(entry)}`);
       if (entry.index !== node.appliedIndex + 1) {
         this.#fail(
           `${node.incarnation} was given entry ${entry.index} to apply after applying ${node.appliedIndex}`,
@@ -1647,6 +1708,7 @@ export class Cluster {
       }
     }
     for (const state of ready.readStates) {
+      this.#digest?.add(`${this.now} readState ${node.incarnation} ${canon(state)}`);
       const pending = node.pendingReads.get(state.requestId);
       if (pending === undefined) {
         // A duplicated readIndexResponse answers a read twice; the node loop ignores
@@ -1816,6 +1878,7 @@ export class Cluster {
     if (message.to === node.id || !this.ids.includes(message.to)) {
       this.#fail(`${node.incarnation} sent a ${message.type} to ${message.to}`);
     }
+    this.#digest?.add(`${this.now} send ${node.incarnation} ${canon(message)}`);
     this.stats.messagesSent++;
     const faults = this.faults;
     if (
@@ -1858,6 +1921,7 @@ export class Cluster {
     // refusal tells that host it is fenced.
     const refusal = to.raft.fencedOut(message.from, sender);
     if (refusal !== null) {
+      this.#digest?.add(`${this.now} refuse ${to.incarnation} ${from.incarnation}`);
       this.stats.messagesRefused++;
       this.#refused(from, to, refusal);
       return;
@@ -1926,6 +1990,7 @@ export class Cluster {
       this.#lost.delete(node.id);
     }
     if (role === node.lastRole && term === node.lastTerm) return;
+    this.#digest?.add(`${this.now} role ${node.incarnation} ${role} ${term}`);
     node.lastRole = role;
     node.lastTerm = term;
     if (role === "candidate") {
@@ -2116,17 +2181,29 @@ export function runSimulation(options: SimOptions): SimResult {
     ...(options.unsafe === undefined ? {} : { unsafe: options.unsafe }),
     ...(options.skipChecks === undefined ? {} : { skipChecks: options.skipChecks }),
     ...(options.log === undefined ? {} : { log: options.log }),
+    ...(options.digest === undefined ? {} : { digest: options.digest }),
+    ...(options.digestLines === undefined ? {} : { digestLines: options.digestLines }),
   });
   try {
     drive(cluster, options);
     cluster.checkFinal();
-    return { ok: true, failure: undefined, stats: cluster.stats };
+    const digest = cluster.digest(`ok ${digestedStats(cluster.stats)}`);
+    return { ok: true, failure: undefined, stats: cluster.stats, digest };
   } catch (error: unknown) {
     const what = error instanceof SimViolation
       ? error.message
       : `tick ${cluster.now}: the core threw ${
         error instanceof Error ? (error.stack ?? error.message) : String(error)
       }`;
+    // The violation without a stack (its line numbers move when code does).
+    const violation = error instanceof SimViolation
+      ? error.message
+      : error instanceof Error
+      ? `the core threw ${error.name}: ${error.message}`
+      : `the core threw ${String(error)}`;
+    const digest = cluster.digest(
+      `FAILED ${JSON.stringify(violation)} ${digestedStats(cluster.stats)}`,
+    );
     const failure = [
       `simulation failed (seed ${options.seed}, ${options.nodes} nodes, profile ${
         options.profile ?? "custom"
@@ -2136,8 +2213,49 @@ export function runSimulation(options: SimOptions): SimResult {
       ...cluster.trace().map((line) => `  ${line}`),
       reproduceLine(options),
     ].join("\n");
-    return { ok: false, failure, stats: cluster.stats };
+    return { ok: false, failure, stats: cluster.stats, digest };
   }
+}
+
+/**
+ * digestedStats encodes the stats a run ends with, by a fixed list of names: a counter
+ * added later does not change every digest.
+ */
+function digestedStats(stats: SimStats): string {
+  const names: (keyof SimStats)[] = [
+    "ticks",
+    "leadersElected",
+    "maxTerm",
+    "proposed",
+    "proposalsRejected",
+    "acknowledged",
+    "readsIssued",
+    "readsServed",
+    "readsRefused",
+    "readStatesIgnored",
+    "transfersRequested",
+    "transfersAccepted",
+    "snapshotsTaken",
+    "snapshotsInstalled",
+    "crashes",
+    "crashesBeforeSend",
+    "partitions",
+    "wipes",
+    "zombies",
+    "replacementsNormal",
+    "fencesCommitted",
+    "hostsFenced",
+    "backupsTaken",
+    "backupsRestored",
+    "messagesSent",
+    "messagesDelivered",
+    "messagesDropped",
+    "messagesDuplicated",
+    "messagesDelayed",
+    "messagesRefused",
+    "messagesDelayedAcrossFence",
+  ];
+  return names.map((name) => `${name}=${stats[name]}`).join(" ");
 }
 
 /** drive runs the seeded clients and faults of a simulation on a cluster. */
