@@ -32,6 +32,16 @@ export type { Challenge, Hello, HelloReply } from "./handshake_types.ts";
  */
 export const protocolVersion = 2;
 
+/**
+ * anonymousName stands for the member's name and incarnation in a refusal to a peer that
+ * has not proven the secret: nothing that identifies the member goes to it. Not a valid
+ * member name (config's memberNamePattern), so a dialler cannot mistake it for one.
+ */
+export const anonymousName = "?";
+
+/** unprovenReason is the whole reason a refusal gives a peer whose proof failed. */
+export const unprovenReason = "bad handshake authentication";
+
 /** LocalHandshakeInfo is what a member checks an incoming Hello against. */
 export interface LocalHandshakeInfo {
   clusterName: string;

@@ -1,13 +1,17 @@
 // judgeHello: the accepting side's whole decision on a Hello, as a value. Pure (HMAC is
 // computation): inbound.ts performs what it says (log, reply, accept or close).
 //
-// The order is the rule: authentication first (unless the protocol version differs, which
-// is refused for what it is), so nothing about this node or its config goes to an
-// unproven peer; then the config checks of checkHello; then the node's own judgement of
-// the host (checkPeer: fenced out, or rolled back).
+// The order is the rule: another protocol version first (it may sign differently), then
+// authentication, so nothing about this node or its config goes to an unproven peer;
+// then the config checks of checkHello; then the node's own judgement of the host
+// (checkPeer: fenced out, or rolled back). A refusal before the peer proved the secret
+// (a bad proof, another version) carries a generic reason and anonymousName in place of
+// our name and incarnation, and no state: an unauthenticated stranger learns nothing
+// that identifies the member. The acceptor's own log line keeps the detail.
 
 import type { NodeId } from "../consensus/types.ts";
 import {
+  anonymousName,
   authEqual,
   checkHello,
   checkHelloAuth,
@@ -16,6 +20,7 @@ import {
   type HelloReply,
   type LocalHandshakeInfo,
   protocolVersion,
+  unprovenReason,
 } from "./handshake.ts";
 import type { LocalState, PeerRefusal } from "./options.ts";
 
@@ -35,7 +40,13 @@ export interface HelloJudgeInput {
 }
 
 /** RefusalKind names why a Hello was refused; each has one rule in refusalRules. */
-export type RefusalKind = "unauthenticated" | "fenced" | "rolled-back" | "mismatch";
+export type RefusalKind =
+  | "version"
+  | "unauthenticated"
+  | "misdirected"
+  | "mismatch"
+  | "fenced"
+  | "rolled-back";
 
 export type ReplyFields = Omit<HelloReply, "auth">;
 
@@ -63,21 +74,42 @@ interface Refusal {
 }
 
 interface RefusalRule {
-  /** The reply carries this member's state (hasState, recovering, term, lastIndex). */
-  showsState: boolean;
+  /**
+   * What the reply says of this member: "anonymous" (the peer proved nothing: a generic
+   * reason, anonymousName, no state), "named" (our name and incarnation, no state), or
+   * "full" (also our state: hasState, recovering).
+   */
+  tells: "anonymous" | "named" | "full";
   logMessage(hello: Hello, remoteAddress: string, reason: string): string;
   logFields(hello: Hello, remoteAddress: string, refusal: Refusal): Record<string, unknown>;
 }
 
 /** refusalRules: what each kind of refusal tells the peer, and how it is logged. */
+const unprovenRule: RefusalRule = {
+  tells: "anonymous",
+  logMessage: (_hello, remote, reason) => `Refused peer from ${remote}: ${reason}`,
+  logFields: (hello, remote) => ({ remoteAddress: remote, claimedName: hello.name }),
+};
+
+const mismatchRule: RefusalRule = {
+  tells: "full",
+  logMessage: (hello, remote, reason) =>
+    `Refused the handshake of "${hello.name}" from ${remote}: ${reason}`,
+  logFields: (hello, remote, refusal) => ({
+    peer: hello.name,
+    remoteAddress: remote,
+    differingFields: refusal.differingFields ?? [],
+  }),
+};
+
 const refusalRules: Readonly<Record<RefusalKind, RefusalRule>> = {
-  unauthenticated: {
-    showsState: false,
-    logMessage: (_hello, remote, reason) => `Refused peer from ${remote}: ${reason}`,
-    logFields: (hello, remote) => ({ remoteAddress: remote, claimedName: hello.name }),
-  },
+  version: { ...mismatchRule, tells: "anonymous" },
+  unauthenticated: unprovenRule,
+  // Signed with the secret, for another member: the peer holds the secret.
+  misdirected: { ...unprovenRule, tells: "named" },
+  mismatch: mismatchRule,
   fenced: {
-    showsState: true,
+    tells: "full",
     logMessage: (hello, remote, reason) =>
       `Refused peer "${hello.name}" from ${remote} (fenced): ${reason}`,
     logFields: (hello, remote) => ({
@@ -88,7 +120,7 @@ const refusalRules: Readonly<Record<RefusalKind, RefusalRule>> = {
     }),
   },
   "rolled-back": {
-    showsState: true,
+    tells: "full",
     logMessage: (hello, remote, reason) =>
       `Refused peer "${hello.name}" from ${remote} (rolled-back): ${reason}`,
     logFields: (hello, remote) => ({
@@ -96,16 +128,6 @@ const refusalRules: Readonly<Record<RefusalKind, RefusalRule>> = {
       remoteAddress: remote,
       incarnation: hello.incarnation,
       refusal: "rolled-back",
-    }),
-  },
-  mismatch: {
-    showsState: true,
-    logMessage: (hello, remote, reason) =>
-      `Refused the handshake of "${hello.name}" from ${remote}: ${reason}`,
-    logFields: (hello, remote, refusal) => ({
-      peer: hello.name,
-      remoteAddress: remote,
-      differingFields: refusal.differingFields ?? [],
     }),
   },
 };
@@ -121,25 +143,37 @@ export function judgeHello(input: HelloJudgeInput): HelloVerdict {
     };
   }
   const rule = refusalRules[refusal.kind];
-  const state = rule.showsState ? localState : { hasState: false, recovering: false };
-  const reply: ReplyFields = {
-    accepted: false,
-    reason: refusal.reason,
-    ...(refusal.differingFields === undefined ? {} : { differingFields: refusal.differingFields }),
-    ...self,
-    hasState: state.hasState,
-    recovering: state.recovering,
-    fenced: refusal.kind === "fenced",
-    rolledBack: refusal.kind === "rolled-back",
-  };
   return {
     accepted: false,
     kind: refusal.kind,
     reason: refusal.reason,
-    reply,
+    reply: refusalReply(rule, refusal, self, localState),
     logMessage: rule.logMessage(hello, input.remoteAddress, refusal.reason),
     logFields: rule.logFields(hello, input.remoteAddress, refusal),
     logKey: `refused ${refusal.kind} ${claimedMember(input)} ${refusal.reason}`,
+  };
+}
+
+function refusalReply(
+  rule: RefusalRule,
+  refusal: Refusal,
+  self: HelloJudgeInput["self"],
+  localState: LocalState,
+): ReplyFields {
+  const anonymous = rule.tells === "anonymous";
+  const showsState = rule.tells === "full";
+  return {
+    accepted: false,
+    reason: refusal.kind === "unauthenticated" ? unprovenReason : refusal.reason,
+    ...(refusal.differingFields === undefined || anonymous
+      ? {}
+      : { differingFields: refusal.differingFields }),
+    name: anonymous ? anonymousName : self.name,
+    incarnation: anonymous ? anonymousName : self.incarnation,
+    hasState: showsState && localState.hasState,
+    recovering: showsState && localState.recovering,
+    fenced: refusal.kind === "fenced",
+    rolledBack: refusal.kind === "rolled-back",
   };
 }
 
@@ -150,10 +184,16 @@ function claimedMember(input: HelloJudgeInput): string {
 
 function findRefusal(input: HelloJudgeInput): Refusal | null {
   const { hello } = input;
-  // Another protocol version may sign differently: refused below for what it is.
-  if (hello.protocolVersion === protocolVersion) {
-    const auth = checkHelloAuth(input.secret, input.challenge, input.self.name, hello);
-    if (!auth.ok) return { kind: "unauthenticated", reason: misdirected(input) ?? auth.reason };
+  // Another protocol version may sign differently: refused for what it is.
+  if (hello.protocolVersion !== protocolVersion) {
+    return { kind: "version", reason: checkHelloReason(input) };
+  }
+  const auth = checkHelloAuth(input.secret, input.challenge, input.self.name, hello);
+  if (!auth.ok) {
+    const elsewhere = misdirected(input);
+    return elsewhere === null
+      ? { kind: "unauthenticated", reason: auth.reason }
+      : { kind: "misdirected", reason: elsewhere };
   }
   const check = checkHello(hello, input.local);
   if (!check.ok) {
@@ -161,6 +201,11 @@ function findRefusal(input: HelloJudgeInput): Refusal | null {
   }
   const peer = input.checkPeer(hello);
   return peer === null ? null : { kind: peer.kind, reason: peer.reason };
+}
+
+function checkHelloReason(input: HelloJudgeInput): string {
+  const check = checkHello(input.hello, input.local);
+  return check.ok ? "" : check.reason;
 }
 
 /**

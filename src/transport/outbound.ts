@@ -14,6 +14,7 @@ import { encodeHelloFrame, encodeMessagesFrame, messageBytesUpperBound } from ".
 import { decodeFrames, formatAddress, tlsFailure, type TransportContext } from "./context.ts";
 import { FrameDecoder } from "./frame.ts";
 import {
+  anonymousName,
   checkReplyAuth,
   type Hello,
   helloAuth,
@@ -347,7 +348,10 @@ export class Outbound {
       this.#onUnprovenReply(conn, reply, auth.reason);
       return;
     }
-    if (reply.name !== link.name) {
+    // A refusal that does not say who refused (we did not prove ourselves to it) is
+    // still a refusal; any other reply must come from the member we dialled.
+    const anonymous = !reply.accepted && reply.name === anonymousName;
+    if (reply.name !== link.name && !anonymous) {
       this.#disconnect(
         link,
         `The member at ${conn.address} is "${reply.name}", not "${link.name}"`,
