@@ -24,13 +24,12 @@
 //   timeout          504     step-down: no other member took over in time
 //   unavailable      503     the node cannot do it now
 //
-// The token is compared in constant time: both sides are hashed to 32 bytes first, so
-// neither the comparison nor its length leaks how much of a guess was right.
+// The token is compared in constant time (auth.ts).
 
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { Context, Hono } from "hono";
 import type { AdminResult, LeaderInfo, OpsApi } from "./api.ts";
-import { readBody } from "./client_api.ts";
+import { bearerToken, tokensEqual } from "./auth.ts";
+import { readBody } from "./body.ts";
 import { type ErrorBody, errorStatus } from "./errors.ts";
 
 /** adminBodyBytesMax bounds an admin request body (only step-down reads one). */
@@ -137,8 +136,8 @@ export function authorize(
       "The admin API is disabled until security.admin_token (or security.admin_token_file) is set",
     );
   }
-  const match = authorization === undefined ? null : /^Bearer +(\S+) *$/i.exec(authorization);
-  if (match === null) {
+  const token = bearerToken(authorization);
+  if (token === undefined) {
     return adminError(
       "unauthorized",
       'The admin API needs the header "Authorization: Bearer TOKEN"',
@@ -146,17 +145,10 @@ export function authorize(
       { "www-authenticate": 'Bearer realm="keel"' },
     );
   }
-  if (!tokensEqual(match[1] as string, adminToken)) {
+  if (!tokensEqual(token, adminToken)) {
     return adminError("forbidden", "The bearer token is not the admin token");
   }
   return undefined;
-}
-
-/** tokensEqual compares in time independent of where, or whether, the tokens differ. */
-export function tokensEqual(given: string, expected: string): boolean {
-  const a = createHash("sha256").update(given).digest();
-  const b = createHash("sha256").update(expected).digest();
-  return timingSafeEqual(a, b);
 }
 
 /** stepDownTarget reads the optional target from ?to= or a JSON body {"to": NAME}. */

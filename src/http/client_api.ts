@@ -37,7 +37,8 @@
 import { Buffer } from "node:buffer";
 import type { Context, Hono } from "hono";
 import type { LeaderInfo, NodeApi, SessionKey } from "./api.ts";
-import { tokensEqual } from "./admin.ts";
+import { bearerToken, tokensEqual } from "./auth.ts";
+import { readBody } from "./body.ts";
 import { errorResponse, HttpError } from "./errors.ts";
 import {
   decodeKvResult,
@@ -239,57 +240,6 @@ function parseLimit(text: string | undefined): number {
     );
   }
   return Math.min(limit, kvListLimitMax);
-}
-
-/**
- * readBody reads a request body of at most bodyBytesMax bytes. Content-Length is checked
- * first, but the bytes actually streamed are counted too: the header may be absent (chunked)
- * or wrong.
- */
-export async function readBody(request: Request, bodyBytesMax: number): Promise<Uint8Array> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null) {
-    const bytes = /^[0-9]{1,16}$/.test(declared) ? Number(declared) : NaN;
-    if (Number.isNaN(bytes)) {
-      throw new HttpError("bad_request", `Invalid Content-Length ${JSON.stringify(declared)}`);
-    }
-    if (bytes > bodyBytesMax) throw bodyTooLarge(bytes, bodyBytesMax);
-    // Bun's server reads exactly the declared length, so the body is bounded already: take
-    // it in one piece (streaming it costs more than the rest of a small write). A Request
-    // made in process is not held to its header: check what came.
-    const body = new Uint8Array(await request.arrayBuffer());
-    if (body.length > bodyBytesMax) throw bodyTooLarge(body.length, bodyBytesMax);
-    return body;
-  }
-  if (request.body === null) return new Uint8Array(0);
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.length;
-    if (total > bodyBytesMax) {
-      await reader.cancel();
-      throw bodyTooLarge(total, bodyBytesMax, "at least ");
-    }
-    chunks.push(value);
-  }
-  if (chunks.length === 1) return chunks[0] as Uint8Array;
-  const body = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return body;
-}
-
-function bodyTooLarge(bytes: number, bodyBytesMax: number, qualifier = ""): HttpError {
-  return new HttpError(
-    "payload_too_large",
-    `Request body of ${qualifier}${bytes} bytes exceeds the maximum of ${bodyBytesMax} bytes`,
-  );
 }
 
 /**
@@ -513,8 +463,8 @@ export function authorizeClient(
   clientToken: string,
   authorization: string | undefined,
 ): Response | undefined {
-  const match = authorization === undefined ? null : /^Bearer +(\S+) *$/i.exec(authorization);
-  if (match === null) {
+  const token = bearerToken(authorization);
+  if (token === undefined) {
     return authError(
       "unauthorized",
       401,
@@ -522,7 +472,7 @@ export function authorizeClient(
       { "www-authenticate": 'Bearer realm="keel"' },
     );
   }
-  if (!tokensEqual(match[1] as string, clientToken)) {
+  if (!tokensEqual(token, clientToken)) {
     return authError("forbidden", 403, "The bearer token is not the client token");
   }
   return undefined;

@@ -15,13 +15,8 @@
 import type { Hono } from "hono";
 import { AssertionError } from "../lib/assert.ts";
 import { jsonCodec, type Service, type ServiceCodec } from "../service/service.ts";
-import {
-  type ClientApiDeps,
-  parseWrite,
-  readBarrier,
-  readBody,
-  submitCommand,
-} from "./client_api.ts";
+import { type ClientApiDeps, parseWrite, readBarrier, submitCommand } from "./client_api.ts";
+import { readBody } from "./body.ts";
 import { errorResponse, HttpError } from "./errors.ts";
 
 /** CommandApiDeps is what the generic routes need: the client API's, and the service. */

@@ -3,7 +3,8 @@
 
 import { describe, expect, test } from "bun:test";
 import type { Hono } from "hono";
-import { shutdownDelayMs, tokensEqual } from "../../src/http/admin.ts";
+import { shutdownDelayMs } from "../../src/http/admin.ts";
+import { tokensEqual } from "../../src/http/auth.ts";
 import { createApp } from "../../src/http/app.ts";
 import { HttpMetrics, unmatchedRoute } from "../../src/http/metrics_http.ts";
 import { metricsContentType } from "../../src/http/ops.ts";
