@@ -379,9 +379,8 @@ export async function submitCommand(
       break;
   }
   const leader = outcome.leader;
-  if (leader === null) {
-    return errorResponse("no_leader", `No leader is known: ${outcome.message}`);
-  }
+  // The node's message says that no leader is known (and why, when it knows): as it is.
+  if (leader === null) return errorResponse("no_leader", outcome.message);
   if (write.redirect) {
     return errorResponse("not_leader", `The leader is ${JSON.stringify(leader.name)}`, {
       leader,

@@ -520,6 +520,16 @@ describe("writes on a follower", () => {
     expect(calls).toEqual([]);
   });
 
+  test("no known leader says so once, in the node's words", async () => {
+    const { app, node } = setup();
+    // What node.ts answers when no leader is known.
+    node.failure = { ok: false, code: "not-leader", leader: null, message: "No leader is known" };
+    for (const request of [put(app, "k", "v"), app.request("/v1/kv/k", { method: "DELETE" })]) {
+      const body = await expectError(await request, 503, "no_leader");
+      expect(body.error.message).toBe("No leader is known");
+    }
+  });
+
   test("a leader that cannot be reached is 503, one that times out 504", async () => {
     const unreachable = setup({
       fetchLeader: () => Promise.reject(new TypeError("Unable to connect")),
