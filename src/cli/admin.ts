@@ -94,7 +94,7 @@ export function describeAdminError(url: string, error: ApiError, target: Target)
   return described;
 }
 
-const adminOptions = { ...connectionOptions, to: { type: "string" } } as const;
+export const adminOptions = { ...connectionOptions, to: { type: "string" } } as const;
 
 /** adminCommand runs one of the admin commands. */
 export async function adminCommand(

@@ -407,7 +407,7 @@ export async function statusCommand(args: string[], io: Io): Promise<number> {
   return 0;
 }
 
-const kvOptions = {
+export const kvOptions = {
   ...connectionOptions,
   stale: { type: "boolean" },
   limit: { type: "string" },

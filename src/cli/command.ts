@@ -14,7 +14,7 @@ import {
 import { CliError, Flags } from "./flags.ts";
 import type { Io } from "./output.ts";
 
-const commandOptions = {
+export const commandOptions = {
   ...connectionOptions,
   stale: { type: "boolean" },
   "idempotency-key": { type: "string" },

@@ -209,7 +209,7 @@ export interface DrillReport {
   drillMs: number;
 }
 
-const drillOptions = { ...connectionOptions, kill: { type: "boolean" } } as const;
+export const drillOptions = { ...connectionOptions, kill: { type: "boolean" } } as const;
 
 /** drillCommand is `keel drill failover [--kill]`. */
 export async function drillCommand(args: string[], io: Io): Promise<number> {

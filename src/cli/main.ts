@@ -7,6 +7,7 @@ import { adminCommand } from "./admin.ts";
 import { CommandError, defaultUrl, kvCommand, statusCommand } from "./client.ts";
 import { drillCommand } from "./drill.ts";
 import { CliError, Flags } from "./flags.ts";
+import { formatCommandHelp } from "./help.ts";
 import { membersCommand } from "./members.ts";
 import { type Io, processIo } from "./output.ts";
 import { run, runOptions } from "./run.ts";
@@ -33,7 +34,7 @@ Usage:
   keel command BODY|- [--idempotency-key ID:SEQ]  [NODE] [TOKEN]
   keel query BODY|- [--stale]          [NODE] [TOKEN]
   keel version
-  keel help
+  keel help [COMMAND]                  (or keel COMMAND --help: its flags, defaults, examples)
 
   NODE  = --url URL | --config FILE --name NAME      (and --timeout DURATION)
   TOKEN = --token TOKEN          (admin commands: the admin token; kv: the client token)
@@ -101,6 +102,37 @@ Example (a local 3-node cluster: make run):
   keel drill failover --config examples/local-3.yaml --name node-a --token TOKEN
 `;
 
+/** runFlagOptions is the option table of `keel run` (every entry has a line in its help). */
+export const runFlagOptions = {
+  config: { type: "string", short: "c" },
+  name: { type: "string", short: "n" },
+  "data-dir": { type: "string" },
+  "log-format": { type: "string" },
+  "log-level": { type: "string" },
+  "peer-listen": { type: "string" },
+  "http-listen": { type: "string" },
+  "gossip-listen": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** checkConfigFlagOptions is the option table of `keel check-config`. */
+export const checkConfigFlagOptions = {
+  json: { type: "boolean" },
+  config: { type: "string", short: "c" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/**
+ * helpText is the help asked for: the overview without a command, else that command's own
+ * page. An unknown command is a usage mistake.
+ */
+function helpText(command: string | undefined): string {
+  if (command === undefined) return usage;
+  const page = formatCommandHelp(command);
+  if (page === undefined) throw new CliError(`Unknown command "${command}"`);
+  return page;
+}
+
 /** MainOptions customize the keel command line of a binary built with keel as a library. */
 export interface MainOptions {
   /** Makes the service `keel run` replicates; the built-in kv service by default. */
@@ -117,16 +149,20 @@ export async function main(
   try {
     const dashes = rest.indexOf("--");
     const options = dashes === -1 ? rest : rest.slice(0, dashes);
-    if (options.includes("--help") || options.includes("-h")) {
-      io.out(usage);
+    const asksHelp = options.includes("--help") || options.includes("-h");
+    if (asksHelp && command !== "--help" && command !== "-h") {
+      io.out(helpText(command));
       return 0;
     }
     switch (command) {
       case undefined:
-      case "help":
       case "--help":
       case "-h":
         io.out(usage);
+        return 0;
+      case "help":
+        if (rest.length > 1) throw new CliError("keel help takes at most one COMMAND");
+        io.out(helpText(rest[0]));
         return 0;
       case "version":
       case "--version":
@@ -134,24 +170,11 @@ export async function main(
         io.out(`keel ${version}\n`);
         return 0;
       case "run": {
-        const flags = new Flags(rest, {
-          config: { type: "string", short: "c" },
-          name: { type: "string", short: "n" },
-          "data-dir": { type: "string" },
-          "log-format": { type: "string" },
-          "log-level": { type: "string" },
-          "peer-listen": { type: "string" },
-          "http-listen": { type: "string" },
-          "gossip-listen": { type: "string" },
-          help: { type: "boolean", short: "h" },
-        });
+        const flags = new Flags(rest, runFlagOptions);
         return await run({ ...runOptions(flags), service: mainOptions.service });
       }
       case "check-config": {
-        const flags = new Flags(rest, {
-          json: { type: "boolean" },
-          config: { type: "string", short: "c" },
-        });
+        const flags = new Flags(rest, checkConfigFlagOptions);
         const file = flags.positionals[0] ?? flags.string("config");
         if (file === undefined) throw new CliError("keel check-config needs a FILE");
         return await checkConfig(file, flags.boolean("json"));
