@@ -37,6 +37,9 @@ interface InboundConn {
   closed: boolean;
 }
 
+/** StrangerFault is how a connection that has not handshaken broke the protocol. */
+type StrangerFault = "tls" | "no-hello" | "junk";
+
 /** InboundEvents is what the accepting side reports to the transport. */
 export interface InboundEvents {
   message(message: Message, sender: Sender): void;
@@ -128,7 +131,7 @@ export class Inbound {
       if (conn === undefined || conn.closed) return;
       const failure = tlsFailure(this.#ctx.options, success, authorizationError, "acceptor");
       if (failure !== null) {
-        this.#reject(conn, failure);
+        this.#reject(conn, failure, "tls");
         return;
       }
       this.#sendChallenge(conn);
@@ -172,7 +175,7 @@ export class Inbound {
     };
     conn.helloTimer = setTimeout(() => {
       conn.helloTimer = null;
-      this.#reject(conn, `No hello within ${handshakeTimeoutMs} ms`);
+      this.#reject(conn, `No hello within ${handshakeTimeoutMs} ms`, "no-hello");
     }, handshakeTimeoutMs);
     socket.data = conn;
     this.#conns.add(conn);
@@ -301,14 +304,20 @@ export class Inbound {
     conn.socket.write(encodeHelloReplyFrame(reply));
   }
 
-  /** #reject closes an inbound connection that broke the protocol. */
-  #reject(conn: InboundConn, reason: string): void {
+  /**
+   * #reject closes an inbound connection that broke the protocol. Before a Hello is
+   * accepted anyone can connect, so what strangers do is said once per kind of fault,
+   * then counted (RepeatLog); a handshaken peer's violation is warned each time.
+   */
+  #reject(conn: InboundConn, reason: string, fault: StrangerFault = "junk"): void {
     if (conn.closed) return;
-    this.#ctx.log("warn", `Closed the connection from ${conn.remoteAddress}: ${reason}`, {
-      remoteAddress: conn.remoteAddress,
-      peer: conn.peerName,
-      reason,
-    });
+    const message = `Closed the connection from ${conn.remoteAddress}: ${reason}`;
+    const fields = { remoteAddress: conn.remoteAddress, peer: conn.peerName, reason };
+    if (conn.peerName === null) {
+      this.#ctx.repeats.note(`stranger ${fault}`, "warn", message, fields);
+    } else {
+      this.#ctx.log("warn", message, fields);
+    }
     this.#end(conn);
   }
 

@@ -37,4 +37,34 @@ describe("repeated refusals and junk are logged once, then counted", () => {
     }
     expect(connected(a, "b") || connected(b, "a")).toBe(false);
   });
+
+  test("junk on the peer port is warned once, then counted; every connection is still closed", async () => {
+    const cluster = {
+      a: { host: "127.0.0.53", port: 17411 },
+      b: { host: "127.0.0.54", port: 17412 },
+    };
+    const b = makeNode("b", cluster);
+    await b.transport.start();
+    const junk = [
+      new Uint8Array([0, 0, 0, 3, 9, 9, 9]), // unknown frame kind
+      new Uint8Array([0xff, 0xff, 0xff, 0xff, 1]), // oversized length prefix
+      new Uint8Array([0, 0, 0, 1, 3]), // a truncated message before any hello
+      Uint8Array.from({ length: 200 }, (_, i) => (i * 73 + 11) & 0xff),
+    ];
+    const locals: string[] = [];
+    for (let round = 0; round < 3; round++) {
+      for (const bytes of junk) {
+        const raw = await rawConnect("127.0.0.54", 17412);
+        raw.socket.write(bytes);
+        await raw.closed;
+        locals.push(raw.local);
+      }
+    }
+    const closing = lines(b, "Closed the connection from");
+    // Each of the 12 connections was closed and is in the log, at debug after the first.
+    for (const local of locals) {
+      expect(closing.some((line) => line.fields["remoteAddress"] === local)).toBe(true);
+    }
+    expect(closing.filter((line) => line.level === "warn").length).toBe(1);
+  });
 });
