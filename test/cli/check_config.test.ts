@@ -1,13 +1,15 @@
 // keel check-config reads the secret and TLS files as keel run would, on this host, and
 // reports what is wrong with them as warnings (exit 0: the file itself is valid). It looks
 // up members' DNS names (through a test DNS server on 127.0.0.66 here), warns of what
-// delays finding a replaced host, and says how long that takes (info).
+// delays finding a replaced host, and says how long that takes (info). And keel run (the
+// compiled binary) refuses with exit 2 a secret that check-config warns of.
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { checkConfig } from "../../src/cli/check_config.ts";
+import { binaryPath, requireBinary } from "../support/cluster.ts";
 import { TestDnsServer } from "../support/dns_server.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "keel-check-config-"));
@@ -140,4 +142,28 @@ test("a delay beyond resolver.replacement_delay_max is a warning; within it is n
   });
   const within = await check(dnsMembers(1, "  replacement_delay_max: 6s\n"));
   expect(notSecurity(within.warnings)).toEqual([]);
+});
+
+test("what check-config warns of, keel run refuses: a short secret stops it with exit 2", () => {
+  requireBinary();
+  const short = join(dir, "short-secret-run");
+  writeFileSync(short, "abc\n", { mode: 0o600 });
+  const file = join(dir, "short-secret-run.yaml");
+  writeFileSync(file, `${members}security:\n  secret_file: ${short}\n`);
+  const run = Bun.spawnSync([
+    binaryPath,
+    "run",
+    "--config",
+    file,
+    "--name",
+    "node-a",
+    "--data-dir",
+    join(dir, "data-short-secret"),
+    "--log-format",
+    "text",
+  ], { env: { PATH: process.env.PATH ?? "" }, timeout: 20_000 });
+  expect(run.exitCode).toBe(2);
+  expect(run.stderr.toString()).toContain(
+    `security.secret_file "${short}" holds only 3 bytes, fewer than the minimum of 16`,
+  );
 });
