@@ -3,11 +3,37 @@
 import { HttpError } from "./errors.ts";
 
 /**
+ * BodyAbortedError is a request body the client stopped sending (it closed the connection
+ * or reset it mid-body). It is the client's doing, not a fault of the node: the app logs it
+ * at info level at most, rate-limited, and nobody is left to read the answer.
+ */
+export class BodyAbortedError extends HttpError {
+  override name = "BodyAbortedError";
+
+  constructor(cause: unknown) {
+    super(
+      "bad_request",
+      "The client closed the connection before the whole request body arrived",
+    );
+    this.cause = cause;
+  }
+}
+
+/**
  * readBody reads a request body of at most bodyBytesMax bytes. Content-Length is checked
  * first, but the bytes actually streamed are counted too: the header may be absent (chunked)
- * or wrong.
+ * or wrong. A body the client abandons halfway is a BodyAbortedError.
  */
 export async function readBody(request: Request, bodyBytesMax: number): Promise<Uint8Array> {
+  try {
+    return await readBounded(request, bodyBytesMax);
+  } catch (error: unknown) {
+    if (isAbort(error, request)) throw new BodyAbortedError(error);
+    throw error;
+  }
+}
+
+async function readBounded(request: Request, bodyBytesMax: number): Promise<Uint8Array> {
   const declared = request.headers.get("content-length");
   if (declared !== null) {
     const bytes = /^[0-9]{1,16}$/.test(declared) ? Number(declared) : NaN;
@@ -44,6 +70,18 @@ export async function readBody(request: Request, bodyBytesMax: number): Promise<
     offset += chunk.length;
   }
   return body;
+}
+
+/** isAbort tells a body cut off by the client from any other failure to read it. */
+function isAbort(error: unknown, request: Request): boolean {
+  if (error instanceof HttpError) return false;
+  if (request.signal.aborted) return true;
+  // Bun rejects the read with an AbortError ("The connection was closed.") or, for a reset
+  // socket, an ECONNRESET.
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  return error.name === "AbortError" || code === "ECONNRESET" ||
+    code === "ERR_STREAM_PREMATURE_CLOSE";
 }
 
 function bodyTooLarge(bytes: number, bodyBytesMax: number, qualifier = ""): HttpError {

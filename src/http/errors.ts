@@ -26,10 +26,15 @@ export type ErrorCode =
    * The service threw applying the command (or answering the query): every member rolled
    * it back and answers the same message (422). A retry fails the same way.
    */
-  | "service_error";
+  | "service_error"
+  /** A method keel serves on no route (CONNECT, TRACE, PATCH, ...): 501, with Allow. */
+  | "not_implemented";
 
 /** errorStatus is the HTTP status of each code. */
-export const errorStatus: Record<ErrorCode, 400 | 404 | 409 | 413 | 422 | 500 | 503 | 504> = {
+export const errorStatus: Record<
+  ErrorCode,
+  400 | 404 | 409 | 413 | 422 | 500 | 501 | 503 | 504
+> = {
   not_found: 404,
   bad_request: 400,
   payload_too_large: 413,
@@ -41,6 +46,7 @@ export const errorStatus: Record<ErrorCode, 400 | 404 | 409 | 413 | 422 | 500 | 
   cas_failed: 409,
   rejected: 409,
   service_error: 422,
+  not_implemented: 501,
 };
 
 /** ErrorBody is the JSON of every error response. */

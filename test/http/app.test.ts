@@ -8,7 +8,7 @@ import type {
   SessionKey,
   SubmitResult,
 } from "../../src/http/api.ts";
-import { createApp } from "../../src/http/app.ts";
+import { type AppDeps, createApp } from "../../src/http/app.ts";
 import type { FetchLike } from "../../src/http/client_api.ts";
 import { encodePut, KvService } from "../../src/service/kv.ts";
 import { decodeSessionResult, encodeEnvelope, SessionService } from "../../src/service/sessions.ts";
@@ -81,7 +81,13 @@ interface Setup {
 }
 
 function setup(
-  options: { bodyBytesMax?: number; fetchLeader?: FetchLike; name?: string } = {},
+  options: {
+    bodyBytesMax?: number;
+    fetchLeader?: FetchLike;
+    name?: string;
+    logInfo?: AppDeps["logInfo"];
+    clock?: () => number;
+  } = {},
 ): Setup {
   const node = new FakeNode(options.name ?? "node-a");
   const errors: unknown[] = [];
@@ -90,9 +96,29 @@ function setup(
     kv: node.kv,
     bodyBytesMax: options.bodyBytesMax ?? 1024,
     ...(options.fetchLeader === undefined ? {} : { fetchLeader: options.fetchLeader }),
+    ...(options.logInfo === undefined ? {} : { logInfo: options.logInfo }),
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
     logError: (_message, error) => errors.push(error),
   });
   return { node, app, errors };
+}
+
+/** rawExchange writes `request` on a fresh TCP connection and returns all it gets back. */
+async function rawExchange(port: number, request: string): Promise<string> {
+  let answer = "";
+  await new Promise<void>((resolve, reject) => {
+    Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        open: (socket) => void socket.write(request),
+        data: (_socket, data) => void (answer += new TextDecoder().decode(data)),
+        close: () => resolve(),
+        error: (_socket, error) => reject(error),
+      },
+    }).catch(reject);
+  });
+  return answer;
 }
 
 const base = "http://127.0.0.11:7080";
@@ -557,11 +583,67 @@ describe("status, unknown routes and failures", () => {
     );
   });
 
-  test("unknown routes and methods are 404 JSON", async () => {
-    const { app } = setup();
+  test("unknown routes are 404 JSON, methods keel serves nowhere 501", async () => {
+    const { app, errors } = setup();
     await expectError(await app.request("/nope"), 404, "not_found");
-    await expectError(await app.request("/v1/kv/k", { method: "PATCH" }), 404, "not_found");
     await expectError(await app.request("/v1/kv/"), 404, "not_found");
+    for (const method of ["PATCH", "TRACE", "PROPFIND"]) {
+      const response = await app.request("/v1/kv/k", { method });
+      const body = await expectError(response, 501, "not_implemented");
+      expect(body.error.message).toContain(method);
+      expect(response.headers.get("allow")).toBe("GET, HEAD, POST, PUT, DELETE");
+    }
+    expect(errors).toEqual([]);
+  });
+
+  test("a CONNECT on a real socket is 501 and logs no error", async () => {
+    // Bun gives a CONNECT's authority ("127.0.0.1:7080") as the request URL, which no
+    // in-process Request can carry: this needs a socket.
+    const { app, errors } = setup();
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: app.fetch });
+    try {
+      for (const target of ["127.0.0.1:7080", "keel.example:443"]) {
+        const answer = await rawExchange(
+          server.port as number,
+          `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nConnection: close\r\n\r\n`,
+        );
+        expect(answer).toStartWith("HTTP/1.1 501 ");
+        expect(answer).toContain('"code":"not_implemented"');
+      }
+    } finally {
+      await server.stop(true);
+    }
+    expect(errors).toEqual([]);
+  });
+
+  test("a request body the client abandons logs no error, and info at most once a minute", async () => {
+    let now = 0;
+    const infos: { message: string; fields: Record<string, unknown> }[] = [];
+    const { app, node, errors } = setup({
+      logInfo: (message, fields) => infos.push({ message, fields }),
+      clock: () => now,
+    });
+    const abandoned = () =>
+      put(
+        app,
+        "k",
+        new ReadableStream({
+          pull(controller) {
+            // What Bun's server gives a handler reading the body of a closed connection.
+            controller.error(new DOMException("The connection was closed.", "AbortError"));
+          },
+        }) as unknown as Uint8Array,
+      );
+    for (let i = 0; i < 5; i++) expect((await abandoned()).status).toBe(400);
+    expect(errors).toEqual([]);
+    expect(node.submitted).toEqual([]);
+    expect(infos).toHaveLength(1);
+    expect(infos[0]?.message).toContain("closed the connection");
+    now += 60_001;
+    await abandoned();
+    expect(infos).toHaveLength(2);
+    // The four left out in the minute before are counted in the next line.
+    expect(infos[1]?.fields.suppressed).toBe(4);
   });
 
   test("an unexpected exception is logged and answered 500 without a stack", async () => {
