@@ -314,6 +314,12 @@ export class ReResolver {
           ttlSeconds: result.ttlSeconds,
         });
       }
+      const note = replacementDelayNote(result.ttlSeconds, this.#options.refreshMs);
+      log.info(`DNS record of member "${view.name}": ${note}`, {
+        member: view.name,
+        host: state.member.host,
+        ttlSeconds: result.ttlSeconds,
+      });
     }
     const current = view.address;
     const chosen = current !== null && addresses.includes(current) ? current : first;

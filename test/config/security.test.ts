@@ -6,6 +6,7 @@ import { createHmac } from "node:crypto";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import fc from "fast-check";
 import { type ConfigResult, parseConfigText } from "../../src/config/parse.ts";
 import {
   loadSecret,
@@ -14,6 +15,7 @@ import {
   secretBytesMin,
   SecretError,
   secretFileBytesMax,
+  secretOfFileBytes,
   securityStatus,
 } from "../../src/config/secret.ts";
 import type { Config } from "../../src/config/types.ts";
@@ -148,6 +150,50 @@ describe("loadSecret", () => {
     // Byte for byte: whitespace at the ends of a binary secret is part of it.
     const padded = new Uint8Array([0x20, ...a, 0x0a]);
     expect(readSecretFile(file("secret-binary-padded", padded))).toEqual(padded);
+  });
+
+  test("for any text the rule is the old one; any bytes that are not UTF-8 are kept as they are", () => {
+    // The old rule: readFileSync(path, "utf8").trim(), encoded as UTF-8.
+    const space = fc.constantFrom(
+      "",
+      " ",
+      "\n",
+      "\r\n",
+      "\t\n",
+      "\ufeff",
+      "\u00a0",
+      "\u2028",
+      "\u3000 \n",
+    );
+    const oldRule = (bytes: Uint8Array) =>
+      new TextEncoder().encode(Buffer.from(bytes).toString("utf8").trim());
+    fc.assert(
+      // Whitespace of every kind trim() knows around any text, BOM and CRLF included.
+      fc.property(
+        fc.tuple(space, fc.string({ unit: "grapheme", maxLength: 64 }), space),
+        (parts) => {
+          const text = parts.join("");
+          const bytes = new TextEncoder().encode(text);
+          expect(secretOfFileBytes(bytes)).toEqual(oldRule(bytes));
+        },
+      ),
+      { numRuns: 500 },
+    );
+    const isUtf8 = (bytes: Uint8Array) => {
+      try {
+        new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 1, maxLength: 64 }), (bytes) => {
+        fc.pre(!isUtf8(bytes));
+        expect(secretOfFileBytes(bytes)).toEqual(bytes);
+      }),
+      { numRuns: 500 },
+    );
   });
 
   test(`a secret shorter than ${secretBytesMin} bytes is refused, naming the minimum`, () => {

@@ -319,6 +319,13 @@ describe("ReResolver", () => {
     h.dns.set("node-b.keel.test", ["10.0.0.2"], 1);
     await h.resolver.start();
     expect(h.logs.filter((line) => line.level === "warn")).toEqual([]);
+    // What the delay is, said once, as information.
+    expect(h.logs.filter((line) => line.message.includes("peers reach a replaced host")))
+      .toMatchObject([{
+        level: "info",
+        message: 'DNS record of member "node-b": peers reach a replaced host within 6s of its ' +
+          "record being repointed (resolver.refresh 5s + TTL 1s)",
+      }]);
     h.resolver.stop();
   });
 
