@@ -1,5 +1,6 @@
 // The sections of the cluster file with more than plain settings: the member list, Raft
-// timing, gossip and the resolver's servers. Each reader reports every problem it finds.
+// timing, gossip and the resolver (refresh, servers, replacement_delay_max). Each reader
+// reports every problem it finds.
 
 import { isIPv4, isIPv6 } from "node:net";
 import { formatDuration } from "../lib/duration.ts";
