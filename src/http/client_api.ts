@@ -7,9 +7,16 @@
 //                                                                 | 409 cas_failed
 //   GET    /v1/kv?prefix=&limit=&after=                          -> 200 { items, more }
 //
-// Keys are one URL path segment, percent-decoded: a key containing "/" must be sent as %2F
-// (encodeURIComponent does this), and "%" itself as %25. A sequence that is not valid
+// A key is the rest of the path after /v1/kv/, slashes included, percent-decoded:
+// PUT /v1/kv/app/config/db and PUT /v1/kv/app%2Fconfig%2Fdb name the same key
+// "app/config/db", and /v1/kv//app/config/db the key "/app/config/db" (a trailing slash is
+// part of the key too). "%" itself is sent as %25; a sequence that is not valid
 // percent-encoding (e.g. "%zz") is kept literally. Keys are 1 to 4096 UTF-8 bytes.
+//
+// POST only ever means compare-and-set: POST /v1/kv/{key}/cas swaps the key before the last
+// "/cas" of the path. So PUT and GET /v1/kv/jobs/cas are the key "jobs/cas", and its
+// compare-and-set is POST /v1/kv/jobs/cas/cas (or /v1/kv/jobs%2Fcas/cas); an encoded
+// %2Fcas is part of the key, never the suffix.
 //
 // Writes (PUT, DELETE, cas) may carry `Idempotency-Key: <client-id>:<seq>` (client id of 1 to
 // 128 characters from [A-Za-z0-9._-], seq a positive integer the client increases per
@@ -74,6 +81,11 @@ export interface ClientApiDeps {
 
 /** Headers relayed from the leader's answer to a forwarded write. */
 const relayedHeaders = ["content-type", "keel-mod-index", "keel-index"];
+/**
+ * keyRoute is the path of one key: the rest of the path after /v1/kv/, slashes included.
+ * Its metrics label reads "/v1/kv/:key" (metrics_http.ts drops the pattern).
+ */
+const keyRoute = "/v1/kv/:key{.+}";
 const forwardedHeader = "keel-forwarded";
 
 /** registerClientApi adds the /v1/kv routes to app. */
@@ -91,7 +103,7 @@ export function registerClientApi(app: Hono, deps: ClientApiDeps): void {
   // Another service than kv: no kv routes (POST /v1/command serves it, command_api.ts).
   const kv = deps.kv;
   if (kv === undefined) return;
-  app.put("/v1/kv/:key", async (c) => {
+  app.put(keyRoute, async (c) => {
     const key = keyParam(c);
     const write = parseWrite(c);
     const value = await readBody(c.req.raw, deps.bodyBytesMax);
@@ -107,7 +119,7 @@ export function registerClientApi(app: Hono, deps: ClientApiDeps): void {
     return c.json({ index: result.index });
   });
 
-  app.get("/v1/kv/:key", async (c) => {
+  app.get(keyRoute, async (c) => {
     const key = keyParam(c);
     await readBarrier(c, deps.node);
     const entry = kv.get(key);
@@ -123,7 +135,7 @@ export function registerClientApi(app: Hono, deps: ClientApiDeps): void {
     });
   });
 
-  app.delete("/v1/kv/:key", async (c) => {
+  app.delete(keyRoute, async (c) => {
     const key = keyParam(c);
     const write = parseWrite(c);
     const outcome = await submitWrite(c, deps, encodeDelete(key), write, null);
@@ -132,7 +144,7 @@ export function registerClientApi(app: Hono, deps: ClientApiDeps): void {
     return c.json({ deleted: result.deleted, index: result.index });
   });
 
-  app.post("/v1/kv/:key/cas", async (c) => {
+  app.post(`${keyRoute}/cas`, async (c) => {
     const key = keyParam(c);
     const write = parseWrite(c);
     const body = await readBody(c.req.raw, deps.bodyBytesMax);

@@ -78,5 +78,7 @@ export function httpMetricsMiddleware(metrics: HttpMetrics): MiddlewareHandler {
 function matchedRoute(c: Context): string {
   const path = routePath(c);
   // Only this middleware, registered on "*", matched: the answer came from notFound.
-  return path === "*" || path === "/*" || path === "" ? unmatchedRoute : path;
+  if (path === "*" || path === "/*" || path === "") return unmatchedRoute;
+  // A parameter's pattern is no part of its label: "/v1/kv/:key{.+}" reads "/v1/kv/:key".
+  return path.replace(/\{[^}]*\}/g, "");
 }

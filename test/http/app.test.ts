@@ -179,8 +179,41 @@ describe("kv routes", () => {
     expect(await (await app.request("/v1/kv/a%2Fb%20c")).text()).toBe("x");
     expect((await put(app, "50%/x", "pct")).status).toBe(200);
     expect(node.kv.get("50%/x")?.value).toEqual(text.encode("pct"));
-    // An unencoded slash is another route.
-    await expectError(await app.request("/v1/kv/a/b"), 404, "not_found");
+    // Not valid percent-encoding: kept as it is.
+    expect((await app.request("/v1/kv/%zz", { method: "PUT", body: "z" })).status).toBe(200);
+    expect(node.kv.get("%zz")?.value).toEqual(text.encode("z"));
+  });
+
+  test("keys with slashes work as written, leading slash too, and %2F names the same key", async () => {
+    const { app, node } = setup();
+    expect((await app.request("/v1/kv/app/k1", { method: "PUT", body: "one" })).status).toBe(200);
+    expect(node.kv.get("app/k1")?.value).toEqual(text.encode("one"));
+    expect(await (await app.request("/v1/kv/app%2Fk1")).text()).toBe("one");
+
+    const written = await app.request("/v1/kv//app/config/db", { method: "PUT", body: "pg" });
+    expect(written.status).toBe(200);
+    expect(node.kv.get("/app/config/db")?.value).toEqual(text.encode("pg"));
+    for (
+      const path of [
+        "/v1/kv//app/config/db",
+        "/v1/kv/%2Fapp%2Fconfig%2Fdb",
+        "/v1/kv/%2Fapp/config%2Fdb",
+      ]
+    ) {
+      expect(await (await app.request(path)).text()).toBe("pg");
+    }
+    const listed = await (await app.request("/v1/kv?prefix=/app/")).json() as {
+      items: { key: string }[];
+    };
+    expect(listed.items.map((item) => item.key)).toEqual(["/app/config/db"]);
+
+    const deleted = await app.request("/v1/kv//app/config/db", { method: "DELETE" });
+    expect(await deleted.json()).toMatchObject({ deleted: true });
+    expect(node.kv.get("/app/config/db")).toBeUndefined();
+    // A trailing slash is part of the key.
+    expect((await app.request("/v1/kv/dir/", { method: "PUT", body: "d" })).status).toBe(200);
+    expect(node.kv.get("dir/")?.value).toEqual(text.encode("d"));
+    expect(node.kv.get("dir")).toBeUndefined();
   });
 
   test("GET of an absent key is 404 not_found", async () => {
@@ -311,6 +344,28 @@ describe("compare-and-set", () => {
     const failed = await cas(app, "b", { expected_base64: "AAA=", value: "x" });
     expect(await failed.json()).toMatchObject({ current_base64: "AP8=" });
     expect((await cas(app, "b", { expected_base64: "AP8=", value: "x" })).status).toBe(200);
+  });
+
+  test("a key with slashes is swapped at {key}/cas; a key ending in /cas needs its own /cas", async () => {
+    const { app, node } = setup();
+    const swap = (path: string, expected: string | null, value: string) =>
+      app.request(path, { method: "POST", body: JSON.stringify({ expected, value }) });
+    expect((await swap("/v1/kv//app/config/db/cas", null, "v1")).status).toBe(200);
+    expect(node.kv.get("/app/config/db")?.value).toEqual(text.encode("v1"));
+    expect((await swap("/v1/kv/%2Fapp%2Fconfig%2Fdb/cas", "v1", "v2")).status).toBe(200);
+    expect(node.kv.get("/app/config/db")?.value).toEqual(text.encode("v2"));
+
+    // PUT and GET never mean cas: this is the key "jobs/cas".
+    expect((await app.request("/v1/kv/jobs/cas", { method: "PUT", body: "x" })).status).toBe(200);
+    expect(node.kv.get("jobs/cas")?.value).toEqual(text.encode("x"));
+    expect(await (await app.request("/v1/kv/jobs/cas")).text()).toBe("x");
+    // POST .../cas swaps the key before the last /cas: "jobs/cas" itself is .../cas/cas.
+    expect((await swap("/v1/kv/jobs/cas/cas", "x", "y")).status).toBe(200);
+    expect(node.kv.get("jobs/cas")?.value).toEqual(text.encode("y"));
+    expect(node.kv.get("jobs")).toBeUndefined();
+    // An encoded slash is part of the key, never the /cas suffix.
+    await expectError(await swap("/v1/kv/jobs%2Fcas", "y", "z"), 404, "not_found");
+    expect(node.kv.get("jobs/cas")?.value).toEqual(text.encode("y"));
   });
 
   test("bad JSON is 400 with the parse message", async () => {
