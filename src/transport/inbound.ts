@@ -1,10 +1,13 @@
 // The accepting side of the peer port: accept, send a Challenge, judge the Hello
 // (judge_hello.ts), then deliver the handshaken peer's messages.
 //
-// An inbound connection gets our Challenge at once (over TLS: once the TLS handshake is
-// done); it must send a Hello within handshakeTimeoutMs; then only message frames, each
-// from the handshaken name and to us. Any violation, malformed or oversized frame closes
-// that connection alone and logs a warning with its address.
+// A new connection is admitted only within the bounds on pending handshakes (admission.ts:
+// per source address, and for strangers in all; a member's address has its own slots).
+// It gets our Challenge at once (over TLS: once the TLS handshake is done, within
+// handshakeTimeoutMs); it must send a Hello within helloTimeoutMs of it; then only message
+// frames, each from the handshaken name and to us. Any violation, malformed or oversized
+// frame closes that connection alone and logs a warning with its address; what strangers
+// do (before a Hello is accepted) is said once per kind, then counted.
 
 import type { Socket, SocketHandler, TCPSocketListener, TLSOptions } from "bun";
 import type { Message, NodeId, Sender } from "../consensus/types.ts";
@@ -13,11 +16,12 @@ import { decodeFrames, formatAddress, tlsFailure, type TransportContext } from "
 import { FrameDecoder } from "./frame.ts";
 import { type Hello, type HelloReply, replyAuth } from "./handshake.ts";
 import { type HelloVerdict, judgeHello } from "./judge_hello.ts";
+import { admit, normalizeHost } from "./admission.ts";
 import {
   frameBytesMax,
   handshakeFrameBytesMax,
   handshakeTimeoutMs,
-  inboundPendingMax,
+  helloTimeoutMs,
   keepAliveIdleMs,
   nonceBytes,
 } from "./limits.ts";
@@ -26,6 +30,11 @@ interface InboundConn {
   readonly kind: "inbound";
   readonly socket: Socket<InboundConn | undefined>;
   readonly remoteAddress: string;
+  /** The source address, normalized (admission.ts), and whether it is a member's. */
+  readonly host: string;
+  readonly member: boolean;
+  /** Counted among the pending handshakes: admitted, no Hello accepted yet. */
+  pending: boolean;
   readonly decoder: FrameDecoder;
   /** The nonce of the Challenge we sent: the Hello's auth must sign it. */
   readonly challenge: Uint8Array;
@@ -55,10 +64,20 @@ export class Inbound {
   /** The accepted inbound connection of each peer name. */
   readonly #byName = new Map<NodeId, InboundConn>();
   #listener: TCPSocketListener<InboundConn | undefined> | null = null;
+  readonly #isMemberHost: (host: string) => boolean;
+  /** Pending handshakes by source address, and from strangers in all. */
+  readonly #pendingByHost = new Map<string, number>();
+  #pendingStrangers = 0;
 
-  constructor(ctx: TransportContext, events: InboundEvents) {
+  /** isMemberHost says whether a normalized address is a configured member's, resolved. */
+  constructor(
+    ctx: TransportContext,
+    events: InboundEvents,
+    isMemberHost: (host: string) => boolean,
+  ) {
     this.#ctx = ctx;
     this.#events = events;
+    this.#isMemberHost = isMemberHost;
   }
 
   /** listen opens the peer port; throws with the address and why when it cannot. */
@@ -140,6 +159,7 @@ export class Inbound {
 
   #sendChallenge(conn: InboundConn): void {
     conn.socket.write(encodeChallengeFrame({ nonce: conn.challenge }));
+    this.#armHelloTimer(conn, helloTimeoutMs);
   }
 
   #onOpen(socket: Socket<InboundConn | undefined>): void {
@@ -148,13 +168,15 @@ export class Inbound {
       socket.end();
       return;
     }
-    let pending = 0;
-    for (const conn of this.#conns) if (conn.peerName === null) pending++;
-    if (pending >= inboundPendingMax) {
-      this.#ctx.log("warn", `Refused a connection from ${remoteAddress}: too many handshakes`, {
-        remoteAddress,
-        pendingMax: inboundPendingMax,
-      });
+    const host = normalizeHost(socket.remoteAddress);
+    const member = this.#isMemberHost(host);
+    const admission = admit(member, {
+      fromHost: this.#pendingByHost.get(host) ?? 0,
+      strangers: this.#pendingStrangers,
+    });
+    if (!admission.ok) {
+      const message = `Refused a connection from ${remoteAddress}: ${admission.reason}`;
+      this.#ctx.repeats.note(`too-many ${admission.bound}`, "warn", message, { remoteAddress });
       socket.end();
       return;
     }
@@ -164,6 +186,9 @@ export class Inbound {
       kind: "inbound",
       socket,
       remoteAddress,
+      host,
+      member,
+      pending: false,
       // Small until the peer's hello is accepted; then full-size message frames.
       decoder: new FrameDecoder(handshakeFrameBytesMax),
       challenge: crypto.getRandomValues(new Uint8Array(nonceBytes)),
@@ -173,14 +198,36 @@ export class Inbound {
       helloTimer: null,
       closed: false,
     };
-    conn.helloTimer = setTimeout(() => {
-      conn.helloTimer = null;
-      this.#reject(conn, `No hello within ${handshakeTimeoutMs} ms`, "no-hello");
-    }, handshakeTimeoutMs);
+    this.#holdPending(conn);
     socket.data = conn;
     this.#conns.add(conn);
     // Over TLS nothing can be written before the TLS handshake: the handler sends it then.
     if (this.#ctx.options.tls === undefined) this.#sendChallenge(conn);
+    else this.#armHelloTimer(conn, handshakeTimeoutMs);
+  }
+
+  /** #armHelloTimer closes conn unless its Hello is accepted within timeoutMs from now. */
+  #armHelloTimer(conn: InboundConn, timeoutMs: number): void {
+    if (conn.helloTimer !== null) clearTimeout(conn.helloTimer);
+    conn.helloTimer = setTimeout(() => {
+      conn.helloTimer = null;
+      this.#reject(conn, `No hello within ${timeoutMs} ms`, "no-hello");
+    }, timeoutMs);
+  }
+
+  #holdPending(conn: InboundConn): void {
+    conn.pending = true;
+    this.#pendingByHost.set(conn.host, (this.#pendingByHost.get(conn.host) ?? 0) + 1);
+    if (!conn.member) this.#pendingStrangers++;
+  }
+
+  #releasePending(conn: InboundConn): void {
+    if (!conn.pending) return;
+    conn.pending = false;
+    const count = (this.#pendingByHost.get(conn.host) ?? 0) - 1;
+    if (count > 0) this.#pendingByHost.set(conn.host, count);
+    else this.#pendingByHost.delete(conn.host);
+    if (!conn.member) this.#pendingStrangers--;
   }
 
   #onData(conn: InboundConn, chunk: Uint8Array): void {
@@ -252,6 +299,7 @@ export class Inbound {
   #accept(conn: InboundConn, hello: Hello): void {
     if (conn.helloTimer !== null) clearTimeout(conn.helloTimer);
     conn.helloTimer = null;
+    this.#releasePending(conn);
     conn.peerName = hello.name;
     conn.decoder.setFrameBytesMax(frameBytesMax);
     conn.incarnation = hello.incarnation;
@@ -331,6 +379,7 @@ export class Inbound {
     conn.closed = true;
     if (conn.helloTimer !== null) clearTimeout(conn.helloTimer);
     conn.helloTimer = null;
+    this.#releasePending(conn);
     this.#conns.delete(conn);
     if (conn.peerName !== null && this.#byName.get(conn.peerName) === conn) {
       this.#byName.delete(conn.peerName);

@@ -50,8 +50,18 @@ export const outboundQueueMessagesMax = 4096;
  */
 export const outboundQueueBytesMax = 64 * mib;
 
-/** handshakeTimeoutMs bounds dial plus handshake, and an inbound connection's first Hello. */
+/**
+ * handshakeTimeoutMs bounds the dialler's connect plus handshake, and an inbound TLS
+ * handshake (before our Challenge can be sent).
+ */
 export const handshakeTimeoutMs = 5000;
+
+/**
+ * helloTimeoutMs: an inbound connection must send its Hello this soon after our
+ * Challenge. A member answers within a round trip and an HMAC; a stranger must not hold
+ * a pending slot for long.
+ */
+export const helloTimeoutMs = 1000;
 
 /**
  * writeStallMsMax: a link whose unwritten bytes have not drained for this long is torn
@@ -70,8 +80,15 @@ export const keepAliveIdleMs = 10_000;
 export const reconnectBackoffMinMs = 50;
 export const reconnectBackoffMaxMs = 2000;
 
-/** inboundPendingMax bounds accepted connections that have not completed a handshake. */
+/**
+ * inboundPendingMax bounds accepted connections that have not completed a handshake,
+ * from addresses that are not a configured member's. A member's resolved address has
+ * slots of its own (inboundPendingPerHostMax), so strangers cannot crowd members out.
+ */
 export const inboundPendingMax = 64;
+
+/** inboundPendingPerHostMax bounds the pending handshakes from one source address. */
+export const inboundPendingPerHostMax = 8;
 
 /**
  * logRepeatIntervalMs: a log line that repeats (the same refusal of the same peer on

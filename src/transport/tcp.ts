@@ -7,8 +7,9 @@
 // replaced).
 //
 // The rooms: outbound.ts (dial, backoff, the client handshake, the per-peer queue of
-// queue.ts), inbound.ts (accept, the server handshake, whose decision is judge_hello.ts's
-// pure judgeHello), context.ts (what both sides share). The handshake and its
+// queue.ts), inbound.ts (accept within admission.ts's bounds, the server handshake,
+// whose decision is judge_hello.ts's pure judgeHello), context.ts (what both sides
+// share), repeat_log.ts (lines that repeat are said once, then counted). The handshake and its
 // authentication: handshake.ts. This file is the facade that wires them.
 //
 // With TLS (options.tls) both directions run over TLS and the protocol starts once the TLS
@@ -19,6 +20,7 @@
 import { assert } from "../lib/assert.ts";
 import type { Message, NodeId, Sender } from "../consensus/types.ts";
 import type { PeerLinkState, Transport } from "./transport.ts";
+import { normalizeHost } from "./admission.ts";
 import { formatAddress, type TransportContext } from "./context.ts";
 import { Inbound } from "./inbound.ts";
 import { Outbound } from "./outbound.ts";
@@ -89,7 +91,7 @@ export class TcpTransport implements Transport {
         for (const handler of this.#messageHandlers) handler(message, sender);
       },
       accepted: (name, incarnation) => this.#outbound.noteIncarnation(name, incarnation),
-    });
+    }, (host) => this.#isMemberHost(host));
   }
 
   /** start listens on the peer port (rejects if it cannot) and dials every peer. */
@@ -178,6 +180,14 @@ export class TcpTransport implements Transport {
     this.#closed = true;
     this.#outbound.close();
     this.#inbound.close();
+  }
+
+  /** #isMemberHost: is this (normalized) address where a peer's link dials, resolved? */
+  #isMemberHost(host: string): boolean {
+    for (const link of this.#outbound.links.values()) {
+      if (normalizeHost(link.host) === host) return true;
+    }
+    return false;
   }
 
   #localState(): LocalState {
