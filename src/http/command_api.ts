@@ -9,7 +9,8 @@
 // Commands are writes: they take `Idempotency-Key: <client-id>:<seq>` and `?redirect=true`
 // and are forwarded to the leader exactly like the kv writes (client_api.ts). A command
 // whose apply threw is 422 service_error with the service's message, the same on every
-// member. A body the codec refuses is 400 bad_request with the codec's message; a service
+// member. A body the codec refuses (its `command` step for commands, where it has one, else
+// `request`) is 400 bad_request with the codec's message, and nothing is proposed; a service
 // without a query method answers 404 to /v1/query.
 
 import type { Hono } from "hono";
@@ -32,7 +33,9 @@ export function registerCommandApi(app: Hono, deps: CommandApiDeps): void {
   app.post("/v1/command", async (c) => {
     const write = parseWrite(c);
     const body = await readBody(c.req.raw, deps.bodyBytesMax);
-    const command = decodeRequest(codec, body, c.req.header("content-type"));
+    // The codec's command step, where it has one, decides what may be proposed.
+    const read = codec.command?.bind(codec) ?? codec.request.bind(codec);
+    const command = decodeRequest(read, body, c.req.header("content-type"));
     const outcome = await submitCommand(c, deps, command, write, body);
     if (outcome instanceof Response) return outcome;
     return answer(codec, outcome.result, { "keel-index": String(outcome.index) });
@@ -44,7 +47,7 @@ export function registerCommandApi(app: Hono, deps: CommandApiDeps): void {
       return errorResponse("not_found", "This node's service answers no queries");
     }
     const body = await readBody(c.req.raw, deps.bodyBytesMax);
-    const request = decodeRequest(codec, body, c.req.header("content-type"));
+    const request = decodeRequest(codec.request.bind(codec), body, c.req.header("content-type"));
     await readBarrier(c, deps.node);
     let result: Uint8Array;
     try {
@@ -61,12 +64,12 @@ export function registerCommandApi(app: Hono, deps: CommandApiDeps): void {
 }
 
 function decodeRequest(
-  codec: ServiceCodec,
+  read: (body: Uint8Array, contentType: string | undefined) => Uint8Array,
   body: Uint8Array,
   contentType: string | undefined,
 ): Uint8Array {
   try {
-    return codec.request(body, contentType);
+    return read(body, contentType);
   } catch (error: unknown) {
     if (error instanceof AssertionError) throw error;
     throw new HttpError("bad_request", error instanceof Error ? error.message : String(error));

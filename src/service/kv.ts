@@ -57,10 +57,24 @@ export type KvResult =
   | { type: "cas"; ok: true; index: number }
   | { type: "cas"; ok: false; index: number; current: Uint8Array | null };
 
+/**
+ * kvCodec is kv's codec for POST /v1/command: the body is a command in the binary layout
+ * above, checked before it is proposed (a malformed one is 400 and never reaches the log),
+ * and the answer is the result's layout. kv has no queries.
+ */
+export const kvCodec: ServiceCodec = {
+  request(body: Uint8Array): Uint8Array {
+    const problem = validateCommand(body);
+    if (problem !== undefined) throw new Error(problem);
+    return body;
+  },
+  response: bytesCodec.response,
+};
+
 /** KvService is the built-in key-value state machine. */
 export class KvService implements Service {
   /** POST /v1/command takes the binary command layout above, and answers the result's. */
-  readonly codec: ServiceCodec = bytesCodec;
+  readonly codec: ServiceCodec = kvCodec;
   #entries = new Map<string, KvEntry>();
   #keys = new SortedKeys();
 
@@ -234,6 +248,20 @@ export function encodeCas(
   if (expected !== null) writeValue(writer, expected);
   if (value !== null) writeValue(writer, value);
   return writer.finish();
+}
+
+/**
+ * validateCommand returns why bytes are not a kv command (the message apply would answer),
+ * or undefined when they are one.
+ */
+export function validateCommand(command: Uint8Array): string | undefined {
+  try {
+    decodeCommand(command);
+    return undefined;
+  } catch (error: unknown) {
+    if (error instanceof DecodeError) return `Malformed kv command: ${error.message}`;
+    throw error;
+  }
 }
 
 /**

@@ -122,6 +122,13 @@ export type ServiceFactory = () => Service;
 export interface ServiceCodec {
   /** request reads a request body; throw an Error to answer 400 with its message. */
   request(body: Uint8Array, contentType: string | undefined): Uint8Array;
+  /**
+   * command reads the body of POST /v1/command, where it replaces request: decode and
+   * validate the command here, and throw an Error to answer 400 with its message. A command
+   * refused here never reaches the log; one that passes is proposed and every member
+   * applies it, so a refusal in apply costs a log entry.
+   */
+  command?(body: Uint8Array, contentType: string | undefined): Uint8Array;
   /** response is the HTTP answer for result bytes of apply or query. */
   response(result: Uint8Array): { body: Uint8Array; contentType: string };
 }
@@ -167,6 +174,12 @@ export const bytesCodec: ServiceCodec = {
  * requests and answers, and the snapshot are JSON. See jsonService.
  */
 export interface JsonServiceDefinition<Command, Result, Query = never, Answer = never> {
+  /**
+   * validate says why a parsed command is malformed (undefined: it is fine). POST
+   * /v1/command answers 400 with that message and proposes nothing. It sees only the
+   * command, never state: whether a command is allowed now is apply's to say.
+   */
+  validate?(command: unknown): string | undefined;
   apply(command: Command, context: ApplyContext): Result;
   snapshot(): unknown;
   restore(state: unknown): void;
@@ -189,8 +202,18 @@ export function jsonService<Command, Result, Query = never, Answer = never>(
   const parse = (bytes: Uint8Array): unknown => JSON.parse(strictUtf8.decode(bytes));
   const encode = (value: unknown): Uint8Array =>
     textEncoder.encode(JSON.stringify(value) ?? "null");
+  const validate = definition.validate?.bind(definition);
+  const codec: ServiceCodec = validate === undefined ? jsonCodec : {
+    ...jsonCodec,
+    command(body: Uint8Array): Uint8Array {
+      const command = jsonCodec.request(body, undefined);
+      const problem = validate(parse(command));
+      if (problem !== undefined) throw new Error(problem);
+      return command;
+    },
+  };
   const service: Service = {
-    codec: jsonCodec,
+    codec,
     apply: (command, context) => encode(definition.apply(parse(command) as Command, context)),
     snapshot: () => encode(definition.snapshot()),
     restore: (data) => definition.restore(parse(data)),

@@ -10,7 +10,7 @@ import type {
 } from "../../src/http/api.ts";
 import { type AppDeps, createApp } from "../../src/http/app.ts";
 import type { FetchLike } from "../../src/http/client_api.ts";
-import { encodePut, KvService } from "../../src/service/kv.ts";
+import { decodeKvResult, encodePut, KvService } from "../../src/service/kv.ts";
 import { decodeSessionResult, encodeEnvelope, SessionService } from "../../src/service/sessions.ts";
 import { statusView } from "../support/status_view.ts";
 
@@ -297,6 +297,52 @@ describe("kv routes", () => {
     for (const limit of ["0", "-1", "abc", "1.5", ""]) {
       await expectError(await app.request(`/v1/kv?limit=${limit}`), 400, "bad_request");
     }
+  });
+});
+
+describe("POST /v1/command to the kv service", () => {
+  const kvSetup = () => {
+    const node = new FakeNode("node-a");
+    const errors: unknown[] = [];
+    const app = createApp({
+      node,
+      kv: node.kv,
+      service: node.kv,
+      bodyBytesMax: 1024,
+      logError: (_message, error) => errors.push(error),
+    });
+    const command = (body: string | Uint8Array) =>
+      app.request("/v1/command", {
+        method: "POST",
+        body: typeof body === "string" ? body : body as Uint8Array<ArrayBuffer>,
+      });
+    return { node, app, errors, command };
+  };
+
+  test("a malformed command is 400 and never proposed", async () => {
+    const { node, errors, command } = kvSetup();
+    for (
+      const body of ['{"op":"put"}', "", Uint8Array.of(1, 0, 1, 0x6b), Uint8Array.of(9, 0, 1, 0x6b)]
+    ) {
+      const refused = await expectError(await command(body), 400, "bad_request");
+      expect(refused.error.message).toContain("Malformed kv command");
+    }
+    expect(node.submitted).toEqual([]);
+    expect(node.index).toBe(0);
+    expect(errors).toEqual([]);
+  });
+
+  test("a well-formed binary command is applied and answered in the binary result layout", async () => {
+    const { node, command } = kvSetup();
+    const response = await command(encodePut("k", text.encode("v")));
+    expect(response.status).toBe(200);
+    expect(response.headers.get("keel-index")).toBe("1");
+    expect(decodeKvResult(new Uint8Array(await response.arrayBuffer()))).toEqual({
+      type: "put",
+      ok: true,
+      index: 1,
+    });
+    expect(node.kv.get("k")?.value).toEqual(text.encode("v"));
   });
 });
 

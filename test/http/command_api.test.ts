@@ -26,6 +26,12 @@ import { statusView } from "../support/status_view.ts";
 function counterService(): Service & { total(): number } {
   let total = 0;
   const service = jsonService<{ add?: number; fail?: boolean }, unknown, unknown, unknown>({
+    validate: (command) =>
+      typeof command !== "object" || command === null || Array.isArray(command)
+        ? "A counter command is a JSON object"
+        : "add" in command && typeof command.add !== "number"
+        ? 'Field "add" must be a number'
+        : undefined,
     apply(command, context: ApplyContext) {
       if (command.fail) throw new Error("the counter refuses");
       total += command.add ?? 0;
@@ -128,6 +134,22 @@ describe("POST /v1/command", () => {
     expect(body.error.code).toBe("bad_request");
     expect(body.error.message).toContain("not valid JSON");
     expect(node.submitted).toEqual([]);
+  });
+
+  test("a command the service's validate refuses is 400 and is not proposed", async () => {
+    const { node, post } = setup();
+    for (const [body, message] of [['{"add":"5"}', "must be a number"], ["[1]", "JSON object"]]) {
+      const response = await post("/v1/command", body as string);
+      expect(response.status).toBe(400);
+      const refused = await response.json() as { error: { code: string; message: string } };
+      expect(refused.error).toEqual({
+        code: "bad_request",
+        message: expect.stringContaining(message as string),
+      });
+    }
+    expect(node.submitted).toEqual([]);
+    // Queries are not commands: validate does not see them.
+    expect((await post("/v1/query", "[1]")).status).toBe(200);
   });
 
   test("an Idempotency-Key makes a retry return the first result", async () => {
