@@ -170,13 +170,7 @@ export class Inbound {
     }
     const host = normalizeHost(socket.remoteAddress);
     const member = this.#isMemberHost(host);
-    const admission = admit(member, {
-      fromHost: this.#pendingByHost.get(host) ?? 0,
-      strangers: this.#pendingStrangers,
-    });
-    if (!admission.ok) {
-      const message = `Refused a connection from ${remoteAddress}: ${admission.reason}`;
-      this.#ctx.repeats.note(`too-many ${admission.bound}`, "warn", message, { remoteAddress });
+    if (!this.#admit(remoteAddress, host, member)) {
       socket.end();
       return;
     }
@@ -204,6 +198,18 @@ export class Inbound {
     // Over TLS nothing can be written before the TLS handshake: the handler sends it then.
     if (this.#ctx.options.tls === undefined) this.#sendChallenge(conn);
     else this.#armHelloTimer(conn, handshakeTimeoutMs);
+  }
+
+  /** #admit applies the bounds on pending handshakes (admission.ts); logs a refusal. */
+  #admit(remoteAddress: string, host: string, member: boolean): boolean {
+    const admission = admit(member, {
+      fromHost: this.#pendingByHost.get(host) ?? 0,
+      strangers: this.#pendingStrangers,
+    });
+    if (admission.ok) return true;
+    const message = `Refused a connection from ${remoteAddress}: ${admission.reason}`;
+    this.#ctx.repeats.note(`too-many ${admission.bound}`, "warn", message, { remoteAddress });
+    return false;
   }
 
   /** #armHelloTimer closes conn unless its Hello is accepted within timeoutMs from now. */
