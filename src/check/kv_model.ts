@@ -10,9 +10,9 @@
 // ignored. A get with an unknown outcome constrains nothing and is dropped before checking.
 //
 // kvModel also states the facts about each op that the search prunes on (see Model in
-// linearizability.ts); a property test checks every one of them against kvStep.
+// model.ts); a property test checks every one of them against kvStep.
 
-import type { Model, TimedOperation } from "./linearizability.ts";
+import type { Model, TimedOperation } from "./model.ts";
 
 /** KvValue is the state of one key: its value, or null when the key is absent. */
 export type KvValue = string | null;
