@@ -1,4 +1,5 @@
 import type { NodeId } from "../consensus/types.ts";
+import type { SessionErrorCode } from "../service/sessions.ts";
 import type { NodeStatusView } from "./status_view.ts";
 
 export type {
@@ -26,8 +27,11 @@ export type SubmitResult =
   | { ok: true; result: Uint8Array; index: number }
   | { ok: false; code: "not-leader"; leader: LeaderInfo | null; message: string }
   | { ok: false; code: "timeout" | "unavailable"; message: string }
-  /** The command was committed but refused (e.g. a stale idempotency sequence). */
-  | { ok: false; code: "rejected"; message: string }
+  /**
+   * The command was committed but refused by the sessions table: `reason` says why
+   * (service/sessions.ts's unwrapResult gives it; a stale seq, a seq reused for another write).
+   */
+  | { ok: false; code: "rejected"; message: string; reason?: SessionErrorCode }
   /**
    * The service threw applying the command: every member rolled it back and returns this
    * same message (service/service.ts).

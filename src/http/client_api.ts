@@ -20,9 +20,10 @@
 //
 // Writes (PUT, DELETE, cas) may carry `Idempotency-Key: <client-id>:<seq>` (client id of 1 to
 // 128 characters from [A-Za-z0-9._-], seq a positive integer the client increases per
-// write). A retry with the same key returns the first attempt's result (its index too), even
-// through a new leader; a seq below the client's last applied one is 409 rejected. Only the
-// client's latest seq is remembered.
+// write). A retry with the same key and the same write returns the first attempt's result
+// (its index too), even through a new leader; the same key with another write (another key,
+// value or kind of write) is 409 idempotency_key_reused and nothing is applied; a seq below
+// the client's last applied one is 409 rejected. Only the client's latest seq is remembered.
 //
 // A write reaching a follower is forwarded to the leader (header keel-forwarded: 1; a
 // forwarded request is never forwarded again) and the leader's answer relayed; with
@@ -384,7 +385,10 @@ export async function submitCommand(
     case "unavailable":
       return errorResponse("unavailable", outcome.message);
     case "rejected":
-      return errorResponse("rejected", outcome.message);
+      return errorResponse(
+        outcome.reason === "idempotency-key-reused" ? "idempotency_key_reused" : "rejected",
+        outcome.message,
+      );
     case "service-error":
       return errorResponse("service_error", outcome.message);
     case "not-leader":
@@ -509,12 +513,15 @@ function expectResult<T extends KvResult["type"]>(
 ): Extract<KvResult, { type: T }> {
   if (result.type !== type) {
     // The sessions table answered a retry with the cached result of another kind of
-    // write: the client reused an Idempotency-Key for a different request.
+    // write: the client reused an Idempotency-Key for a different request. (The table
+    // refuses that itself now; a write it cached from a snapshot without digests can still
+    // come this way.)
+    if (result.type === "error") {
+      throw new HttpError("rejected", `The write was refused: ${result.message}`);
+    }
     throw new HttpError(
-      "rejected",
-      result.type === "error"
-        ? `The write was refused: ${(result as { message?: string }).message ?? "error"}`
-        : `This Idempotency-Key was already used for a ${result.type} write, not a ${type}`,
+      "idempotency_key_reused",
+      `This Idempotency-Key was already used for a different write (a ${result.type}, not a ${type})`,
     );
   }
   return result as Extract<KvResult, { type: T }>;

@@ -23,6 +23,11 @@ export type ErrorCode =
    */
   | "rejected"
   /**
+   * An Idempotency-Key (client id and seq) already used for a different write: another key,
+   * value or kind of write (409). Nothing was applied; a new write needs a new seq.
+   */
+  | "idempotency_key_reused"
+  /**
    * The service threw applying the command (or answering the query): every member rolled
    * it back and answers the same message (422). A retry fails the same way.
    */
@@ -45,6 +50,7 @@ export const errorStatus: Record<
   internal: 500,
   cas_failed: 409,
   rejected: 409,
+  idempotency_key_reused: 409,
   service_error: 422,
   not_implemented: 501,
 };

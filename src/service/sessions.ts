@@ -1,8 +1,14 @@
 // Exactly-once apply for any Service (Raft dissertation §6.3). Each client write may carry
 // a session key (clientId, seq); the replicated sessions table remembers, per client, the
-// latest seq applied and its result, so a retry (same seq, perhaps through a new leader
-// after failover) gets the cached result instead of a second apply. The table is part of
+// latest seq applied, its result and a digest of its command, so a retry (same seq, same
+// command, perhaps through a new leader after failover) gets the cached result instead of a
+// second apply, and the same seq sent with another command is refused (the client reused its
+// idempotency key) rather than answered with the first write's result. The table is part of
 // the replicated state: it is changed only by apply and travels in snapshots.
+//
+// This file owns the envelope both ways: encodeEnvelope wraps a client's command for the log,
+// unwrapResult turns what apply returned into the client's outcome. A node calls the two and
+// knows nothing of the layouts below.
 //
 // Envelope layout (the command bytes of a log entry; integers big-endian):
 //   u8 0, command                                   no session
@@ -12,14 +18,20 @@
 //   u8 1, inner result                              duplicate: the cached result of seq
 //   u8 2, u8 code, message (UTF-8)                  rejected (see SessionErrorCode)
 // Snapshot layout:
-//   "SES1", u32 count, then count times, oldest last-applied index first:
-//   u8 clientIdBytes, clientId, u64 seq, u64 index, u32 resultBytes, result;
-//   then the inner service's snapshot (the rest).
+//   "SES2", u32 count, then count times, oldest last-applied index first:
+//   u8 clientIdBytes, clientId, u64 seq, u64 index, u8 digestBytes (0 or 16), digest,
+//   u32 resultBytes, result; then the inner service's snapshot (the rest).
+//   "SES1" (before digests) is the same without digestBytes and digest; it still restores,
+//   its clients without a digest (their retries are not checked until their next write).
+//
+// The digest is the first 16 bytes of SHA-256 over the inner command, computed in apply, so
+// every member stores the same one.
 //
 // Limits: a client evicted from the full table loses its dedup; a retry of its last write
 // after eviction is applied again. With sessionClientsMax clients that needs more than that
 // many other clients to write between a client's attempt and its retry.
 
+import { createHash } from "node:crypto";
 import { assert } from "../lib/assert.ts";
 import {
   type ApplyContext,
@@ -55,11 +67,23 @@ const envelopeSession = 1;
 const resultApplied = 0;
 const resultDuplicate = 1;
 const resultRejected = 2;
-const snapshotMagic = "SES1";
+const snapshotMagic = "SES2";
+const snapshotMagicV1 = "SES1";
+/** digestBytes is the size of a command's digest in the table. */
+const digestBytes = 16;
 
-/** SessionErrorCode says why a write was not applied. */
-export type SessionErrorCode = "stale-sequence" | "malformed-envelope";
-const errorCodes: readonly SessionErrorCode[] = ["stale-sequence", "malformed-envelope"];
+/**
+ * SessionErrorCode says why a write was not applied: its seq is older than the client's
+ * last (stale-sequence), its seq is the last one but its command another
+ * (idempotency-key-reused), or its envelope cannot be read (malformed-envelope).
+ */
+export type SessionErrorCode = "stale-sequence" | "malformed-envelope" | "idempotency-key-reused";
+// The order is the wire code (index + 1): append only.
+const errorCodes: readonly SessionErrorCode[] = [
+  "stale-sequence",
+  "malformed-envelope",
+  "idempotency-key-reused",
+];
 
 /** SessionResult is a decoded SessionService.apply result. */
 export type SessionResult =
@@ -72,10 +96,20 @@ export interface SessionOptions {
   clientsMax?: number;
 }
 
+/**
+ * SessionOutcome is what a client is told of its write, from the result apply returned:
+ * the (inner) result with the index its entry was logged at, or why it was refused.
+ */
+export type SessionOutcome =
+  | { ok: true; result: Uint8Array; index: number }
+  | { ok: false; code: "rejected"; reason: SessionErrorCode; message: string };
+
 interface ClientSession {
   seq: number;
   /** Log index of the client's last applied write. */
   index: number;
+  /** Digest of its command; undefined when restored from a snapshot without digests. */
+  digest: Uint8Array | undefined;
   result: Uint8Array;
 }
 
@@ -125,6 +159,14 @@ export class SessionService implements Service {
 
     const cached = this.#clients.get(session.clientId);
     if (cached !== undefined && session.seq === cached.seq) {
+      if (cached.digest !== undefined && !bytesEqual(cached.digest, commandDigest(command))) {
+        return encodeRejected(
+          "idempotency-key-reused",
+          `Sequence ${session.seq} of client ${
+            JSON.stringify(session.clientId)
+          } was already used for a different write (applied at index ${cached.index}); a retry must repeat the write exactly, a new write needs a new sequence`,
+        );
+      }
       return encodeInner(resultDuplicate, cached.result);
     }
     if (cached !== undefined && session.seq < cached.seq) {
@@ -135,13 +177,19 @@ export class SessionService implements Service {
         } is older than its last applied sequence ${cached.seq}`,
       );
     }
+    const digest = commandDigest(command);
     const result = this.inner.apply(command, context);
     if (cached !== undefined) {
       this.#clients.delete(session.clientId);
     } else if (this.#clients.size >= this.clientsMax) {
       this.#evictOldest();
     }
-    this.#clients.set(session.clientId, { seq: session.seq, index: context.index, result });
+    this.#clients.set(session.clientId, {
+      seq: session.seq,
+      index: context.index,
+      digest,
+      result,
+    });
     return encodeInner(resultApplied, result);
   }
 
@@ -150,11 +198,14 @@ export class SessionService implements Service {
     const parts: Uint8Array[] = [textEncoder.encode(snapshotMagic), u32(this.#clients.size)];
     for (const [clientId, session] of this.#clients) {
       const id = textEncoder.encode(clientId);
+      const digest = session.digest ?? new Uint8Array(0);
       parts.push(
         Uint8Array.of(id.length),
         id,
         u64(session.seq),
         u64(session.index),
+        Uint8Array.of(digest.length),
+        digest,
         u32(session.result.length),
         session.result,
       );
@@ -171,22 +222,24 @@ export class SessionService implements Service {
     try {
       const reader = new ByteReader(data, (message) => new EnvelopeError(message));
       const magic = textDecoder.decode(reader.bytes(snapshotMagic.length));
-      if (magic !== snapshotMagic) {
+      if (magic !== snapshotMagic && magic !== snapshotMagicV1) {
         throw new EnvelopeError(`unknown format ${JSON.stringify(magic)}`);
       }
+      const hasDigests = magic === snapshotMagic;
       const count = reader.u32();
       let previousIndex = -1;
       for (let i = 0; i < count; i++) {
         const clientId = readClientId(reader);
         const seq = reader.u64();
         const index = reader.u64();
+        const digest = hasDigests ? readDigest(reader) : undefined;
         const result = reader.bytes(reader.u32()).slice();
         if (clients.has(clientId)) {
           throw new EnvelopeError(`client ${JSON.stringify(clientId)} appears twice`);
         }
         if (index <= previousIndex) throw new EnvelopeError(`index ${index} is out of order`);
         previousIndex = index;
-        clients.set(clientId, { seq, index, result });
+        clients.set(clientId, { seq, index, digest, result });
       }
       rest = reader.rest();
     } catch (error: unknown) {
@@ -258,6 +311,19 @@ export function validateSessionKey(session: SessionKey): string | undefined {
   return undefined;
 }
 
+/**
+ * unwrapResult is the client's outcome of a write whose entry was logged at `index`, from
+ * the bytes SessionService.apply returned for it; it throws on malformed bytes. A duplicate
+ * answers the first attempt's result (which carries the first attempt's index, for kv).
+ */
+export function unwrapResult(bytes: Uint8Array, index: number): SessionOutcome {
+  const decoded = decodeSessionResult(bytes);
+  if (decoded.type === "rejected") {
+    return { ok: false, code: "rejected", reason: decoded.code, message: decoded.message };
+  }
+  return { ok: true, result: decoded.result, index };
+}
+
 /** decodeSessionResult reads SessionService.apply result bytes; it throws on malformed bytes. */
 export function decodeSessionResult(bytes: Uint8Array): SessionResult {
   try {
@@ -293,6 +359,24 @@ function encodeRejected(code: SessionErrorCode, message: string): Uint8Array {
     Uint8Array.of(resultRejected, errorCodes.indexOf(code) + 1),
     textEncoder.encode(message),
   ]);
+}
+
+function readDigest(reader: ByteReader): Uint8Array | undefined {
+  const length = reader.u8();
+  if (length === 0) return undefined;
+  if (length !== digestBytes) throw new EnvelopeError(`digest of ${length} bytes`);
+  return reader.bytes(length).slice();
+}
+
+/** commandDigest identifies a command in the table: SHA-256, its first digestBytes bytes. */
+function commandDigest(command: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(command).digest().subarray(0, digestBytes));
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function readClientId(reader: ByteReader): string {

@@ -11,15 +11,15 @@ import type {
 import { type AppDeps, createApp } from "../../src/http/app.ts";
 import type { FetchLike } from "../../src/http/client_api.ts";
 import { decodeKvResult, encodePut, KvService } from "../../src/service/kv.ts";
-import { decodeSessionResult, encodeEnvelope, SessionService } from "../../src/service/sessions.ts";
+import { encodeEnvelope, SessionService, unwrapResult } from "../../src/service/sessions.ts";
 import { statusView } from "../support/status_view.ts";
 
 const leaderInfo: LeaderInfo = { name: "node-b", httpUrl: "http://127.0.0.12:7080" };
 
 /**
- * FakeNode applies commands directly, through the same envelope and sessions table as a
- * real node (and unwraps the sessions result as node/node.ts does), when it plays the
- * leader; as a follower it answers not-leader.
+ * FakeNode applies commands directly, wrapped and unwrapped by service/sessions.ts as a real
+ * node does, through the same sessions table, when it plays the leader; as a follower it
+ * answers not-leader.
  */
 class FakeNode implements NodeApi {
   readonly kv = new KvService();
@@ -47,13 +47,11 @@ class FakeNode implements NodeApi {
       });
     }
     this.index++;
-    const applied = decodeSessionResult(
-      this.sessions.apply(encodeEnvelope(session, command), { index: this.index, term: 1 }),
-    );
-    if (applied.type === "rejected") {
-      return Promise.resolve({ ok: false, code: "rejected", message: applied.message });
-    }
-    return Promise.resolve({ ok: true, result: applied.result, index: this.index });
+    const result = this.sessions.apply(encodeEnvelope(session, command), {
+      index: this.index,
+      term: 1,
+    });
+    return Promise.resolve(unwrapResult(result, this.index));
   }
 
   readBarrier(): Promise<ReadBarrierResult> {
@@ -519,7 +517,7 @@ describe("limits and headers", () => {
     const headers = { "idempotency-key": "client-7.a_b:1" };
     expect(await (await put(app, "k", "v1", headers)).json()).toEqual({ index: 1 });
     await put(app, "other", "x");
-    const retry = await put(app, "k", "v1-retry", headers);
+    const retry = await put(app, "k", "v1", headers);
     expect(retry.status).toBe(200);
     // The first attempt's answer, index included, though the retry was logged at index 3.
     expect(await retry.json()).toEqual({ index: 1 });
@@ -534,6 +532,27 @@ describe("limits and headers", () => {
     );
     expect(stale.error.message).toContain("older than its last applied sequence 2");
     expect(node.kv.get("k")?.value).toEqual(text.encode("v2"));
+  });
+
+  test("an Idempotency-Key reused for another write is 409 idempotency_key_reused", async () => {
+    const { app, node } = setup();
+    const headers = { "idempotency-key": "cli1:5" };
+    expect(await (await put(app, "idem-a", "v", headers)).json()).toEqual({ index: 1 });
+    // Another key, another value, another kind of write: each refused, none applied.
+    for (
+      const response of [
+        await put(app, "idem-b", "v", headers),
+        await put(app, "idem-a", "w", headers),
+        await app.request("/v1/kv/idem-a", { method: "DELETE", headers }),
+      ]
+    ) {
+      const body = await expectError(response, 409, "idempotency_key_reused");
+      expect(body.error.message).toContain("already used for a different write");
+    }
+    await expectError(await app.request("/v1/kv/idem-b"), 404, "not_found");
+    expect(node.kv.get("idem-a")).toEqual({ value: text.encode("v"), modIndex: 1 });
+    // The write itself, retried, is still answered as the first attempt.
+    expect(await (await put(app, "idem-a", "v", headers)).json()).toEqual({ index: 1 });
   });
 
   test("submit timeout is 504 and unavailable is 503", async () => {
@@ -584,7 +603,7 @@ describe("writes on a follower", () => {
     // The retry through the follower is deduplicated by the leader.
     const retry = await follower.app.request(`${base}/v1/kv/a%2Fb`, {
       method: "PUT",
-      body: "forwarded again",
+      body: "forwarded",
       headers: { "idempotency-key": "c:1" },
     });
     expect(await retry.json()).toEqual({ index: 1 });

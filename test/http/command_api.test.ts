@@ -19,7 +19,7 @@ import {
   type ServiceCodec,
   standaloneContext,
 } from "../../src/service/service.ts";
-import { decodeSessionResult, encodeEnvelope, SessionService } from "../../src/service/sessions.ts";
+import { encodeEnvelope, SessionService, unwrapResult } from "../../src/service/sessions.ts";
 import { statusView } from "../support/status_view.ts";
 
 /** A counter service over JSON: {"add": n} adds, {"fail": true} throws. */
@@ -78,11 +78,7 @@ class FakeNode implements NodeApi {
         message: `Service failed at index ${this.index}: ${(error as Error).message}`,
       });
     }
-    const applied = decodeSessionResult(bytes);
-    if (applied.type === "rejected") {
-      return Promise.resolve({ ok: false, code: "rejected", message: applied.message });
-    }
-    return Promise.resolve({ ok: true, result: applied.result, index: this.index });
+    return Promise.resolve(unwrapResult(bytes, this.index));
   }
 
   readBarrier(): Promise<ReadBarrierResult> {

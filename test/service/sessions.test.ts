@@ -6,6 +6,7 @@ import {
   encodeEnvelope,
   type SessionKey,
   SessionService,
+  unwrapResult,
 } from "../../src/service/sessions.ts";
 import { decodeKvResult, encodePut, KvService } from "../../src/service/kv.ts";
 
@@ -92,11 +93,31 @@ describe("SessionService exactly-once apply", () => {
     const log = new Log(new SessionService(kv));
     log.write({ clientId: "c", seq: 1 }, encodePut("k", bytes("v1")));
     log.write(undefined, encodePut("other", bytes("x")));
-    const retry = log.write({ clientId: "c", seq: 1 }, encodePut("k", bytes("v2")));
+    const retry = log.write({ clientId: "c", seq: 1 }, encodePut("k", bytes("v1")));
     expect(retry.type).toBe("duplicate");
     if (retry.type !== "duplicate") return;
     expect(decodeKvResult(retry.result)).toEqual({ type: "put", ok: true, index: 1 });
     expect(kv.get("k")).toEqual({ value: bytes("v1"), modIndex: 1 });
+  });
+
+  test("a seq reused for a different command is refused, not answered as the first", () => {
+    const kv = new KvService();
+    const log = new Log(new SessionService(kv));
+    log.write({ clientId: "cli1", seq: 5 }, encodePut("idem-a", bytes("v")));
+    const before = log.service.snapshot();
+    for (const command of [encodePut("idem-b", bytes("v")), encodePut("idem-a", bytes("w"))]) {
+      const reused = log.write({ clientId: "cli1", seq: 5 }, command);
+      expect(reused).toMatchObject({ type: "rejected", code: "idempotency-key-reused" });
+      expect((reused as { message: string }).message).toContain('"cli1"');
+      expect((reused as { message: string }).message).toContain("index 1");
+    }
+    expect(kv.get("idem-b")).toBeUndefined();
+    expect(kv.get("idem-a")).toEqual({ value: bytes("v"), modIndex: 1 });
+    // Refusals change nothing, so every replica stays equal; the same write is still a retry.
+    expect(log.service.snapshot()).toEqual(before);
+    expect(log.write({ clientId: "cli1", seq: 5 }, encodePut("idem-a", bytes("v"))).type).toBe(
+      "duplicate",
+    );
   });
 
   test("a malformed envelope is rejected deterministically without throwing", () => {
@@ -187,6 +208,73 @@ describe("SessionService snapshots", () => {
     expect(follower.service.snapshot()).toEqual(leader.service.snapshot());
   });
 
+  test("a restored replica refuses a reused seq too: the command's digest is in the snapshot", () => {
+    const leader = new Log(new SessionService(new KvService()));
+    leader.write({ clientId: "c", seq: 1 }, encodePut("k", bytes("v1")));
+    const follower = new Log(new SessionService(new KvService()));
+    follower.service.restore(leader.service.snapshot());
+    follower.index = leader.index;
+    expect(follower.write({ clientId: "c", seq: 1 }, encodePut("k", bytes("v2")))).toMatchObject({
+      type: "rejected",
+      code: "idempotency-key-reused",
+    });
+    expect(follower.write({ clientId: "c", seq: 1 }, encodePut("k", bytes("v1"))).type).toBe(
+      "duplicate",
+    );
+  });
+
+  test("a snapshot of the format before digests (SES1) still restores, its retries unchecked", () => {
+    const kv = new KvService();
+    kv.apply(encodePut("k", bytes("v1")), { index: 7, term: 1 });
+    const id = bytes("old");
+    const result = Uint8Array.of(1, 0, 0, 0, 0, 0, 0, 0, 7); // kv put result, index 7
+    const ses1 = Uint8Array.of(
+      ...bytes("SES1"),
+      0,
+      0,
+      0,
+      1, // one client
+      id.length,
+      ...id,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      3, // seq 3
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      7, // index 7
+      0,
+      0,
+      0,
+      result.length,
+      ...result,
+      ...kv.snapshot(),
+    );
+    const service = new SessionService(new KvService());
+    service.restore(ses1);
+    expect(service.lastApplied("old")).toEqual({ seq: 3, index: 7 });
+    const log = new Log(service);
+    log.index = 7;
+    // No digest was kept for it: any command with seq 3 is taken as the retry, as before.
+    const retry = log.write({ clientId: "old", seq: 3 }, encodePut("k", bytes("v2")));
+    expect(retry).toEqual({ type: "duplicate", result });
+    // Its snapshot is of the new format, and a new write of that client is checked again.
+    log.write({ clientId: "old", seq: 4 }, encodePut("k", bytes("v4")));
+    expect(log.write({ clientId: "old", seq: 4 }, encodePut("k", bytes("v5"))).type).toBe(
+      "rejected",
+    );
+    expect(new TextDecoder().decode(service.snapshot().subarray(0, 4))).toBe("SES2");
+  });
+
   test("a malformed snapshot throws and changes nothing", () => {
     const counter = new Counter();
     const service = new SessionService(counter);
@@ -216,6 +304,36 @@ describe("SessionService snapshots", () => {
 });
 
 describe("envelopes", () => {
+  test("unwrapResult answers the client's outcome of each kind of result", () => {
+    const log = new Log(new SessionService(new Counter()));
+    const apply = (session: SessionKey | undefined, command = Uint8Array.of(0)) => {
+      log.index++;
+      return log.service.apply(encodeEnvelope(session, command), { index: log.index, term: 1 });
+    };
+    expect(unwrapResult(apply({ clientId: "c", seq: 2 }), 1)).toEqual({
+      ok: true,
+      result: Uint8Array.of(1),
+      index: 1,
+    });
+    // The duplicate's index is the one its entry was logged at; its result the first one's.
+    expect(unwrapResult(apply({ clientId: "c", seq: 2 }), 2)).toEqual({
+      ok: true,
+      result: Uint8Array.of(1),
+      index: 2,
+    });
+    expect(unwrapResult(apply({ clientId: "c", seq: 1 }), 3)).toEqual({
+      ok: false,
+      code: "rejected",
+      reason: "stale-sequence",
+      message: expect.stringContaining("older than its last applied sequence 2"),
+    });
+    expect(unwrapResult(apply({ clientId: "c", seq: 2 }, Uint8Array.of(9)), 4)).toMatchObject({
+      ok: false,
+      code: "rejected",
+      reason: "idempotency-key-reused",
+    });
+  });
+
   test("encodeEnvelope and decodeEnvelope round-trip", () => {
     const command = Uint8Array.of(1, 2, 3);
     expect(decodeEnvelope(encodeEnvelope(undefined, command))).toEqual({
