@@ -70,7 +70,7 @@ import type {
   TransferResult,
 } from "../../src/consensus/types.ts";
 import { Prng } from "../../src/lib/prng.ts";
-import { canon, TraceDigest } from "./digest.ts";
+import { TraceDigest } from "./digest.ts";
 
 // ---- Options -------------------------------------------------------------------------
 
@@ -774,7 +774,7 @@ export class Cluster {
   readonly #skipChecks: SkippedChecks;
   readonly #log: ((line: string) => void) | undefined;
   /**
-   * The trace digest, or undefined. A pure observation: every use is `this.#digest?.add(`,
+   * The trace digest, or undefined. A pure observation: every use is `this.#digest?.event(`,
    * which evaluates nothing when it is off, and nothing it does draws from a Prng.
    */
   readonly #digest: TraceDigest | undefined;
@@ -824,9 +824,7 @@ export class Cluster {
     this.#skipChecks = options.skipChecks ?? {};
     this.#log = options.log;
     this.#digest = options.digest === true ? new TraceDigest(options.digestLines) : undefined;
-    this.#digest?.add(
-      `start seed=${options.seed} nodes=${options.nodes} settings=${canon(this.settings)}`,
-    );
+    this.#digest?.event(0, "start", options.seed, options.nodes, this.settings);
     this.#prng = new Prng(mix(options.seed, 0x00c1a55e));
     this.#syncPrng = new Prng(mix(options.seed, 0x05c1a55e));
     this.ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
@@ -902,9 +900,9 @@ export class Cluster {
     return this.#trace.slice();
   }
 
-  /** digest is the trace digest so far (ClusterOptions.digest), ending with `end`. */
-  digest(end: string): string | undefined {
-    this.#digest?.add(`${this.now} end ${end}`);
+  /** digest ends the trace digest (ClusterOptions.digest) with the run's end; its value. */
+  digest(...end: unknown[]): string | undefined {
+    this.#digest?.event(this.now, "end", ...end);
     return this.#digest?.value();
   }
 
@@ -1026,10 +1024,12 @@ export class Cluster {
       this.#zombieGroups.set(zombie, this.#prng.int(0, groups.length + 1));
     }
     this.stats.partitions++;
-    this.#digest?.add(
-      `${this.now} partition ${canon(groups)} oneWay=${oneWay} zombies=${
-        canon([...this.#zombieGroups].map(([zombie, group]) => [zombie.incarnation, group]))
-      }`,
+    this.#digest?.event(
+      this.now,
+      "partition",
+      groups,
+      oneWay,
+      [...this.#zombieGroups].map(([zombie, group]) => [zombie.incarnation, group]),
     );
     const shape = groups.map((g) => `[${g.join(",")}]`).join(oneWay ? " -/-> " : " ");
     this.#event(`partition ${shape}`);
@@ -1049,13 +1049,13 @@ export class Cluster {
     if (this.#groups === undefined) return;
     this.#groups = undefined;
     this.#zombieGroups.clear();
-    this.#digest?.add(`${this.now} heal`);
+    this.#digest?.event(this.now, "heal");
     this.#event("heal");
   }
 
   /** settleAddresses ends every stale address: each name reaches its current host only. */
   settleAddresses(): void {
-    this.#digest?.add(`${this.now} settle`);
+    this.#digest?.event(this.now, "settle");
     this.#staleAddress.clear();
   }
 
@@ -1066,7 +1066,7 @@ export class Cluster {
 
   crashHost(node: SimNode): void {
     if (node.raft === undefined) return;
-    this.#digest?.add(`${this.now} crash ${node.incarnation}`);
+    this.#digest?.event(this.now, "crash", node.incarnation);
     this.#stop(node);
     this.stats.crashes++;
     this.#event(`${node.incarnation} crashes`);
@@ -1098,7 +1098,7 @@ export class Cluster {
 
   restartHost(node: SimNode): void {
     if (node.raft !== undefined || node.gone) return;
-    this.#digest?.add(`${this.now} restart ${node.incarnation}`);
+    this.#digest?.event(this.now, "restart", node.incarnation);
     node.restarts++;
     if (this.#bugs.forgetVoteOnRestart) node.disk.hardState.votedFor = null;
     this.#event(`${node.incarnation} restarts`);
@@ -1113,7 +1113,7 @@ export class Cluster {
   wipe(id: NodeId, options: WipeOptions = {}): SimNode {
     const old = this.node(id);
     const index = this.ids.indexOf(id);
-    this.#digest?.add(`${this.now} wipe ${old.incarnation} ${canon(options)}`);
+    this.#digest?.event(this.now, "wipe", old.incarnation, options);
     const delayRate = options.fenceDelayRate ?? 0;
     const delayMax = options.fenceDelayTicksMax ?? 0;
     if (delayRate > 0 && delayMax > 0) {
@@ -1177,7 +1177,7 @@ export class Cluster {
   backup(id: NodeId): void {
     const node = this.node(id);
     node.backup = copyDisk(node.disk);
-    this.#digest?.add(`${this.now} backup ${node.incarnation}`);
+    this.#digest?.event(this.now, "backup", node.incarnation);
     this.stats.backupsTaken++;
   }
 
@@ -1188,7 +1188,7 @@ export class Cluster {
   restoreBackup(id: NodeId): boolean {
     const node = this.node(id);
     if (node.backup === undefined) return false;
-    this.#digest?.add(`${this.now} restore ${node.incarnation}`);
+    this.#digest?.event(this.now, "restore", node.incarnation);
     const lost: Lost = {
       reason: "restored",
       commitIndex: Math.max(diskLastIndex(node.disk), this.knownCommitIndex()),
@@ -1220,9 +1220,7 @@ export class Cluster {
   proposeOn(node: SimNode, payload: string): ProposeResult {
     if (node.raft === undefined) return { ok: false, reason: "not-leader", leader: null };
     const result = node.raft.propose(encoder.encode(payload));
-    this.#digest?.add(
-      `${this.now} propose ${node.incarnation} ${JSON.stringify(payload)} ${canon(result)}`,
-    );
+    this.#digest?.event(this.now, "propose", node.incarnation, payload, result);
     if (result.ok) {
       this.stats.proposed++;
       node.pendingProposals.set(result.index, { term: result.term, payload });
@@ -1247,7 +1245,7 @@ export class Cluster {
       issuedTick: this.now,
     });
     this.stats.readsIssued++;
-    this.#digest?.add(`${this.now} readIndex ${node.incarnation} ${requestId}`);
+    this.#digest?.event(this.now, "readIndex", node.incarnation, requestId);
     node.raft.readIndex(requestId);
     this.#drain(node);
     return requestId;
@@ -1258,7 +1256,7 @@ export class Cluster {
     if (node.raft === undefined) return { ok: false, reason: "not-leader", leader: null };
     this.stats.transfersRequested++;
     const result = node.raft.transferLeadership(to);
-    this.#digest?.add(`${this.now} transfer ${node.incarnation} ${to} ${canon(result)}`);
+    this.#digest?.event(this.now, "transfer", node.incarnation, to, result);
     if (result.ok) {
       this.stats.transfersAccepted++;
       this.#event(`${from} transfers leadership to ${to}`);
@@ -1566,17 +1564,13 @@ export class Cluster {
       (ready.snapshotChunk !== undefined || ready.installSnapshot !== undefined ||
         ready.hardState !== undefined || ready.becameNormal || ready.entries.length > 0)
     ) {
-      this.#digest?.add(
-        `${this.now} persist ${node.incarnation} ${
-          canon({
-            snapshotChunk: ready.snapshotChunk,
-            installSnapshot: ready.installSnapshot,
-            hardState: ready.hardState,
-            becameNormal: ready.becameNormal,
-            entries: ready.entries,
-          })
-        }`,
-      );
+      this.#digest.event(this.now, "persist", node.incarnation, {
+        snapshotChunk: ready.snapshotChunk,
+        installSnapshot: ready.installSnapshot,
+        hardState: ready.hardState,
+        becameNormal: ready.becameNormal,
+        entries: ready.entries,
+      });
     }
     const disk = node.disk;
     const chunk = ready.snapshotChunk;
@@ -1681,7 +1675,7 @@ export class Cluster {
   /** apply is step 3: committed entries to the state machine, and read states. */
   #apply(node: SimNode, ready: Ready): void {
     for (const entry of ready.committedEntries) {
-      this.#digest?.add(`${this.now} apply ${node.incarnation} ${canon(entry)}`);
+      this.#digest?.event(this.now, "apply", node.incarnation, entry);
       if (entry.index !== node.appliedIndex + 1) {
         this.#fail(
           `${node.incarnation} was given entry ${entry.index} to apply after applying ${node.appliedIndex}`,
@@ -1708,7 +1702,7 @@ export class Cluster {
       }
     }
     for (const state of ready.readStates) {
-      this.#digest?.add(`${this.now} readState ${node.incarnation} ${canon(state)}`);
+      this.#digest?.event(this.now, "readState", node.incarnation, state);
       const pending = node.pendingReads.get(state.requestId);
       if (pending === undefined) {
         // A duplicated readIndexResponse answers a read twice; the node loop ignores
@@ -1878,7 +1872,7 @@ export class Cluster {
     if (message.to === node.id || !this.ids.includes(message.to)) {
       this.#fail(`${node.incarnation} sent a ${message.type} to ${message.to}`);
     }
-    this.#digest?.add(`${this.now} send ${node.incarnation} ${canon(message)}`);
+    this.#digest?.event(this.now, "send", node.incarnation, message);
     this.stats.messagesSent++;
     const faults = this.faults;
     if (
@@ -1921,7 +1915,7 @@ export class Cluster {
     // refusal tells that host it is fenced.
     const refusal = to.raft.fencedOut(message.from, sender);
     if (refusal !== null) {
-      this.#digest?.add(`${this.now} refuse ${to.incarnation} ${from.incarnation}`);
+      this.#digest?.event(this.now, "refuse", to.incarnation, from.incarnation);
       this.stats.messagesRefused++;
       this.#refused(from, to, refusal);
       return;
@@ -1990,7 +1984,7 @@ export class Cluster {
       this.#lost.delete(node.id);
     }
     if (role === node.lastRole && term === node.lastTerm) return;
-    this.#digest?.add(`${this.now} role ${node.incarnation} ${role} ${term}`);
+    this.#digest?.event(this.now, "role", node.incarnation, role, term);
     node.lastRole = role;
     node.lastTerm = term;
     if (role === "candidate") {
@@ -2187,7 +2181,7 @@ export function runSimulation(options: SimOptions): SimResult {
   try {
     drive(cluster, options);
     cluster.checkFinal();
-    const digest = cluster.digest(`ok ${digestedStats(cluster.stats)}`);
+    const digest = cluster.digest("ok", digestedStats(cluster.stats));
     return { ok: true, failure: undefined, stats: cluster.stats, digest };
   } catch (error: unknown) {
     const what = error instanceof SimViolation
@@ -2201,9 +2195,7 @@ export function runSimulation(options: SimOptions): SimResult {
       : error instanceof Error
       ? `the core threw ${error.name}: ${error.message}`
       : `the core threw ${String(error)}`;
-    const digest = cluster.digest(
-      `FAILED ${JSON.stringify(violation)} ${digestedStats(cluster.stats)}`,
-    );
+    const digest = cluster.digest("FAILED", violation, digestedStats(cluster.stats));
     const failure = [
       `simulation failed (seed ${options.seed}, ${options.nodes} nodes, profile ${
         options.profile ?? "custom"
@@ -2221,7 +2213,7 @@ export function runSimulation(options: SimOptions): SimResult {
  * digestedStats encodes the stats a run ends with, by a fixed list of names: a counter
  * added later does not change every digest.
  */
-function digestedStats(stats: SimStats): string {
+function digestedStats(stats: SimStats): Record<string, number> {
   const names: (keyof SimStats)[] = [
     "ticks",
     "leadersElected",
@@ -2255,7 +2247,7 @@ function digestedStats(stats: SimStats): string {
     "messagesRefused",
     "messagesDelayedAcrossFence",
   ];
-  return names.map((name) => `${name}=${stats[name]}`).join(" ");
+  return Object.fromEntries(names.map((name) => [name, stats[name]]));
 }
 
 /** drive runs the seeded clients and faults of a simulation on a cluster. */
