@@ -346,6 +346,8 @@ export interface SimStats {
   hostsFenced: number;
   backupsTaken: number;
   backupsRestored: number;
+  /** Hosts refused as rolled back, which took a new incarnation (judgePeer). */
+  rollbacksRefused: number;
   messagesSent: number;
   messagesDelivered: number;
   messagesDropped: number;
@@ -486,6 +488,15 @@ function emptyDisk(incarnation: string, status: HostStatus): Disk {
     older: [],
     staged: undefined,
   };
+}
+
+/**
+ * helloState is what a host's handshake says of it now: its term and last index, from its
+ * core while up, else from its disk (what it would say when it starts again).
+ */
+function helloState(node: SimNode): { term: number; lastIndex: number } {
+  if (node.raft !== undefined) return { term: node.raft.term, lastIndex: node.raft.lastIndex };
+  return { term: node.disk.hardState.term, lastIndex: diskLastIndex(node.disk) };
 }
 
 /** copyDisk is a backup: an independent copy (snapshot bytes are never mutated, so shared). */
@@ -757,6 +768,7 @@ export class Cluster {
     hostsFenced: 0,
     backupsTaken: 0,
     backupsRestored: 0,
+    rollbacksRefused: 0,
     messagesSent: 0,
     messagesDelivered: 0,
     messagesDropped: 0,
@@ -1911,13 +1923,23 @@ export class Cluster {
     const sender = this.#bugs.zombieClaimsCurrent && from.zombie
       ? { ...this.node(from.id).sender, recovering: from.recovering }
       : from.sender;
-    // The handshake (R7): a receiver refuses a host its committed fences rule out, and the
-    // refusal tells that host it is fenced.
-    const refusal = to.raft.fencedOut(message.from, sender);
+    // The handshake, judged by the core as the transport's is (Raft.judgePeer): a receiver
+    // refuses a host its committed fences rule out (R7), and the refusal tells that host it
+    // is fenced; or a host whose disk went back in time (below what it already said), which
+    // then takes a new incarnation and rejoins as a replacement. The hello carries the
+    // sending host's state now (a link's handshake precedes what it delivers; messages
+    // reorder here, so the state at sending would not be what a handshake saw).
+    const refusal = to.raft.judgePeer({
+      name: message.from,
+      incarnation: sender.incarnation,
+      recovering: sender.recovering,
+      ...helloState(from),
+    });
     if (refusal !== null) {
       this.#digest?.event(this.now, "refuse", to.incarnation, from.incarnation);
       this.stats.messagesRefused++;
-      this.#refused(from, to, refusal);
+      if (refusal.kind === "rolled-back") this.#rolledBack(from, to, refusal.reason);
+      else this.#refused(from, to, refusal.reason);
       return;
     }
     this.stats.messagesDelivered++;
@@ -1939,6 +1961,33 @@ export class Cluster {
       (message.type === "requestVoteResponse" || message.type === "preVoteResponse");
     to.raft.step(message, hide ? { ...sender, recovering: false } : sender);
     this.#drain(to);
+  }
+
+  /**
+   * rolledBack: a peer refused this host as rolled back (its disk went back in time). As
+   * keel does (node.ts onRolledBack, storage.reincarnate, exit 75), the host takes a new
+   * incarnation with its disk's log kept, status recovering, and starts again: the leader
+   * fences it in as any replacement.
+   */
+  #rolledBack(from: SimNode, by: SimNode, reason: string): void {
+    if (from.raft === undefined || from.zombie || from.gone) return;
+    if (this.node(from.id) !== from) return;
+    this.#digest?.add(`${this.now} rolled-back ${from.incarnation}`);
+    this.stats.rollbacksRefused++;
+    const incarnations = this.#incarnations.get(from.id)!;
+    const fresh = new SimNode(from.id, incarnations.length + 1, "recovering");
+    incarnations.push(fresh.incarnation);
+    fresh.disk = { ...copyDisk(from.disk), incarnation: fresh.incarnation, status: "recovering" };
+    this.#stop(from);
+    from.gone = true;
+    this.#staleAddress.delete(from.id);
+    this.nodes[this.ids.indexOf(from.id)] = fresh;
+    this.#lost.set(from.id, { reason: "wiped", commitIndex: 0, term: 0 });
+    this.#event(
+      `${by.incarnation} refused ${from.incarnation} as rolled back (${reason}); ` +
+        `${fresh.incarnation} starts as its replacement, its log kept`,
+    );
+    this.#start(fresh);
   }
 
   #refused(from: SimNode, by: SimNode, reason: string): void {
