@@ -35,7 +35,9 @@ export function createLogger(options: LoggerOptions, base: Fields = {}): Logger 
       write(JSON.stringify(record, jsonReplacer));
       return;
     }
+    // A field left undefined is absent, as in the JSON form (not "key=undefined").
     const extra = Object.entries({ ...base, ...fields })
+      .filter(([, value]) => value !== undefined)
       .map(([key, value]) =>
         `${key}=${typeof value === "string" ? value : JSON.stringify(value, jsonReplacer)}`
       )
