@@ -79,6 +79,23 @@ PROFILE ?= chaos
 sim: node_modules/.installed
 	$(BUN) scripts/sim.ts --seeds=$(SEEDS) --nodes=$(NODES) --profile=$(PROFILE)
 
+# make sim-long [SEEDS=20000] [FIRST=7000001] [WORKERS=N] [PROFILES=a,b]: every profile at
+# 3 and 5 nodes over one worker per core; a summary line per profile and node count.
+.PHONY: sim-long sim-digest
+FIRST ?= 7000001
+SIM_OPTIONS = $(if $(WORKERS),--workers=$(WORKERS)) $(if $(PROFILES),--profiles=$(PROFILES))
+sim-long: node_modules/.installed
+	$(BUN) scripts/sim_long.ts --seeds=$(if $(filter file,$(origin SEEDS)),20000,$(SEEDS)) \
+	  --seed=$(FIRST) $(SIM_OPTIONS)
+
+# make sim-digest [OUT=FILE | COMPARE=FILE] [SEEDS=5000] [FIRST=1]: each seed's trace digest
+# written to OUT (.tmp/sim-digests.txt), or compared with COMPARE (written earlier).
+sim-digest: node_modules/.installed
+	@mkdir -p .tmp
+	$(BUN) scripts/sim_long.ts --seeds=$(if $(filter file,$(origin SEEDS)),5000,$(SEEDS)) \
+	  --seed=$(if $(filter file,$(origin FIRST)),1,$(FIRST)) $(SIM_OPTIONS) \
+	  $(if $(COMPARE),--digest-compare=$(COMPARE),--digest-out=$(or $(OUT),.tmp/sim-digests.txt))
+
 DURATION ?= 60s
 SEED ?= 1
 chaos: dist/keel
