@@ -98,7 +98,8 @@ function runJob(job: Job, report: (result: SeedResult) => void): void {
       });
       ok = result.ok;
       digest = result.digest ?? "";
-      failure = result.failure?.split("\n")[0];
+      // The first line, without "simulation failed (seed, nodes, profile): ".
+      failure = result.failure?.split("\n")[0]?.replace(/^simulation failed \([^)]*\): /, "");
     } catch (error: unknown) {
       // runSimulation catches what the run throws; this is the harness itself breaking.
       ok = false;
