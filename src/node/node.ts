@@ -26,8 +26,9 @@ import type {
 import { assert, AssertionError } from "../lib/assert.ts";
 import type { Logger } from "../lib/log.ts";
 import { type Histogram, Registry } from "../lib/metrics.ts";
+import { nodeHistograms, registerNodeGauges } from "./metrics.ts";
 import type { Service } from "../service/service.ts";
-import { decodeSessionResult, encodeEnvelope } from "../service/sessions.ts";
+import { encodeEnvelope } from "../service/sessions.ts";
 import { decodeFence } from "../consensus/fences.ts";
 import { decideBootstrap, type HelloState, type Refusal } from "../consensus/incarnations.ts";
 import { decodeSnapshot, encodeSnapshotParts } from "./snapshot_envelope.ts";
@@ -43,6 +44,7 @@ import {
   stampedTime,
 } from "./service_host.ts";
 import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
+import { Requests } from "./requests.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { MemberResolution } from "../resolver/dns.ts";
 import type { GossipEndpoint, MemberGossip } from "../resolver/gossip.ts";
@@ -73,8 +75,6 @@ const diskCompactionRowsPerTick = 5_000;
 
 /** Entries kept behind a snapshot so a briefly lagging follower needs no snapshot. */
 export const snapshotTrailingEntries = 5000;
-/** Client requests waiting for commit or a read index, per node. */
-export const pendingRequestsMax = 100_000;
 /** An admin step-down waits at least this long for leadership to move. */
 export const stepDownWaitMsMin = 5000;
 /** Events kept for /admin/events and the dashboard. */
@@ -140,23 +140,6 @@ export interface NodeDeps {
   };
 }
 
-// Pending requests time out by a sweep each tick (expireRequests), not a timer each: a
-// timer per request was measurable garbage and CPU at tens of thousands a second.
-interface PendingWrite {
-  term: number;
-  proposedAt: number;
-  resolve: (result: SubmitResult) => void;
-  /** performance.now() past which the write is answered with a timeout. */
-  deadline: number;
-}
-
-interface PendingRead {
-  resolve: (result: ReadBarrierResult) => void;
-  deadline: number;
-  /** Set once the read index is known: resolve when applied reaches it. */
-  index: number;
-}
-
 export class KeelNode implements NodeApi, OpsApi {
   readonly name: NodeId;
   readonly raft: Raft;
@@ -179,11 +162,8 @@ export class KeelNode implements NodeApi, OpsApi {
   #scheduled = false;
   #ticker: ReturnType<typeof setInterval> | undefined;
   #lastTickAt = 0;
-  #pendingWrites = new Map<number, PendingWrite>();
-  #pendingReads = new Map<number, PendingRead>();
-  /** Reads with a known index waiting for apply, in request order. */
-  #readsWaitingApply: number[] = [];
-  #nextRequestId = 1;
+  /** Client writes and reads waiting on this node (requests.ts). */
+  readonly #requests = new Requests();
   #appliedIndex: number;
   #appliedTerm: number;
   #snapshotIndex: number;
@@ -317,23 +297,25 @@ export class KeelNode implements NodeApi, OpsApi {
     }
     this.#lastRole = this.raft.role;
     this.adminToken = deps.adminToken;
-    this.#fsyncSeconds = this.registry.histogram(
-      "keel_fsync_seconds",
-      "Duration of one fdatasync of the log (it covers every write made before it)",
-    );
-    this.#commitSeconds = this.registry.histogram(
-      "keel_append_seconds",
-      "Leader: time from proposal to applied, per client write",
-    );
-    this.#snapshotSeconds = this.registry.histogram(
-      "keel_snapshot_seconds",
-      "Time a snapshot paused the node (serializing the state; it is written off the loop)",
-    );
-    this.#applySeconds = this.registry.histogram(
-      "keel_apply_seconds",
-      "Duration of applying one entry to the service (apply or onTimer)",
-    );
-    this.#registerGauges();
+    const histograms = nodeHistograms(this.registry);
+    this.#fsyncSeconds = histograms.fsyncSeconds;
+    this.#commitSeconds = histograms.commitSeconds;
+    this.#snapshotSeconds = histograms.snapshotSeconds;
+    this.#applySeconds = histograms.applySeconds;
+    const host = this.#host;
+    const requests = this.#requests;
+    registerNodeGauges(this.registry, {
+      raft: this.raft,
+      counters: this.counters,
+      storage: deps.storage,
+      host,
+      transport: deps.transport,
+      appliedIndex: () => this.#appliedIndex,
+      pendingWrites: () => requests.writeCount,
+      suspended: () => this.#suspended,
+      startedAt: this.#startedAt,
+    });
+
     deps.log.info("node restored", {
       incarnation: deps.identity.incarnation,
       term: restored.hardState.term,
@@ -382,7 +364,7 @@ export class KeelNode implements NodeApi, OpsApi {
     if (this.#stopped) return;
     this.#stopped = true;
     if (this.#ticker !== undefined) clearInterval(this.#ticker);
-    this.#failRequests("unavailable", "Node is shutting down");
+    this.#requests.failAll("Node is shutting down");
     await this.#deps.transport.close();
   }
 
@@ -404,7 +386,7 @@ export class KeelNode implements NodeApi, OpsApi {
       if (!this.#handledHalt(error)) throw error;
       return;
     }
-    this.#expireRequests(now);
+    this.#requests.expire(now, () => this.leader());
     this.#schedule();
   }
 
@@ -453,42 +435,10 @@ export class KeelNode implements NodeApi, OpsApi {
         { error },
       );
       this.#event("storage", message);
-      this.#failRequests("unavailable", "Storage failed on this node");
+      this.#requests.failAll("Storage failed on this node");
       this.#deps.onStorageFailed?.(message);
     }
     throw new StorageFailedError(message, { cause: error });
-  }
-
-  /** failRequests answers every pending write and read with `code`. */
-  #failRequests(code: "unavailable", message: string): void {
-    for (const [, write] of this.#pendingWrites) write.resolve({ ok: false, code, message });
-    this.#pendingWrites.clear();
-    for (const [, read] of this.#pendingReads) {
-      read.resolve({ ok: false, code: "timeout", leader: null, message });
-    }
-    this.#pendingReads.clear();
-  }
-
-  /**
-   * expireRequests answers writes and reads past their deadline with a timeout. Both maps
-   * hold requests in the order they came, so deadlines only grow along them: stop at the
-   * first one still in time.
-   */
-  #expireRequests(now: number): void {
-    for (const [index, write] of this.#pendingWrites) {
-      if (write.deadline > now) break;
-      this.#failWrite(index, write, undefined);
-    }
-    for (const [requestId, read] of this.#pendingReads) {
-      if (read.deadline > now) break;
-      this.#pendingReads.delete(requestId);
-      read.resolve({
-        ok: false,
-        code: "timeout",
-        leader: this.leader(),
-        message: "Read not confirmed within the request timeout",
-      });
-    }
   }
 
   /** compactDiskStep deletes the next slice of log rows behind the snapshot. */
@@ -694,9 +644,9 @@ export class KeelNode implements NodeApi, OpsApi {
     // 3. Apply (the core hands out only entries that are durable here).
     for (const entry of ready.committedEntries) this.#apply(entry);
     for (const readState of ready.readStates) {
-      this.#onReadState(readState.requestId, readState.index);
+      this.#requests.onReadState(readState.requestId, readState.index, this.leader());
     }
-    this.#resolveReads();
+    this.counters.readsServed += this.#requests.resolveReads(this.#appliedIndex);
     // 4. Advance.
     this.raft.advance(ready);
     this.#maybeSnapshot();
@@ -747,11 +697,10 @@ export class KeelNode implements NodeApi, OpsApi {
       bytes: meta.bytes,
     });
     // Writes proposed here at overwritten indexes can no longer be answered from this log.
-    for (const [index, write] of this.#pendingWrites) {
-      if (index <= meta.index) {
-        this.#failWrite(index, write, "Entry was replaced by a snapshot; outcome unknown");
-      }
-    }
+    this.#requests.failWritesThrough(
+      meta.index,
+      "Entry was replaced by a snapshot; outcome unknown",
+    );
   }
 
   #apply(entry: Entry): void {
@@ -779,29 +728,8 @@ export class KeelNode implements NodeApi, OpsApi {
     }
     this.#appliedIndex = entry.index;
     this.#appliedTerm = entry.term;
-    const write = this.#pendingWrites.get(entry.index);
-    if (write === undefined) return;
-    this.#pendingWrites.delete(entry.index);
-    if (write.term === entry.term && outcome.type === "error") {
-      write.resolve({ ok: false, code: "service-error", message: outcome.message });
-      return;
-    }
-    const result = outcome.type === "result" ? outcome.result : undefined;
-    if (write.term !== entry.term || result === undefined) {
-      write.resolve({
-        ok: false,
-        code: "unavailable",
-        message: "Leadership changed before the write committed; it was not applied",
-      });
-      return;
-    }
-    this.#commitSeconds.observe((performance.now() - write.proposedAt) / 1000);
-    const decoded = decodeSessionResult(result);
-    if (decoded.type === "rejected") {
-      write.resolve({ ok: false, code: "rejected", message: decoded.message });
-    } else {
-      write.resolve({ ok: true, result: decoded.result, index: entry.index });
-    }
+    const seconds = this.#requests.onApplied(entry, outcome);
+    if (seconds !== undefined) this.#commitSeconds.observe(seconds);
   }
 
   #onOutcome(entry: Entry, outcome: HostOutcome): void {
@@ -1059,7 +987,7 @@ export class KeelNode implements NodeApi, OpsApi {
         message: `Client writes are suspended on ${this.name} (keel resume lifts it)`,
       });
     }
-    if (this.#pendingWrites.size >= pendingRequestsMax) {
+    if (this.#requests.writesFull) {
       return Promise.resolve({
         ok: false,
         code: "unavailable",
@@ -1087,24 +1015,11 @@ export class KeelNode implements NodeApi, OpsApi {
     }
     this.counters.proposals++;
     this.#schedule();
-    return new Promise((resolve) => {
-      const now = performance.now();
-      this.#pendingWrites.set(proposed.index, {
-        term: proposed.term,
-        proposedAt: now,
-        resolve,
-        deadline: now + this.#deps.config.http.requestTimeoutMs,
-      });
-    });
-  }
-
-  #failWrite(index: number, write: PendingWrite, message: string | undefined): void {
-    this.#pendingWrites.delete(index);
-    write.resolve({
-      ok: false,
-      code: "timeout",
-      message: message ?? "Write not committed within the request timeout; it may still apply",
-    });
+    return this.#requests.addWrite(
+      proposed.index,
+      proposed.term,
+      this.#deps.config.http.requestTimeoutMs,
+    );
   }
 
   readBarrier(): Promise<ReadBarrierResult> {
@@ -1116,7 +1031,7 @@ export class KeelNode implements NodeApi, OpsApi {
         message: "Node is shutting down",
       });
     }
-    if (this.#pendingReads.size >= pendingRequestsMax) {
+    if (this.#requests.readsFull) {
       return Promise.resolve({
         ok: false,
         code: "timeout",
@@ -1124,48 +1039,10 @@ export class KeelNode implements NodeApi, OpsApi {
         message: "Too many reads in flight",
       });
     }
-    const requestId = this.#nextRequestId++;
-    return new Promise((resolve) => {
-      const deadline = performance.now() + this.#deps.config.http.requestTimeoutMs;
-      this.#pendingReads.set(requestId, { resolve, deadline, index: 0 });
+    return this.#requests.addRead(this.#deps.config.http.requestTimeoutMs, (requestId) => {
       this.raft.readIndex(requestId);
       this.#schedule();
     });
-  }
-
-  #onReadState(requestId: number, index: number): void {
-    const read = this.#pendingReads.get(requestId);
-    if (read === undefined) return;
-    if (index === 0) {
-      this.#pendingReads.delete(requestId);
-      const leader = this.leader();
-      read.resolve({
-        ok: false,
-        code: leader === null ? "no-leader" : "not-leader",
-        leader,
-        message: leader === null ? "No leader is known" : "Leadership could not be confirmed",
-      });
-      return;
-    }
-    read.index = index;
-    this.#readsWaitingApply.push(requestId);
-  }
-
-  #resolveReads(): void {
-    if (this.#readsWaitingApply.length === 0) return;
-    const waiting: number[] = [];
-    for (const requestId of this.#readsWaitingApply) {
-      const read = this.#pendingReads.get(requestId);
-      if (read === undefined) continue;
-      if (read.index <= this.#appliedIndex) {
-        this.#pendingReads.delete(requestId);
-        this.counters.readsServed++;
-        read.resolve({ ok: true });
-      } else {
-        waiting.push(requestId);
-      }
-    }
-    this.#readsWaitingApply = waiting;
   }
 
   leader(): LeaderInfo | null {
@@ -1326,9 +1203,7 @@ export class KeelNode implements NodeApi, OpsApi {
         reason,
       },
     );
-    for (const [index, write] of this.#pendingWrites) {
-      this.#failWrite(index, write, "This host is fenced");
-    }
+    this.#requests.failWrites("This host is fenced");
   }
 
   #onFenceApplied(entry: Entry): void {
@@ -1559,143 +1434,6 @@ export class KeelNode implements NodeApi, OpsApi {
     return this.registry.render();
   }
 
-  #registerGauges(): void {
-    const r = this.registry;
-    const raft = this.raft;
-    r.gauge("keel_term", "Current Raft term", () => [[{}, raft.term]]);
-    r.gauge(
-      "keel_commit_index",
-      "Highest log index known committed",
-      () => [[{}, raft.commitIndex]],
-    );
-    r.gauge(
-      "keel_applied_index",
-      "Highest log index applied to the service",
-      () => [[{}, this.#appliedIndex]],
-    );
-    r.gauge("keel_last_index", "Last index in the local log", () => [[{}, raft.lastIndex]]);
-    r.gauge(
-      "keel_role",
-      "1 for this node's current role",
-      () =>
-        (["follower", "preCandidate", "candidate", "leader"] as const).map((
-          role,
-        ) => [{ role }, raft.role === role ? 1 : 0]),
-    );
-    r.counter(
-      "keel_leader_changes_total",
-      "Times this node saw a new leader",
-      () => [[{}, this.counters.leaderChanges]],
-    );
-    r.counter(
-      "keel_elections_started_total",
-      "Elections this node started as candidate",
-      () => [[{}, this.counters.electionsStarted]],
-    );
-    r.counter(
-      "keel_proposals_total",
-      "Client writes proposed on this node as leader",
-      () => [[{}, this.counters.proposals]],
-    );
-    r.counter(
-      "keel_reads_served_total",
-      "Linearizable reads served",
-      () => [[{}, this.counters.readsServed]],
-    );
-    r.counter(
-      "keel_messages_sent_total",
-      "Peer messages sent",
-      () => [[{}, this.counters.messagesSent]],
-    );
-    r.counter(
-      "keel_messages_received_total",
-      "Peer messages received",
-      () => [[{}, this.counters.messagesReceived]],
-    );
-    r.counter(
-      "keel_snapshots_taken_total",
-      "Snapshots taken",
-      () => [[{}, this.counters.snapshotsTaken]],
-    );
-    r.counter(
-      "keel_snapshots_installed_total",
-      "Snapshots received from a leader and installed",
-      () => [[{}, this.counters.snapshotsInstalled]],
-    );
-    r.gauge(
-      "keel_snapshot_bytes",
-      "Size of the latest snapshot",
-      () => [[{}, this.#deps.storage.latestSnapshot()?.bytes ?? 0]],
-    );
-    r.gauge(
-      "keel_service_timers",
-      "Cluster timers scheduled by the service",
-      () => [[{}, this.#host.timerCount]],
-    );
-    r.gauge(
-      "keel_service_time_ms",
-      "The log's time as of the last applied entry (ms since the epoch)",
-      () => [[{}, this.#host.timeMs]],
-    );
-    r.counter(
-      "keel_service_errors_total",
-      "Entries whose apply or onTimer threw (rolled back and answered with an error)",
-      () => [[{}, this.counters.serviceErrors]],
-    );
-    r.counter(
-      "keel_timers_fired_total",
-      "Cluster timers fired (onTimer called) on this node",
-      () => [[{}, this.counters.timersFired]],
-    );
-    r.gauge(
-      "keel_snapshot_index",
-      "Log index of the latest snapshot",
-      () => [[{}, this.#deps.storage.latestSnapshot()?.index ?? 0]],
-    );
-    r.gauge(
-      "keel_storage_bytes",
-      "Database and WAL size on disk",
-      () => [[{}, this.#deps.storage.sizeBytes()]],
-    );
-    r.gauge("keel_peer_lag_entries", "Leader: entries a follower is behind", () => {
-      const progress = raft.status().progress;
-      return Object.entries(progress).map((
-        [peer, p],
-      ) => [{ peer }, Math.max(0, raft.lastIndex - p.matchIndex)]);
-    });
-    r.gauge(
-      "keel_peer_connected",
-      "1 when the outbound link to a peer is up",
-      () =>
-        this.#deps.transport.links().map((link) => [{ peer: link.name }, link.connected ? 1 : 0]),
-    );
-    r.counter(
-      "keel_peer_dropped_messages_total",
-      "Messages dropped because a peer's queue was full",
-      () => this.#deps.transport.links().map((link) => [{ peer: link.name }, link.droppedMessages]),
-    );
-    r.gauge(
-      "keel_pending_writes",
-      "Client writes waiting to commit",
-      () => [[{}, this.#pendingWrites.size]],
-    );
-    r.gauge(
-      "keel_suspended",
-      "1 while client writes are suspended",
-      () => [[{}, this.#suspended ? 1 : 0]],
-    );
-    r.gauge(
-      "keel_process_resident_memory_bytes",
-      "Resident set size of the process",
-      () => [[{}, process.memoryUsage.rss()]],
-    );
-    r.gauge(
-      "keel_uptime_seconds",
-      "Seconds since the node started",
-      () => [[{}, (Date.now() - this.#startedAt) / 1000]],
-    );
-  }
-
   async snapshotNow(): Promise<AdminResult<{ index: number; bytes: number }>> {
     const meta = await this.#snapshotInBackground();
     const latest = meta ?? this.#deps.storage.latestSnapshot();
@@ -1852,8 +1590,8 @@ export class KeelNode implements NodeApi, OpsApi {
       storageBytes: this.#deps.storage.sizeBytes(),
       uptimeMs: Date.now() - this.#startedAt,
       leaderHeardMsAgo: this.leaderHeardMsAgo(),
-      pendingWrites: this.#pendingWrites.size,
-      pendingReads: this.#pendingReads.size,
+      pendingWrites: this.#requests.writeCount,
+      pendingReads: this.#requests.readCount,
       suspended: this.#suspended,
       leaderCommitSeen: this.raft.role === "leader"
         ? this.raft.commitIndex
