@@ -45,6 +45,7 @@ import {
 } from "./service_host.ts";
 import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
 import { Requests } from "./requests.ts";
+import { Durability } from "./durability.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { MemberResolution } from "../resolver/dns.ts";
 import type { GossipEndpoint, MemberGossip } from "../resolver/gossip.ts";
@@ -66,9 +67,6 @@ export interface RecoveryTransport extends Transport {
  * transfer) for up to this many snapshot intervals.
  */
 const snapshotDeferralsMax = 4;
-
-/** Messages held for a sync at most (see KeelNode.#held). */
-const heldMessagesMax = 16_384;
 
 /** Log rows deleted per tick behind a snapshot: a few ms of work each time. */
 const diskCompactionRowsPerTick = 5_000;
@@ -197,7 +195,6 @@ export class KeelNode implements NodeApi, OpsApi {
   #storageProbe: { at: number; error: string | null } = { at: 0, error: null };
   readonly adminToken: string | undefined;
   readonly registry = new Registry();
-  readonly #fsyncSeconds: Histogram;
   readonly #commitSeconds: Histogram;
   readonly #snapshotSeconds: Histogram;
   readonly #applySeconds: Histogram;
@@ -218,26 +215,14 @@ export class KeelNode implements NodeApi, OpsApi {
   #halted = false;
   /** Why storage failed (a write or a sync threw), or null. */
   #storageFailure: string | null = null;
-  /**
-   * Background durability (storage.write, then storage.sync): writes handed to storage,
-   * how many of them are known durable, and whether a sync is running.
-   */
-  #writes = { written: 0, durable: 0, syncing: false };
-  /** The last entry written: what raft.persisted hears once the write is durable. */
-  #lastWritten: { index: number; term: number } | undefined = undefined;
+  /** Which writes are durable, and the messages waiting for them (durability.ts). */
+  readonly #durability: Durability;
   /** Log rows on disk below `target` are garbage (behind a snapshot); below `done` gone. */
   #diskCompaction = { target: 0, done: 0 };
   /** The snapshot being written in the background (at most one). */
   #snapshotSaving: Promise<SnapshotMeta | undefined> | undefined = undefined;
   /** Where in each snapshot interval this member takes its snapshot (nextSnapshotAt). */
   #snapshotPhase = -1;
-  /**
-   * Messages that promise a write not yet durable: sent once it is (in order). Bounded:
-   * past heldMessagesMax (a disk that stopped answering) new ones are dropped, which Raft
-   * tolerates as it does a lossy network.
-   */
-  #held: { write: number; message: Message }[] = [];
-  #heldDropped = 0;
   constructor(deps: NodeDeps) {
     this.#deps = deps;
     this.name = deps.name;
@@ -298,7 +283,23 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#lastRole = this.raft.role;
     this.adminToken = deps.adminToken;
     const histograms = nodeHistograms(this.registry);
-    this.#fsyncSeconds = histograms.fsyncSeconds;
+    this.#durability = new Durability({
+      sync: () => deps.storage.sync(),
+      persisted: (index, term) => this.raft.persisted(index, term),
+      send: (message) => this.#send(message),
+      synced: () => this.#schedule(),
+      syncFailed: (error) => {
+        try {
+          this.#storageFailed("make the log durable (fdatasync)", error);
+        } catch (failed: unknown) {
+          if (!this.#handledHalt(failed)) throw failed;
+        }
+      },
+      stopped: () => this.#stopped,
+      halted: () => this.#halted,
+      fsyncSeconds: histograms.fsyncSeconds,
+      log: deps.log,
+    });
     this.#commitSeconds = histograms.commitSeconds;
     this.#snapshotSeconds = histograms.snapshotSeconds;
     this.#applySeconds = histograms.applySeconds;
@@ -429,7 +430,7 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#storageFailure = message;
       this.#halted = true;
       if (this.#ticker !== undefined) clearInterval(this.#ticker);
-      this.#held = [];
+      this.#durability.dropHeld();
       this.#deps.log.error(
         `${message}; this member stops acknowledging and exits, to restart from what is durable`,
         { error },
@@ -498,64 +499,16 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#event("fence", `${peer} lost acknowledged entries: its link is reset`);
       this.#deps.transport.closeInbound(peer);
     }
-    this.#startSync();
+    this.#durability.startSync();
     this.#observeRole();
     this.#logRecoveryProgress();
     if (this.raft.hasReady()) this.#schedule();
   }
 
-  /**
-   * startSync makes the writes so far durable in the background: one fdatasync at a time,
-   * each covering every write made before it began (group commit). Writes made while it
-   * runs wait for the next one.
-   */
-  #startSync(): void {
-    const writes = this.#writes;
-    if (writes.syncing || writes.durable >= writes.written || this.#stopped) return;
-    writes.syncing = true;
-    const target = writes.written;
-    const covers = this.#lastWritten;
-    const started = performance.now();
-    this.#deps.storage.sync().then(() => {
-      writes.syncing = false;
-      this.#fsyncSeconds.observe((performance.now() - started) / 1000);
-      if (this.#stopped || this.#halted) return;
-      this.#onDurable(target, covers);
-      this.#startSync();
-      this.#schedule();
-    }, (error: unknown) => {
-      writes.syncing = false;
-      if (this.#stopped || this.#halted) return;
-      // Never retry a failed fdatasync and trust the data: what it covered may be lost.
-      try {
-        this.#storageFailed("make the log durable (fdatasync)", error);
-      } catch (failed: unknown) {
-        if (!this.#handledHalt(failed)) throw failed;
-      }
-    });
-  }
-
-  /**
-   * onDurable: writes up to `write` are on disk, the log through `covers` with them; tell
-   * the core and send what waited. (A later write that overwrote `covers` makes the core
-   * ignore it: the term no longer matches.)
-   */
-  #onDurable(write: number, covers: { index: number; term: number } | undefined): void {
-    if (write <= this.#writes.durable) return;
-    this.#writes.durable = write;
-    if (covers !== undefined) this.raft.persisted(covers.index, covers.term);
-    if (this.#heldDropped > 0) {
-      this.#deps.log.warn("messages waiting for a slow disk were dropped", {
-        dropped: this.#heldDropped,
-      });
-      this.#heldDropped = 0;
-    }
-    let sent = 0;
-    while (sent < this.#held.length && this.#held[sent]!.write <= write) {
-      this.#deps.transport.send(this.#held[sent++]!.message);
-      this.counters.messagesSent++;
-    }
-    if (sent > 0) this.#held.splice(0, sent);
+  /** send hands a message to the transport. */
+  #send(message: Message): void {
+    this.#deps.transport.send(message);
+    this.counters.messagesSent++;
   }
 
   #handleReady(ready: Ready): void {
@@ -567,9 +520,7 @@ export class KeelNode implements NodeApi, OpsApi {
     const early = this.raft.role === "leader";
     if (early) {
       for (const message of ready.messages) {
-        if (message.type !== "appendEntries") continue;
-        this.#deps.transport.send(message);
-        this.counters.messagesSent++;
+        if (message.type === "appendEntries") this.#send(message);
       }
     }
     // 1. Persist.
@@ -583,9 +534,7 @@ export class KeelNode implements NodeApi, OpsApi {
     if (ready.installSnapshot !== undefined) this.#installSnapshot(ready.installSnapshot);
     // An install is durable when it returns, and so is every write before it (a staged
     // chunk is not synced: nothing relies on it before the install).
-    if (ready.installSnapshot !== undefined) {
-      this.#onDurable(this.#writes.written, this.#lastWritten);
-    }
+    if (ready.installSnapshot !== undefined) this.#durability.allDurable();
     if (chunk !== undefined && this.#status === "recovering") {
       this.#recovery.snapshotBytesDone = chunk.offset + chunk.data.byteLength;
       this.#recovery.snapshotBytesTotal = chunk.snapshot.bytes;
@@ -601,13 +550,10 @@ export class KeelNode implements NodeApi, OpsApi {
       // R6: the status change and the adopted vote are one write, durable before the
       // node acts as a voting member.
       this.#storageWrite("persist the log and hard state", () => storage.persist(batch));
-      this.#writes.written++;
-      this.#noteWritten(ready.entries);
-      this.#onDurable(this.#writes.written, this.#lastWritten);
+      this.#durability.wroteDurably(ready.entries);
     } else if (this.#storageWrite("write the log and hard state", () => storage.write(batch))) {
       // Durable once the next sync ends (startSync); until then its messages wait.
-      this.#writes.written++;
-      this.#noteWritten(ready.entries);
+      this.#durability.wrote(ready.entries);
     }
     if (status === "normal") {
       this.#status = "normal";
@@ -628,18 +574,10 @@ export class KeelNode implements NodeApi, OpsApi {
       });
     }
     // 2. Send, only once what the messages promise is durable: now, or when the writes
-    // not yet synced are (onDurable), in order.
-    const waitFor = this.#writes.written;
-    const wait = this.#writes.durable < waitFor;
+    // not yet synced are, in order.
     for (const message of ready.messages) {
       if (early && message.type === "appendEntries") continue;
-      if (wait) {
-        if (this.#held.length < heldMessagesMax) this.#held.push({ write: waitFor, message });
-        else this.#heldDropped++;
-        continue;
-      }
-      this.#deps.transport.send(message);
-      this.counters.messagesSent++;
+      this.#durability.sendWhenDurable(message);
     }
     // 3. Apply (the core hands out only entries that are durable here).
     for (const entry of ready.committedEntries) this.#apply(entry);
@@ -650,13 +588,6 @@ export class KeelNode implements NodeApi, OpsApi {
     // 4. Advance.
     this.raft.advance(ready);
     this.#maybeSnapshot();
-  }
-
-  /** noteWritten remembers the last entry written, reported to the core once durable. */
-  #noteWritten(entries: Entry[]): void {
-    const last = entries[entries.length - 1];
-    if (last === undefined) return;
-    this.#lastWritten = { index: last.index, term: last.term };
   }
 
   #installSnapshot(meta: SnapshotMeta): void {
