@@ -4,10 +4,9 @@
 // Persist before send, always (Raft's rule; etcd's Ready contract).
 
 import { raftDefaults } from "../consensus/config.ts";
-import { Raft, type RaftStatus } from "../consensus/raft.ts";
+import { Raft } from "../consensus/raft.ts";
 import type { Entry, Message, NodeId, Ready, Sender, SnapshotMeta } from "../consensus/types.ts";
 import type { Config, MemberConfig } from "../config/types.ts";
-import { securityStatus } from "../config/secret.ts";
 import type {
   AdminResult,
   Check,
@@ -46,6 +45,14 @@ import {
 import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
 import { Requests } from "./requests.ts";
 import { Durability } from "./durability.ts";
+import {
+  formatHost,
+  healthChecks,
+  httpScheme,
+  nodeStatus,
+  readinessChecks,
+  StorageProbe,
+} from "./status.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { MemberResolution } from "../resolver/dns.ts";
 import type { GossipEndpoint, MemberGossip } from "../resolver/gossip.ts";
@@ -77,10 +84,6 @@ export const snapshotTrailingEntries = 5000;
 export const stepDownWaitMsMin = 5000;
 /** Events kept for /admin/events and the dashboard. */
 export const eventsMax = 200;
-/** A follower is ready while its applied index trails the leader's commit by at most this. */
-export const readyApplyLagMax = 1000;
-/** Storage write probes for /healthz and /readyz are cached this long. */
-export const storageProbeIntervalMs = 1000;
 /** Timer-fired entries a leader proposes per tick, at most. */
 export const timerFiresPerTickMax = 64;
 
@@ -192,7 +195,7 @@ export class KeelNode implements NodeApi, OpsApi {
     samples: [] as Array<[number, number]>,
   };
   #events: OpsEvent[] = [];
-  #storageProbe: { at: number; error: string | null } = { at: 0, error: null };
+  readonly #storageProbe: StorageProbe;
   readonly adminToken: string | undefined;
   readonly registry = new Registry();
   readonly #commitSeconds: Histogram;
@@ -283,6 +286,7 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#lastRole = this.raft.role;
     this.adminToken = deps.adminToken;
     const histograms = nodeHistograms(this.registry);
+    this.#storageProbe = new StorageProbe(storage);
     this.#durability = new Durability({
       sync: () => deps.storage.sync(),
       persisted: (index, term) => this.raft.persisted(index, term),
@@ -984,9 +988,10 @@ export class KeelNode implements NodeApi, OpsApi {
     if (member.http === undefined || member.peer === undefined) {
       // A member listed by name alone is reached where gossip last heard it advertise.
       const http = this.#deps.gossip?.httpAddress(name) ?? null;
-      return http === null
-        ? null
-        : { name, httpUrl: `${this.#httpScheme}://${formatHost(http.host)}:${http.port}` };
+      return http === null ? null : {
+        name,
+        httpUrl: `${httpScheme(this.#deps.config)}://${formatHost(http.host)}:${http.port}`,
+      };
     }
     // A DNS-named member is reached at the address the re-resolver found for it.
     const resolved = member.http.host === member.peer.host
@@ -994,7 +999,7 @@ export class KeelNode implements NodeApi, OpsApi {
       : null;
     return {
       name,
-      httpUrl: `${this.#httpScheme}://${
+      httpUrl: `${httpScheme(this.#deps.config)}://${
         formatHost(resolved ?? member.http.host)
       }:${member.http.port}`,
     };
@@ -1265,96 +1270,31 @@ export class KeelNode implements NodeApi, OpsApi {
     return this.#events.slice();
   }
 
-  #storageCheck(): Check {
-    const now = Date.now();
-    if (now - this.#storageProbe.at >= storageProbeIntervalMs) {
-      let error: string | null = null;
-      try {
-        this.#deps.storage.probeWrite();
-      } catch (caught: unknown) {
-        error = caught instanceof Error ? caught.message : String(caught);
-      }
-      this.#storageProbe = { at: now, error };
-    }
-    const error = this.#storageProbe.error;
-    return {
-      name: "storage_writable",
-      ok: error === null,
-      detail: error === null ? "storage accepts writes" : `storage write failed: ${error}`,
-    };
-  }
-
   health(): Check[] {
-    return [
-      {
-        name: "process",
-        ok: !this.#stopped && !this.#halted,
-        detail: this.#storageFailure !== null
-          ? `halted: ${this.#storageFailure}`
-          : this.#halted
-          ? "halted: the service cannot serve the log's state (see the log)"
-          : this.#stopped
-          ? "node is stopping"
-          : "running",
-      },
-      this.#storageCheck(),
-    ];
+    return healthChecks({
+      stopped: this.#stopped,
+      halted: this.#halted,
+      storageFailure: this.#storageFailure,
+      storage: this.#storageProbe.check(),
+    });
   }
 
   readiness(): Check[] {
-    const leader = this.raft.leader;
-    const electionTimeoutMs = this.#deps.config.raft.electionTimeoutMs;
-    const heardAgo = this.leaderHeardMsAgo();
     const isLeader = this.raft.role === "leader";
-    const leaderCommit = isLeader ? this.raft.commitIndex : this.#leaderCommitSeen;
-    const lag = Math.max(0, leaderCommit - this.#appliedIndex);
-    const recovering = this.#status === "recovering";
-    return [
-      {
-        name: "leader_known",
-        ok: leader !== null,
-        detail: leader === null
-          ? "no leader is known"
-          : `leader is ${leader} in term ${this.raft.term}`,
-      },
-      {
-        name: "leader_recent",
-        ok: heardAgo !== null && heardAgo <= electionTimeoutMs,
-        detail: heardAgo === null
-          ? "no leader to hear from"
-          : isLeader
-          ? "this node is the leader"
-          : `leader heard ${heardAgo} ms ago (limit ${electionTimeoutMs} ms)`,
-      },
-      {
-        name: "applied_caught_up",
-        ok: leader !== null && lag <= readyApplyLagMax,
-        detail:
-          `applied ${this.#appliedIndex}, leader commit ${leaderCommit} (lag ${lag}, limit ${readyApplyLagMax})`,
-      },
-      {
-        name: "not_recovering",
-        ok: !recovering,
-        detail: recovering
-          ? this.#bootstrap === "undecided"
-            ? "empty: waiting for every member before forming a cluster"
-            : "catching up as a replacement; not yet a voter"
-          : "normal member",
-      },
-      {
-        name: "not_fenced",
-        ok: this.#fencedReason === null,
-        detail: this.#fencedReason === null
-          ? "incarnation is current"
-          : `fenced: ${this.#fencedReason}`,
-      },
-      this.#storageCheck(),
-      {
-        name: "not_stopping",
-        ok: !this.#stopped,
-        detail: this.#stopped ? "node is stopping" : "running",
-      },
-    ];
+    return readinessChecks({
+      leader: this.raft.leader,
+      term: this.raft.term,
+      isLeader,
+      leaderCommit: isLeader ? this.raft.commitIndex : this.#leaderCommitSeen,
+      appliedIndex: this.#appliedIndex,
+      leaderHeardMsAgo: this.leaderHeardMsAgo(),
+      electionTimeoutMs: this.#deps.config.raft.electionTimeoutMs,
+      recovering: this.#status === "recovering",
+      waitingForMembers: this.#bootstrap === "undecided",
+      fencedReason: this.#fencedReason,
+      storage: this.#storageProbe.check(),
+      stopped: this.#stopped,
+    });
   }
 
   isLeader(): boolean {
@@ -1488,78 +1428,36 @@ export class KeelNode implements NodeApi, OpsApi {
     };
   }
 
-  /** Members serve HTTP over TLS when security.tls is set (the same file for all). */
-  get #httpScheme(): "http" | "https" {
-    return this.#deps.config.security.tls === undefined ? "http" : "https";
-  }
-
   status(): NodeStatusView {
-    const raft: RaftStatus = this.raft.status();
-    const links = new Map(this.#deps.transport.links().map((link) => [link.name, link]));
-    const snapshot = this.#deps.storage.latestSnapshot();
-    const resolutions = new Map((this.#deps.resolution?.() ?? []).map((r) => [r.name, r]));
-    const gossip = new Map((this.#deps.gossip?.state() ?? []).map((g) => [g.name, g]));
-    return {
+    const gossip = this.#deps.gossip;
+    return nodeStatus({
       name: this.name,
+      config: this.#deps.config,
       incarnation: this.#deps.identity.incarnation,
-      status: this.#fencedReason !== null ? "fenced" : this.#status,
-      recovery: this.recovery(),
-      alarms: this.#alarms.slice(),
       version: this.#deps.version,
-      clusterName: this.#deps.config.clusterName,
-      role: raft.role,
-      term: raft.term,
-      leader: raft.leader,
-      votedFor: raft.votedFor,
-      commitIndex: raft.commitIndex,
+      status: this.#status,
+      fencedReason: this.#fencedReason,
+      recovery: this.recovery(),
+      alarms: this.#alarms,
+      raft: this.raft.status(),
       appliedIndex: this.#appliedIndex,
-      lastIndex: raft.lastIndex,
-      firstIndex: raft.firstIndex,
-      snapshotIndex: snapshot?.index ?? 0,
-      snapshotBytes: snapshot?.bytes ?? 0,
-      logBytesInMemory: raft.logBytes,
-      storageBytes: this.#deps.storage.sizeBytes(),
-      uptimeMs: Date.now() - this.#startedAt,
       leaderHeardMsAgo: this.leaderHeardMsAgo(),
+      leaderCommitSeen: this.#leaderCommitSeen,
       pendingWrites: this.#requests.writeCount,
       pendingReads: this.#requests.readCount,
       suspended: this.#suspended,
-      leaderCommitSeen: this.raft.role === "leader"
-        ? this.raft.commitIndex
-        : this.#leaderCommitSeen,
-      counters: { ...this.counters },
-      security: securityStatus(this.#deps.config),
+      counters: this.counters,
       service: this.serviceStatus(),
-      members: this.#deps.config.members.map((member) => {
-        const link = links.get(member.name);
-        const progress = raft.progress[member.name];
-        const self = member.name === this.name;
-        // A member listed by name alone shows where gossip found it ("" while unknown).
-        const peerAt = member.peer ?? this.#deps.gossip?.peerAddress(member.name) ?? null;
-        const httpAt = member.http ?? this.#deps.gossip?.httpAddress(member.name) ?? null;
-        return {
-          name: member.name,
-          self,
-          peer: peerAt === null ? "" : `${formatHost(peerAt.host)}:${peerAt.port}`,
-          http: httpAt === null
-            ? ""
-            : `${this.#httpScheme}://${formatHost(httpAt.host)}:${httpAt.port}`,
-          connected: self ? true : link?.connected ?? false,
-          incarnation: self ? this.#deps.identity.incarnation : link?.incarnation ?? null,
-          lastError: link?.lastError ?? null,
-          matchIndex: self ? raft.lastIndex : progress?.matchIndex ?? null,
-          lag: self
-            ? 0
-            : progress === undefined
-            ? null
-            : Math.max(0, raft.lastIndex - progress.matchIndex),
-          replication: progress?.state ?? null,
-          counted: self ? !raft.recovering : progress?.counted ?? null,
-          resolution: resolutions.get(member.name) ?? null,
-          gossip: gossip.get(member.name) ?? null,
-        };
-      }),
-    };
+      startedAt: this.#startedAt,
+      storage: this.#deps.storage,
+      transport: this.#deps.transport,
+      resolution: this.#deps.resolution?.() ?? [],
+      gossip: gossip === undefined ? undefined : {
+        state: gossip.state(),
+        httpAddress: (name) => gossip.httpAddress(name),
+        peerAddress: (name) => gossip.peerAddress(name),
+      },
+    });
   }
 }
 
@@ -1567,8 +1465,4 @@ export class KeelNode implements NodeApi, OpsApi {
 function hostState(host: Uint8Array | undefined): HostState {
   if (host === undefined || host.length === 0) return { timeMs: 0, timers: [] };
   return decodeHostState(host);
-}
-
-function formatHost(host: string): string {
-  return host.includes(":") ? `[${host}]` : host;
 }
