@@ -6,7 +6,7 @@ DENO := ./node_modules/.bin/deno
 TSC  := ./node_modules/.bin/tsc
 SRC  := $(shell find src -name '*.ts' 2>/dev/null) package.json
 
-.PHONY: all install build example-ledger run test test-fast check fmt fmt-check lint typecheck bench sim chaos clean help
+.PHONY: all install build release example-ledger run test test-fast check fmt fmt-check lint typecheck bench sim chaos clean help FORCE
 
 all: build
 
@@ -18,6 +18,7 @@ help:
 	@echo "make sim SEEDS=1000 [NODES=5] [PROFILE=replace]   run the deterministic simulator over many seeds"
 	@echo "make chaos DURATION=10m SEED=42 [NODES=3|5]   chaos run of a real cluster (history in chaos-results/)"
 	@echo "make build      dist/keel, a single executable"
+	@echo "make release    dist/release: keel for linux-x64, linux-x64-baseline, linux-arm64, and SHA256SUMS"
 	@echo "make example-ledger   dist/keel-ledger: keel with the ledger service (examples/ledger)"
 
 node_modules/.installed: package.json package-lock.json
@@ -26,18 +27,38 @@ node_modules/.installed: package.json package-lock.json
 
 install: node_modules/.installed
 
-dist/keel: node_modules/.installed $(SRC)
+# What a binary says it is (keel version): the commit, whether src/ or the package files had
+# uncommitted changes, and the build time (SOURCE_DATE_EPOCH when set, for reproducible
+# builds), baked in with bun build --define (src/version.ts).
+BUILD_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BUILD_DIRTY  := $(shell [ -n "$$(git status --porcelain -- src package.json package-lock.json 2>/dev/null)" ] && echo true || echo false)
+BUILD_TIME    = $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)) +%Y-%m-%dT%H:%M:%SZ)
+BUILD_DEFINES = --define 'KEEL_BUILD_COMMIT="$(BUILD_COMMIT)"' --define 'KEEL_BUILD_DIRTY="$(BUILD_DIRTY)"' \
+                --define 'KEEL_BUILD_TIME="$(BUILD_TIME)"'
+
+# Rewritten only when the commit (or the dirty flag) changed, so a new commit rebuilds the
+# binaries and nothing else does.
+dist/.build-commit: FORCE
 	@mkdir -p dist
-	$(BUN) build --compile --minify-syntax --sourcemap src/main.ts --outfile dist/keel
+	@[ "$$(cat $@ 2>/dev/null)" = "$(BUILD_COMMIT) $(BUILD_DIRTY)" ] || echo "$(BUILD_COMMIT) $(BUILD_DIRTY)" > $@
+
+dist/keel: node_modules/.installed $(SRC) dist/.build-commit
+	@mkdir -p dist
+	$(BUN) build --compile --minify-syntax --sourcemap $(BUILD_DEFINES) src/main.ts --outfile dist/keel
 	@./dist/keel --version
 
 build: dist/keel
 
+# The downloadable binaries and SHA256SUMS (scripts/release.sh says how each is made).
+release: node_modules/.installed
+	KEEL_BUILD_COMMIT='$(BUILD_COMMIT)' KEEL_BUILD_DIRTY='$(BUILD_DIRTY)' KEEL_BUILD_TIME='$(BUILD_TIME)' \
+	  bash scripts/release.sh
+
 # keel as a library: the ledger example's own binary, the whole keel CLI around its service.
 LEDGER_SRC := $(shell find examples/ledger -name '*.ts' 2>/dev/null)
-dist/keel-ledger: node_modules/.installed $(SRC) $(LEDGER_SRC)
+dist/keel-ledger: node_modules/.installed $(SRC) $(LEDGER_SRC) dist/.build-commit
 	@mkdir -p dist
-	$(BUN) build --compile --minify-syntax --sourcemap examples/ledger/main.ts --outfile dist/keel-ledger
+	$(BUN) build --compile --minify-syntax --sourcemap $(BUILD_DEFINES) examples/ledger/main.ts --outfile dist/keel-ledger
 	@./dist/keel-ledger --version
 
 example-ledger: dist/keel-ledger

@@ -386,10 +386,11 @@ from stdin.`,
   },
 
   version: {
-    usage: ["version"],
-    summary: "Print the version (also: keel --version, keel -v).",
-    flags: { help },
-    examples: ["keel version"],
+    usage: ["version [--json]"],
+    summary: "Print what this binary is: version, commit, build time, target, Bun, " +
+      "protocol and schema versions (also: keel --version, keel -v).",
+    flags: { json, help },
+    examples: ["keel version", "keel --version --json"],
   },
 
   help: {

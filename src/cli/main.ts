@@ -12,6 +12,7 @@ import { membersCommand } from "./members.ts";
 import { type Io, processIo } from "./output.ts";
 import { run, runOptions } from "./run.ts";
 import { serviceCommand } from "./command.ts";
+import { formatVersion, versionInfo } from "./version.ts";
 import type { ServiceFactory } from "../service/service.ts";
 
 export const usage = `keel ${version} — a replicated state-machine node in one executable
@@ -33,7 +34,7 @@ Usage:
   keel kv list [PREFIX] [--limit N] [--after KEY]  [NODE] [TOKEN] [--json]
   keel command BODY|- [--idempotency-key ID:SEQ]  [NODE] [TOKEN]
   keel query BODY|- [--stale]          [NODE] [TOKEN]
-  keel version
+  keel version [--json]
   keel help [COMMAND]                  (or keel COMMAND --help: its flags, defaults, examples)
 
   NODE  = --url URL | --config FILE --name NAME      (and --timeout DURATION)
@@ -76,7 +77,8 @@ Commands:
                 by default), and print the result. - reads the body from stdin.
   query         Ask the service a query (POST /v1/query) and print the answer; --stale
                 reads this node's state without a round to the leader.
-  version       Print the version.
+  version       Print the version, commit, build time and target, Bun runtime, peer
+                protocol versions and data-dir schema version (--json for scripts).
 
 Finding a node: --url http://HOST:PORT, or --config FILE --name NAME (that member's http
 address), or KEEL_URL in the environment. Default: ${defaultUrl}.
@@ -119,6 +121,12 @@ export const runFlagOptions = {
 export const checkConfigFlagOptions = {
   json: { type: "boolean" },
   config: { type: "string", short: "c" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** versionFlagOptions is the option table of `keel version`. */
+export const versionFlagOptions = {
+  json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -166,9 +174,13 @@ export async function main(
         return 0;
       case "version":
       case "--version":
-      case "-v":
-        io.out(`keel ${version}\n`);
+      case "-v": {
+        const flags = new Flags(rest, versionFlagOptions);
+        if (flags.positionals.length > 0) throw new CliError("keel version takes no arguments");
+        const info = versionInfo();
+        io.out(flags.boolean("json") ? `${JSON.stringify(info)}\n` : formatVersion(info));
         return 0;
+      }
       case "run": {
         const flags = new Flags(rest, runFlagOptions);
         return await run({ ...runOptions(flags), service: mainOptions.service });

@@ -9,7 +9,7 @@ import { connectionOptions, kvOptions } from "../../src/cli/client.ts";
 import { commandOptions } from "../../src/cli/command.ts";
 import { drillOptions } from "../../src/cli/drill.ts";
 import { commandHelp } from "../../src/cli/help.ts";
-import { checkConfigFlagOptions, runFlagOptions } from "../../src/cli/main.ts";
+import { checkConfigFlagOptions, runFlagOptions, versionFlagOptions } from "../../src/cli/main.ts";
 import { binaryPath, requireBinary } from "../support/cluster.ts";
 
 type OptionTable = Readonly<Record<string, { type: string; short?: string }>>;
@@ -33,7 +33,7 @@ const parsers: Record<string, OptionTable> = {
   kv: kvOptions,
   command: commandOptions,
   query: commandOptions,
-  version: {},
+  version: versionFlagOptions,
   help: {},
 };
 
