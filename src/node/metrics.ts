@@ -124,9 +124,9 @@ export function registerNodeGauges(r: Registry, node: NodeMetricsSource): void {
     () => [[{}, node.host.timerCount]],
   );
   r.gauge(
-    "keel_service_time_ms",
-    "The log's time as of the last applied entry (ms since the epoch)",
-    () => [[{}, node.host.timeMs]],
+    "keel_service_time_seconds",
+    "The log's time as of the last applied entry (seconds since the epoch)",
+    () => [[{}, node.host.timeMs / 1000]],
   );
   r.counter(
     "keel_service_errors_total",
