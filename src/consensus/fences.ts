@@ -207,6 +207,25 @@ export class Fences {
     }
     return out;
   }
+
+  /**
+   * entryAt is tableAt(index)[name] without building the whole table: the handshake asks
+   * it for every message a node receives. The entry may be the table's own: read it only.
+   */
+  entryAt(name: NodeId, index: number): Readonly<FenceTableEntry> | undefined {
+    let entry = this.#base.get(name);
+    for (const record of this.#inLog) {
+      if (record.index > index) break;
+      if (isRoster(record)) {
+        if (entry === undefined && Object.hasOwn(record.members, name)) {
+          entry = rosterEntry(record, record.members[name]!);
+        }
+      } else if (record.name === name) {
+        entry = fenceEntry(entry, record);
+      }
+    }
+    return entry;
+  }
 }
 
 function apply(
@@ -216,21 +235,31 @@ function apply(
   const next = new Map(table);
   if (isRoster(record)) {
     for (const [name, incarnation] of Object.entries(record.members)) {
-      if (!next.has(name)) {
-        next.set(name, { incarnation, index: record.index, superseded: [], founding: true });
-      }
+      if (!next.has(name)) next.set(name, rosterEntry(record, incarnation));
     }
     return next;
   }
-  const previous = table.get(record.name);
+  next.set(record.name, fenceEntry(table.get(record.name), record));
+  return next;
+}
+
+/** rosterEntry is a founding member's entry, as a roster records it. */
+function rosterEntry(record: Roster, incarnation: string): FenceTableEntry {
+  return { incarnation, index: record.index, superseded: [], founding: true };
+}
+
+/** fenceEntry is a member's entry after a fence, from its entry before (if any). */
+function fenceEntry(
+  previous: Readonly<FenceTableEntry> | undefined,
+  record: Fence,
+): FenceTableEntry {
   const superseded = previous === undefined ? [] : [...previous.superseded, previous.incarnation];
   if (record.replaces !== undefined && !superseded.includes(record.replaces)) {
     superseded.push(record.replaces);
   }
-  next.set(record.name, {
+  return {
     incarnation: record.incarnation,
     index: record.index,
     superseded: superseded.slice(-supersededPerMemberMax),
-  });
-  return next;
+  };
 }

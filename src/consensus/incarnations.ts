@@ -125,7 +125,7 @@ export class Incarnations {
    */
   fencedOut(name: NodeId, sender: Sender, commitIndex: number): string | null {
     if (this.#unsafe.admitSuperseded === true) return null;
-    const entry = this.#fences().tableAt(commitIndex)[name];
+    const entry = this.#fences().entryAt(name, commitIndex);
     if (entry === undefined || entry.incarnation === sender.incarnation) return null;
     if (entry.superseded.includes(sender.incarnation)) {
       return `incarnation ${sender.incarnation} of ${name} was replaced by ${entry.incarnation} (fence at index ${entry.index})`;
