@@ -6,18 +6,29 @@
 // an older binary must not guess at a layout it does not know.
 
 import type { Database } from "bun:sqlite";
-import { closeSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { join } from "node:path";
 import type { SnapshotMeta } from "../consensus/types.ts";
 import { assert } from "../lib/assert.ts";
 import {
+  BlockHasher,
+  entryChecksum,
+  hardStateChecksum,
+  metaChecksum,
+  snapshotBlockBytes,
+  snapshotRowChecksum,
+} from "./checksum.ts";
+import {
   createFile,
   ensureSnapshotsDir,
   fsyncDirectory,
+  readUpTo,
   snapshotFileName,
+  snapshotsDirName,
   syncData,
   writeAt,
 } from "./snapshot_files.ts";
+import { StorageCorruptionError } from "./storage.ts";
 
 /** Migration is one step from a schema version to the next. */
 interface Migration {
@@ -28,7 +39,12 @@ interface Migration {
    */
   prepare?: (db: Database, dataDir: string) => void;
   /** sql runs in the transaction that bumps the version. */
-  sql: string;
+  sql?: string;
+  /**
+   * run runs after sql, in the same transaction, for what SQL alone cannot do (computing
+   * checksums); it returns what it did, in words, for the caller's log.
+   */
+  run?: (db: Database, dataDir: string) => string;
   /** vacuum: the migration frees much of the file, so it is rewritten once committed. */
   vacuum?: boolean;
 }
@@ -42,7 +58,7 @@ const migratedGeneration = 1;
 /**
  * migrations[i] moves the schema from version i to version i + 1.
  *
- * Version 2 (the current layout):
+ * Version 3 (the current layout):
  * - meta: the identity (R0), one row.
  * - hard_state: term, vote and commit index, one row.
  * - log: entries keyed by their Raft index (the rowid, so range deletes are cheap).
@@ -52,6 +68,12 @@ const migratedGeneration = 1;
  *   no row: staging does not outlive the process (its file is not synced, and Raft starts
  *   a transfer over after a restart).
  * - probe: written by probeWrite() for health checks.
+ * Every row of meta, hard_state, log and snapshot carries a `checksum` (checksum.ts) of
+ * its values; the snapshot row also holds the checksums of its file's 64 KiB blocks
+ * (`block_checksums`, 8 bytes each) and a `file_checksum` over those.
+ *
+ * Version 2 was version 3 without the checksums. Moving to version 3 rebuilds the four
+ * tables with them, computed from what is stored (reading the current snapshot's file).
  *
  * Version 1 kept snapshot bytes in the database: snapshot rows 'current' and 'staged', and
  * their bytes in snapshot_chunk (1 MiB rows). Moving to version 2 writes the current
@@ -129,22 +151,73 @@ const migrations: readonly Migration[] = [
     `,
     vacuum: true,
   },
+  {
+    sql: `
+    CREATE TABLE meta_v3 (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      name TEXT NOT NULL CHECK (name <> ''),
+      incarnation TEXT NOT NULL,
+      status TEXT NOT NULL CHECK (status IN ('normal', 'recovering')),
+      created_at TEXT NOT NULL,
+      checksum INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE hard_state_v3 (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      term INTEGER NOT NULL CHECK (term >= 0),
+      voted_for TEXT,
+      commit_index INTEGER NOT NULL CHECK (commit_index >= 0),
+      checksum INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE log_v3 (
+      "index" INTEGER PRIMARY KEY CHECK ("index" >= 1),
+      term INTEGER NOT NULL CHECK (term >= 1),
+      kind TEXT NOT NULL CHECK (kind IN ('noop', 'command', 'fence')),
+      data BLOB NOT NULL,
+      checksum INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE snapshot_v3 (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      "index" INTEGER NOT NULL CHECK ("index" >= 1),
+      term INTEGER NOT NULL CHECK (term >= 1),
+      bytes INTEGER NOT NULL CHECK (bytes >= 0),
+      generation INTEGER NOT NULL CHECK (generation >= 1),
+      block_bytes INTEGER NOT NULL CHECK (block_bytes >= 1),
+      block_checksums BLOB NOT NULL,
+      file_checksum INTEGER NOT NULL,
+      checksum INTEGER NOT NULL
+    ) STRICT;
+    `,
+    run: addChecksums,
+    vacuum: true,
+  },
 ];
 
 /** schemaVersion is the version this build creates and understands. */
 export const schemaVersion = migrations.length;
 
+/** MigrationReport says what opening a data dir of an older schema version did to it. */
+export interface MigrationReport {
+  fromVersion: number;
+  toVersion: number;
+  /** What the steps did, in words (one per step that says anything). */
+  notes: string[];
+}
+
 /**
  * migrate brings the database at `path`, in data dir `dataDir`, to `targetVersion` (tests
  * build older layouts with it). It throws if the database is newer than this build, or is
- * not a keel database at all.
+ * not a keel database at all. It returns what it did to an existing database, or
+ * undefined if there was nothing to do or the database was new (version 0).
  */
 export function migrate(
   db: Database,
   path: string,
   dataDir: string,
   targetVersion: number = schemaVersion,
-): void {
+): MigrationReport | undefined {
   assert(targetVersion <= schemaVersion, `no schema version ${targetVersion}`);
   const version = userVersion(db);
   if (version > schemaVersion) {
@@ -161,12 +234,15 @@ export function migrate(
       throw new Error(`Database "${path}" is not a keel database: it has tables but no version`);
     }
   }
+  const notes: string[] = [];
   for (let next = version; next < targetVersion; next++) {
     const migration = migrations[next];
     if (migration === undefined) throw new RangeError(`No migration from version ${next}`);
     migration.prepare?.(db, dataDir);
     db.transaction(() => {
-      db.run(migration.sql);
+      if (migration.sql !== undefined) db.run(migration.sql);
+      const note = migration.run?.(db, dataDir);
+      if (note !== undefined && version > 0) notes.push(note);
       // user_version is part of the database header, so it commits with the migration.
       db.run(`PRAGMA user_version = ${next + 1}`);
     }).immediate();
@@ -177,6 +253,8 @@ export function migrate(
       db.run("PRAGMA wal_checkpoint(TRUNCATE)");
     }
   }
+  if (version === 0 || version >= targetVersion) return undefined;
+  return { fromVersion: version, toVersion: targetVersion, notes };
 }
 
 /** toSafeInteger converts an integer read from SQLite, crashing if it is not exact. */
@@ -239,4 +317,156 @@ function exportVersion1Snapshot(db: Database, dataDir: string): void {
     chunks.finalize();
   }
   fsyncDirectory(dir);
+}
+
+/**
+ * addChecksums fills version 3's tables from version 2's, computing every row's checksum
+ * from what is stored, and the current snapshot's block checksums from its file. It
+ * cannot tell bytes that rotted before it ran from good ones: it vouches for the data dir
+ * as it finds it. The tables are rebuilt rather than altered so that `checksum` is NOT
+ * NULL with no default: a row written without one is refused, not given a wrong one.
+ */
+function addChecksums(db: Database, dataDir: string): string {
+  const metas = db.query<
+    { id: bigint; name: string; incarnation: string; status: string; created_at: string },
+    []
+  >("SELECT id, name, incarnation, status, created_at FROM meta").all();
+  for (const row of metas) {
+    db.run(
+      "INSERT INTO meta_v3 (id, name, incarnation, status, created_at, checksum) " +
+        "VALUES (?, ?, ?, ?, ?, ?)",
+      [
+        row.id,
+        row.name,
+        row.incarnation,
+        row.status,
+        row.created_at,
+        metaChecksum(row.name, row.incarnation, row.status),
+      ],
+    );
+  }
+  const hardStates = db.query<
+    { id: bigint; term: bigint; voted_for: string | null; commit_index: bigint },
+    []
+  >("SELECT id, term, voted_for, commit_index FROM hard_state").all();
+  for (const row of hardStates) {
+    db.run(
+      "INSERT INTO hard_state_v3 (id, term, voted_for, commit_index, checksum) " +
+        "VALUES (?, ?, ?, ?, ?)",
+      [
+        row.id,
+        row.term,
+        row.voted_for,
+        row.commit_index,
+        hardStateChecksum(row.term, row.voted_for, row.commit_index),
+      ],
+    );
+  }
+  const entries = db.query<{ index: bigint; term: bigint; kind: string; data: Uint8Array }, []>(
+    'SELECT "index", term, kind, data FROM log ORDER BY "index"',
+  );
+  const insertEntry = db.prepare<never, [bigint, bigint, string, Uint8Array, bigint]>(
+    'INSERT INTO log_v3 ("index", term, kind, data, checksum) VALUES (?1, ?2, ?3, ?4, ?5)',
+  );
+  let entryCount = 0;
+  for (const row of entries.iterate()) {
+    insertEntry.run(
+      row.index,
+      row.term,
+      row.kind,
+      row.data,
+      entryChecksum(row.index, row.term, row.kind, row.data),
+    );
+    entryCount++;
+  }
+  entries.finalize();
+  insertEntry.finalize();
+  const snapshot = db.query<
+    { id: bigint; index: bigint; term: bigint; bytes: bigint; generation: bigint },
+    []
+  >('SELECT id, "index", term, bytes, generation FROM snapshot').get();
+  let snapshotNote = "no snapshot";
+  if (snapshot !== null) {
+    const meta: SnapshotMeta = {
+      index: toSafeInteger(snapshot.index, "snapshot index"),
+      term: toSafeInteger(snapshot.term, "snapshot term"),
+      bytes: toSafeInteger(snapshot.bytes, "snapshot bytes"),
+    };
+    const generation = toSafeInteger(snapshot.generation, "snapshot generation");
+    const path = join(dataDir, snapshotsDirName, snapshotFileName(meta, generation));
+    const { blockChecksums, fileChecksum } = hashSnapshotFile(path, meta);
+    db.run(
+      'INSERT INTO snapshot_v3 (id, "index", term, bytes, generation, block_bytes, ' +
+        "block_checksums, file_checksum, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      [
+        snapshot.id,
+        snapshot.index,
+        snapshot.term,
+        snapshot.bytes,
+        snapshot.generation,
+        snapshotBlockBytes,
+        blockChecksums,
+        fileChecksum,
+        snapshotRowChecksum({
+          index: snapshot.index,
+          term: snapshot.term,
+          bytes: snapshot.bytes,
+          generation: snapshot.generation,
+          blockBytes: snapshotBlockBytes,
+          fileChecksum,
+        }),
+      ],
+    );
+    snapshotNote = `the ${meta.bytes}-byte snapshot at index ${meta.index} (file "${path}")`;
+  }
+  db.run(`
+    DROP TABLE meta;
+    DROP TABLE hard_state;
+    DROP TABLE log;
+    DROP TABLE snapshot;
+    ALTER TABLE meta_v3 RENAME TO meta;
+    ALTER TABLE hard_state_v3 RENAME TO hard_state;
+    ALTER TABLE log_v3 RENAME TO log;
+    ALTER TABLE snapshot_v3 RENAME TO snapshot;
+  `);
+  return `computed checksums of the meta (${metas.length} row), the hard state ` +
+    `(${hardStates.length} row), ${entryCount} log entries and ${snapshotNote}`;
+}
+
+/** hashSnapshotFile computes a snapshot file's block checksums by reading it. */
+function hashSnapshotFile(
+  path: string,
+  meta: SnapshotMeta,
+): ReturnType<BlockHasher["finish"]> {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (error: unknown) {
+    throw new StorageCorruptionError(
+      "snapshot",
+      `Snapshot file "${path}" of snapshot ${meta.index} cannot be opened to compute its ` +
+        `checksums: ${error instanceof Error ? error.message : String(error)}`,
+      { path, index: meta.index },
+    );
+  }
+  try {
+    const hasher = new BlockHasher(meta.bytes);
+    const pieceBytes = 16 * snapshotBlockBytes;
+    for (let position = 0; position < meta.bytes; position += pieceBytes) {
+      const length = Math.min(pieceBytes, meta.bytes - position);
+      const piece = readUpTo(fd, path, length, position);
+      if (piece.length < length) {
+        throw new StorageCorruptionError(
+          "snapshot",
+          `Snapshot file "${path}" ends at byte ${position + piece.length}, before the ` +
+            `${meta.bytes} bytes of snapshot ${meta.index}: the data dir is damaged`,
+          { path, index: meta.index },
+        );
+      }
+      hasher.update(piece);
+    }
+    return hasher.finish();
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -93,10 +93,10 @@ export function writeAt(fd: number, path: string, data: Uint8Array, position: nu
 }
 
 /**
- * readAt reads `length` bytes from byte `position` of the file. A file that ends before
- * them is damaged (it was complete when the database started naming it): that throws.
+ * readUpTo reads `length` bytes from byte `position` of the file, or fewer if the file ends
+ * before them (the caller says what a short file means). An I/O error throws.
  */
-export function readAt(fd: number, path: string, length: number, position: number): Uint8Array {
+export function readUpTo(fd: number, path: string, length: number, position: number): Uint8Array {
   const data = new Uint8Array(length);
   let done = 0;
   while (done < length) {
@@ -109,12 +109,7 @@ export function readAt(fd: number, path: string, length: number, position: numbe
         { cause: error },
       );
     }
-    if (read === 0) {
-      throw new Error(
-        `Snapshot file "${path}" ends at byte ${position + done}, before byte ` +
-          `${position + length} that the snapshot holds: the data dir is damaged`,
-      );
-    }
+    if (read === 0) return data.subarray(0, done);
     done += read;
   }
   return data;

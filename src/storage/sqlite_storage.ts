@@ -20,6 +20,12 @@
 // new snapshot, each complete, and at most an unnamed file that the next open removes.
 // The bytes never pass through SQLite: writing them to the WAL and then again into the
 // database at checkpoint cost several times what one file write and fdatasync do.
+//
+// Integrity: every row (meta, hard state, log entry, snapshot row) carries a checksum of
+// its values, and the snapshot row the checksums of its file's 64 KiB blocks
+// (checksum.ts). Every read verifies before it interprets or returns anything, and throws
+// StorageCorruptionError on a mismatch, a missing file or a file cut short: damaged bytes
+// are never returned. scrubStep re-reads everything, a bounded amount per call.
 
 import { Database, type Statement } from "bun:sqlite";
 import {
@@ -41,15 +47,38 @@ import type {
   SnapshotMeta,
 } from "../consensus/types.ts";
 import { assert } from "../lib/assert.ts";
-import type { Identity, NodeStatus, NodeStorage, PersistBatch } from "./storage.ts";
-import { migrate, toSafeInteger } from "./schema.ts";
+import {
+  blockChecksum,
+  blockCount,
+  BlockHasher,
+  type Checksum,
+  checksumAt,
+  entryChecksum,
+  fileChecksum,
+  hardStateChecksum,
+  hex,
+  metaChecksum,
+  snapshotBlockBytes,
+  snapshotRowChecksum,
+} from "./checksum.ts";
+import {
+  type CorruptionKind,
+  type Identity,
+  type NodeStatus,
+  type NodeStorage,
+  type PersistBatch,
+  type ScrubCounters,
+  type ScrubStepResult,
+  StorageCorruptionError,
+} from "./storage.ts";
+import { migrate, type MigrationReport, toSafeInteger } from "./schema.ts";
 import {
   createFile,
   directoryBytes,
   ensureSnapshotsDir,
   flushInBackground,
   fsyncDirectory,
-  readAt,
+  readUpTo,
   removeOrphans,
   removeQuietly,
   snapshotFileName,
@@ -81,10 +110,23 @@ const stagedFlushBytes = 8 * 1024 * 1024;
 /** walBytesMax is what a WAL file is truncated to after a checkpoint (after big batches). */
 const walBytesMax = 64 * 1024 * 1024;
 
+/**
+ * hashSliceBytes: a background snapshot save hashes its bytes this much at a time and
+ * lets the event loop run between slices (~2 ms each).
+ */
+const hashSliceBytes = 8 * 1024 * 1024;
+
+/** scrubRowsPerQuery bounds the log rows one scrub query reads (the budget may stop sooner). */
+const scrubRowsPerQuery = 256;
+
+/** rowOverheadBytes is what scrubbing counts per row beside its data (integers, checksum). */
+const rowOverheadBytes = 32;
+
 interface HardStateRow {
   term: bigint;
   voted_for: string | null;
   commit_index: bigint;
+  checksum: bigint;
 }
 
 interface EntryRow {
@@ -92,6 +134,7 @@ interface EntryRow {
   term: bigint;
   kind: string;
   data: Uint8Array;
+  checksum: bigint;
 }
 
 interface SnapshotRow {
@@ -99,18 +142,26 @@ interface SnapshotRow {
   term: bigint;
   bytes: bigint;
   generation: bigint;
+  block_bytes: bigint;
+  file_checksum: bigint;
+  checksum: bigint;
 }
 
 interface MetaRow {
   name: string;
   incarnation: string;
   status: string;
+  checksum: bigint;
 }
 
-/** StoredSnapshot is the snapshot row: the meta, and the generation naming its file. */
+/**
+ * StoredSnapshot is the snapshot row, verified: the meta, the generation naming its file,
+ * and the checksum of its blocks' checksums.
+ */
 interface StoredSnapshot {
   meta: SnapshotMeta;
   generation: number;
+  fileChecksum: Checksum;
 }
 
 /** SnapshotFile is an open snapshot file: the current snapshot's, or one being staged. */
@@ -121,14 +172,37 @@ interface SnapshotFile {
   fd: number;
 }
 
+/** SnapshotSums are a snapshot file's block checksums (8 bytes each) and their checksum. */
+interface SnapshotSums {
+  blockChecksums: Uint8Array;
+  fileChecksum: Checksum;
+}
+
+/** CurrentSnapshot is the current snapshot's open file and the checksums it is read with. */
+interface CurrentSnapshot extends SnapshotFile {
+  sums: SnapshotSums;
+}
+
 /** StagedSnapshot is an incoming snapshot's file and how many of its bytes have arrived. */
 interface StagedSnapshot extends SnapshotFile {
+  /** The checksums of the bytes staged so far, as they arrived. */
+  hasher: BlockHasher;
   received: number;
   /** Bytes written since the last background flush started. */
   unflushed: number;
   flushing: boolean;
   /** The first error a background flush met: the staged bytes may not be on disk. */
   flushError: Error | undefined;
+}
+
+/** ScrubCursor is where the scrubber is in its pass. */
+interface ScrubCursor {
+  /** records: the meta, hard state and snapshot rows; then the log; then the file. */
+  phase: "records" | "log" | "snapshot";
+  /** The last log index verified in this pass (phase "log"). */
+  afterIndex: bigint;
+  /** The snapshot file being verified, by generation, and its next block. */
+  snapshot: { generation: number; nextBlock: number } | undefined;
 }
 
 /** DurabilitySettings are the connection's settings that durability depends on. */
@@ -161,7 +235,7 @@ export class SqliteStorage implements NodeStorage {
   /** `<dir>/snapshots`: the snapshot files. */
   readonly #snapshotsDir: string;
   /** The current snapshot's file, opened once for the reads (the row says which it is). */
-  #current: SnapshotFile | undefined;
+  #current: CurrentSnapshot | undefined;
   /** The incoming snapshot being staged. Not in the database: it ends with the storage. */
   #staged: StagedSnapshot | undefined;
   /**
@@ -171,6 +245,18 @@ export class SqliteStorage implements NodeStorage {
    * truncated and rewritten.)
    */
   #nextGeneration = 1;
+  /** What open() did to an older schema version, if anything. */
+  #migration: MigrationReport | undefined;
+  /** Where the scrubber is in its pass (scrubStep). */
+  #scrub: ScrubCursor = { phase: "records", afterIndex: 0n, snapshot: undefined };
+  #scrubTotals = { passesCompleted: 0, bytesVerified: 0, passBytesVerified: 0, problemsFound: 0 };
+  readonly #corruptionsFound: Record<CorruptionKind, number> = {
+    "log-entry": 0,
+    "hard-state": 0,
+    meta: 0,
+    snapshot: 0,
+    "snapshot-chunk": 0,
+  };
 
   private constructor(path: string, db: Database, snapshotsDir: string, lock: Database) {
     this.path = path;
@@ -183,17 +269,16 @@ export class SqliteStorage implements NodeStorage {
       (hardState: HardState | undefined, entries: Entry[], status: NodeStatus | undefined) => {
         if (hardState !== undefined) this.#writeHardState(hardState);
         if (entries.length > 0) this.#writeEntries(entries);
-        if (status !== undefined) {
-          const changes = this.#sql.updateStatus.run({ status }).changes;
-          assert(changes === 1, "identity must be created before its status is set");
-        }
+        if (status !== undefined) this.#writeStatus(status);
       },
     );
   }
 
   /**
-   * open opens (creating if needed) the database `<dir>/keel.db`. It throws if the
-   * database was written by a newer keel or is not a keel database.
+   * open opens (creating if needed) the database `<dir>/keel.db`, migrating an older
+   * schema version (see `migration`). It throws if the database was written by a newer
+   * keel or is not a keel database, and StorageCorruptionError if the current snapshot's
+   * file is missing, of the wrong size, or its checksums fail.
    */
   static open(dir: string): SqliteStorage {
     const path = join(dir, databaseFileName);
@@ -208,6 +293,7 @@ export class SqliteStorage implements NodeStorage {
       throw error;
     }
     let snapshotsDir: string;
+    let migration: MigrationReport | undefined;
     try {
       db.run(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
       const mode = db.query<{ journal_mode: string }, []>("PRAGMA journal_mode = WAL").get();
@@ -219,7 +305,7 @@ export class SqliteStorage implements NodeStorage {
       db.run("PRAGMA fullfsync = ON");
       db.run("PRAGMA checkpoint_fullfsync = ON");
       db.run(`PRAGMA journal_size_limit = ${walBytesMax}`);
-      migrate(db, path, dir);
+      migration = migrate(db, path, dir);
       snapshotsDir = ensureSnapshotsDir(dir);
       // A write makes SQLite create the WAL file (if this open did not), so it can be
       // opened and synced from here on.
@@ -239,6 +325,7 @@ export class SqliteStorage implements NodeStorage {
     fsyncDirectory(dir);
     if (isNew) fsyncDirectory(dirname(dir));
     const storage = new SqliteStorage(path, db, snapshotsDir, lock);
+    storage.#migration = migration;
     try {
       storage.#syncWal();
       storage.#openSnapshots();
@@ -249,17 +336,31 @@ export class SqliteStorage implements NodeStorage {
     return storage;
   }
 
+  /**
+   * migration says what opening this data dir did to an older schema version (for the
+   * caller's log), or is undefined if it was new or current.
+   */
+  get migration(): MigrationReport | undefined {
+    return this.#migration;
+  }
+
+  /** migratedFrom is the schema version this data dir had before open() migrated it. */
+  get migratedFrom(): number | undefined {
+    return this.#migration?.fromVersion;
+  }
+
   identity(name: string): Identity {
     assert(name !== "", "member name must not be empty");
     const identity = this.#db.transaction((): Identity => {
-      const row = this.#sql.selectMeta.get();
-      if (row === null) {
+      const row = this.#readMeta();
+      if (row === undefined) {
         const identity: Identity = { name, incarnation: newIncarnation(), status: "normal" };
         this.#sql.insertMeta.run({
           name,
           incarnation: identity.incarnation,
           status: identity.status,
           created_at: new Date().toISOString(),
+          checksum: metaChecksum(name, identity.incarnation, identity.status),
         });
         return identity;
       }
@@ -277,12 +378,13 @@ export class SqliteStorage implements NodeStorage {
 
   reincarnate(): Identity {
     const identity = this.#db.transaction((): Identity => {
-      const row = this.#sql.selectMeta.get();
-      assert(row !== null, "identity must be created before it is replaced");
+      const row = this.#readMeta();
+      assert(row !== undefined, "identity must be created before it is replaced");
       const incarnation = newIncarnation();
-      this.#db.run("UPDATE meta SET incarnation = ?, status = 'recovering' WHERE id = 1", [
-        incarnation,
-      ]);
+      this.#db.run(
+        "UPDATE meta SET incarnation = ?, status = 'recovering', checksum = ? WHERE id = 1",
+        [incarnation, metaChecksum(row.name, incarnation, "recovering")],
+      );
       return { name: row.name, incarnation, status: "recovering" };
     }).immediate();
     this.#syncWal();
@@ -290,8 +392,7 @@ export class SqliteStorage implements NodeStorage {
   }
 
   setStatus(status: NodeStatus): void {
-    const changes = this.#sql.updateStatus.run({ status }).changes;
-    assert(changes === 1, "identity must be created before its status is set");
+    this.#db.transaction(() => this.#writeStatus(status)).immediate();
     this.#syncWal();
   }
 
@@ -301,45 +402,76 @@ export class SqliteStorage implements NodeStorage {
     return row.non_empty === 0n;
   }
 
+  // Every row is verified before it is interpreted: the meta too, though load does not
+  // return it, as a node must not run on an identity it cannot trust. Then the log's
+  // shape: rows that each pass their checksum but leave a gap, or disagree with the
+  // snapshot, mean rows were lost or misplaced (or a bug wrote them): the log cannot be
+  // trusted either, and that is StorageCorruptionError too, naming the first bad index.
   load(): RestoredState {
+    this.#readMeta();
     const hardState = this.#readHardState() ?? { term: 0, votedFor: null, commitIndex: 0 };
     const snapshot = this.#readSnapshot()?.meta;
     const rows = this.#sql.selectEntries.all();
     const entries: Entry[] = new Array(rows.length);
+    const check = (condition: boolean, index: number, message: string): void => {
+      if (condition) return;
+      throw this.#corruption(
+        "log-entry",
+        `Log in "${this.path}" ${message}: the data dir is damaged`,
+        { index },
+      );
+    };
+    const snapshotText = snapshot === undefined ? "none" : describe(snapshot);
     for (let i = 0; i < rows.length; i++) {
-      const entry = toEntry(rows[i]!);
+      const entry = this.#verifiedEntry(rows[i]!);
       const previous = entries[i - 1];
       if (previous === undefined) {
         // Without a snapshot the log starts at 1; with one, it may keep entries before the
         // snapshot (compactLog) but must reach it.
         const startMax = snapshot === undefined ? 1 : snapshot.index + 1;
-        assert(
+        check(
           entry.index <= startMax && (snapshot !== undefined || entry.index === 1),
-          `stored log must start at 1 or reach the snapshot: it starts at ${entry.index}, ` +
-            `snapshot ${snapshot === undefined ? "none" : describe(snapshot)}`,
+          snapshot === undefined ? 1 : Math.max(1, Math.min(startMax, entry.index - 1)),
+          `must start at 1 or reach the snapshot: it starts at ${entry.index}, ` +
+            `snapshot ${snapshotText}`,
         );
       } else {
-        assert(
+        check(
           entry.index === previous.index + 1,
-          `stored log must be contiguous: expected index ${
-            previous.index + 1
-          }, found ${entry.index}`,
+          previous.index + 1,
+          `must be contiguous: expected index ${previous.index + 1}, found ${entry.index}`,
         );
-        assert(entry.term >= previous.term, `stored log terms must not decrease at ${entry.index}`);
+        check(
+          entry.term >= previous.term,
+          entry.index,
+          `terms must not decrease: entry ${entry.index} has term ${entry.term} after ` +
+            `${previous.term}`,
+        );
       }
       if (snapshot !== undefined && entry.index === snapshot.index) {
-        assert(entry.term === snapshot.term, `entry ${entry.index} must match the snapshot's term`);
+        check(
+          entry.term === snapshot.term,
+          entry.index,
+          `entry ${entry.index} has term ${entry.term}, not the snapshot's (${snapshotText})`,
+        );
       }
       if (snapshot !== undefined && entry.index === snapshot.index + 1) {
-        assert(entry.term >= snapshot.term, `term must not decrease after the snapshot`);
+        check(
+          entry.term >= snapshot.term,
+          entry.index,
+          `entry ${entry.index} has term ${entry.term}, before the snapshot's (${snapshotText})`,
+        );
       }
       entries[i] = entry;
     }
     const last = entries.at(-1);
-    assert(
-      last === undefined || snapshot === undefined || last.index >= snapshot.index,
-      `stored log ends at ${last?.index}, before the snapshot at ${snapshot?.index}`,
-    );
+    if (last !== undefined && snapshot !== undefined) {
+      check(
+        last.index >= snapshot.index,
+        last.index + 1,
+        `ends at ${last.index}, before the snapshot at ${snapshot.index}`,
+      );
+    }
     return { hardState, snapshot, entries };
   }
 
@@ -376,16 +508,19 @@ export class SqliteStorage implements NodeStorage {
     checkSnapshotMeta(meta);
     assert(data.length === meta.bytes, "snapshot data length must equal meta.bytes");
     this.#checkSnapshotFits(meta);
+    const hasher = new BlockHasher(meta.bytes);
+    hasher.update(data);
+    const sums = hasher.finish();
     const file = this.#createSnapshotFile(meta);
     try {
       writeAt(file.fd, file.path, data, 0);
       this.#makeDurable(file);
-      this.#sql.upsertSnapshot.run(snapshotParams(file));
+      this.#sql.upsertSnapshot.run(snapshotParams(file, sums));
     } catch (error: unknown) {
       this.#discard(file);
       throw error;
     }
-    this.#replaceCurrent(file);
+    this.#replaceCurrent(file, sums);
   }
 
   async saveSnapshotInBackground(
@@ -398,8 +533,14 @@ export class SqliteStorage implements NodeStorage {
     assert(bytes === meta.bytes, "snapshot data length must equal meta.bytes");
     this.#checkSnapshotFits(meta);
     const file = this.#createSnapshotFile(meta);
+    const hasher = new BlockHasher(meta.bytes);
     try {
-      await writeInBackground(file.fd, file.path, parts);
+      // The checksums are of the bytes as given, hashed on the loop while the thread
+      // pool writes them.
+      await Promise.all([
+        hashInBackground(hasher, parts),
+        writeInBackground(file.fd, file.path, parts),
+      ]);
       await syncDataInBackground(file.fd, file.path);
     } catch (error: unknown) {
       this.#discard(file);
@@ -413,14 +554,15 @@ export class SqliteStorage implements NodeStorage {
       return false;
     }
     this.#checkSnapshotFits(meta);
+    const sums = hasher.finish();
     try {
       fsyncDirectory(this.#snapshotsDir);
-      this.#sql.upsertSnapshot.run(snapshotParams(file));
+      this.#sql.upsertSnapshot.run(snapshotParams(file, sums));
     } catch (error: unknown) {
       this.#discard(file);
       throw error;
     }
-    this.#replaceCurrent(file);
+    this.#replaceCurrent(file, sums);
     return true;
   }
 
@@ -435,10 +577,10 @@ export class SqliteStorage implements NodeStorage {
       current === undefined || meta.index >= current.meta.index,
       `a snapshot must not move back: ${meta.index} < ${current?.meta.index}`,
     );
-    const entry = this.#sql.selectEntryTerm.get({ index: meta.index });
-    if (entry !== null) {
+    const entry = this.#readEntry(meta.index);
+    if (entry !== undefined) {
       assert(
-        toSafeInteger(entry.term, "term") === meta.term,
+        entry.term === meta.term,
         `snapshot term ${meta.term} must match the log's term at index ${meta.index}`,
       );
     } else {
@@ -470,7 +612,7 @@ export class SqliteStorage implements NodeStorage {
   readSnapshot(): { meta: SnapshotMeta; data: Uint8Array } | undefined {
     const current = this.#currentFile();
     if (current === undefined) return undefined;
-    return { meta: current.meta, data: readAt(current.fd, current.path, current.meta.bytes, 0) };
+    return { meta: current.meta, data: this.#readVerified(current, 0, current.meta.bytes) };
   }
 
   readSnapshotChunk(index: number, offset: number, length: number): Uint8Array {
@@ -491,7 +633,7 @@ export class SqliteStorage implements NodeStorage {
       throw new RangeError(`Snapshot chunk length ${length} must be a non-negative integer`);
     }
     const end = Math.min(current.meta.bytes, offset + length);
-    return readAt(current.fd, current.path, end - offset, offset);
+    return this.#readVerified(current, offset, end - offset);
   }
 
   // Staging writes the file without syncing it and keeps its progress in memory only:
@@ -509,6 +651,7 @@ export class SqliteStorage implements NodeStorage {
     // Checked before anything changes: a refused chunk leaves the staging as it was.
     const staged = continued ?? this.#restartStaging(meta);
     writeAt(staged.fd, staged.path, data, offset);
+    staged.hasher.update(data);
     staged.received = received;
     staged.unflushed += data.length;
     if (staged.unflushed >= stagedFlushBytes && !staged.flushing) flushBehind(staged);
@@ -538,14 +681,170 @@ export class SqliteStorage implements NodeStorage {
         { cause: staged.flushError },
       );
     }
+    const sums = staged.hasher.finish();
     this.#makeDurable(staged);
     this.#db.transaction(() => {
-      this.#sql.upsertSnapshot.run(snapshotParams(staged));
+      this.#sql.upsertSnapshot.run(snapshotParams(staged, sums));
       this.#sql.deleteAllEntries.run();
-      this.#sql.raiseCommitIndex.run({ commit_index: meta.index });
+      const hardState = this.#readHardState() ?? { term: 0, votedFor: null, commitIndex: 0 };
+      if (hardState.commitIndex < meta.index) {
+        this.#upsertHardState({ ...hardState, commitIndex: meta.index });
+      }
     }).immediate();
     this.#staged = undefined;
-    this.#replaceCurrent(staged);
+    this.#replaceCurrent(staged, sums);
+  }
+
+  // ---- Scrubbing ----------------------------------------------------------------------
+
+  // A pass verifies, in order: the meta, hard state and snapshot rows (with the block
+  // checksums on disk, and the snapshot file's size and name), every log entry in index
+  // order, then every block of the current snapshot's file. Writes between steps are
+  // fine: the log is walked by index (entries appended or replaced behind the cursor wait
+  // for the next pass; they were verified-by-construction when written), and a snapshot
+  // replaced mid-pass is verified from its first block.
+  scrubStep(bytesBudget: number): ScrubStepResult {
+    assert(!this.#closed, "scrubStep after close");
+    assert(
+      Number.isSafeInteger(bytesBudget) && bytesBudget >= 1,
+      "the scrub budget must be >= 1 byte",
+    );
+    const problems: StorageCorruptionError[] = [];
+    let bytes = 0;
+    let done = false;
+    const cursor = this.#scrub;
+    while (!done && bytes < bytesBudget) {
+      if (cursor.phase === "records") {
+        bytes += this.#scrubRecords(problems);
+        cursor.phase = "log";
+        cursor.afterIndex = 0n;
+      } else if (cursor.phase === "log") {
+        const step = this.#scrubLog(bytesBudget - bytes, problems);
+        bytes += step.bytes;
+        if (step.finished) {
+          cursor.phase = "snapshot";
+          cursor.snapshot = undefined;
+        }
+      } else {
+        const step = this.#scrubSnapshot(bytesBudget - bytes, problems);
+        bytes += step.bytes;
+        if (step.finished) {
+          cursor.phase = "records";
+          cursor.snapshot = undefined;
+          done = true;
+        }
+      }
+    }
+    const totals = this.#scrubTotals;
+    totals.bytesVerified += bytes;
+    totals.passBytesVerified += bytes;
+    totals.problemsFound += problems.length;
+    if (done) {
+      totals.passesCompleted++;
+      totals.passBytesVerified = 0;
+    }
+    return { done, bytesVerified: bytes, problems };
+  }
+
+  scrubCounters(): ScrubCounters {
+    return { ...this.#scrubTotals, corruptionsFound: { ...this.#corruptionsFound } };
+  }
+
+  /** scrubRecords verifies the single rows and the snapshot file's identity; bytes read. */
+  #scrubRecords(problems: StorageCorruptionError[]): number {
+    let bytes = 0;
+    collectCorruption(problems, () => {
+      const row = this.#readMeta();
+      if (row !== undefined) {
+        bytes += rowOverheadBytes + row.name.length + row.incarnation.length + row.status.length;
+      }
+    });
+    collectCorruption(problems, () => {
+      if (this.#readHardState() !== undefined) bytes += rowOverheadBytes;
+    });
+    collectCorruption(problems, () => {
+      const stored = this.#readSnapshot();
+      if (stored === undefined) return;
+      const sums = this.#readBlockChecksums(stored);
+      bytes += rowOverheadBytes + sums.blockChecksums.length;
+      const current = this.#current;
+      assert(
+        current !== undefined && current.generation === stored.generation &&
+          current.sums.fileChecksum === sums.fileChecksum,
+        "the snapshot row changes only with the storage's current file",
+      );
+      // The open fd reads the file even if its name is gone or now names another file;
+      // the next open would not.
+      const named = statSync(current.path, { throwIfNoEntry: false });
+      const open = fstatSync(current.fd);
+      if (named === undefined || named.ino !== open.ino) {
+        throw this.#corruption(
+          "snapshot",
+          `Snapshot file "${current.path}" of snapshot ${describe(current.meta)} is ` +
+            `${named === undefined ? "missing" : "another file"}: the data dir is damaged`,
+          { path: current.path, index: current.meta.index },
+        );
+      }
+      if (open.size !== current.meta.bytes) {
+        throw this.#corruption(
+          "snapshot",
+          `Snapshot file "${current.path}" has ${open.size} bytes, but snapshot ` +
+            `${describe(current.meta)} has ${current.meta.bytes}: the data dir is damaged`,
+          { path: current.path, index: current.meta.index },
+        );
+      }
+    });
+    return bytes;
+  }
+
+  /** scrubLog verifies log entries after the cursor, about `budget` bytes of them. */
+  #scrubLog(
+    budget: number,
+    problems: StorageCorruptionError[],
+  ): { bytes: number; finished: boolean } {
+    let bytes = 0;
+    while (bytes < budget) {
+      const rows = this.#sql.selectEntriesAfter.all(this.#scrub.afterIndex, scrubRowsPerQuery);
+      for (const row of rows) {
+        collectCorruption(problems, () => this.#verifiedEntry(row));
+        bytes += rowOverheadBytes + row.data.length;
+        this.#scrub.afterIndex = row.index;
+        if (bytes >= budget) return { bytes, finished: false };
+      }
+      if (rows.length < scrubRowsPerQuery) return { bytes, finished: true };
+    }
+    return { bytes, finished: false };
+  }
+
+  /** scrubSnapshot verifies the current snapshot file's next blocks, about `budget` bytes. */
+  #scrubSnapshot(
+    budget: number,
+    problems: StorageCorruptionError[],
+  ): { bytes: number; finished: boolean } {
+    const file = this.#current;
+    if (file === undefined) return { bytes: 0, finished: true };
+    let cursor = this.#scrub.snapshot;
+    if (cursor === undefined || cursor.generation !== file.generation) {
+      cursor = this.#scrub.snapshot = { generation: file.generation, nextBlock: 0 };
+    }
+    const blocks = blockCount(file.meta.bytes);
+    let bytes = 0;
+    while (cursor.nextBlock < blocks && bytes < budget) {
+      const block = cursor.nextBlock++;
+      const start = block * snapshotBlockBytes;
+      const length = Math.min(snapshotBlockBytes, file.meta.bytes - start);
+      let data: Uint8Array | undefined;
+      collectCorruption(problems, () => (data = this.#readFile(file, start, length)));
+      if (data === undefined) {
+        // Cut short: the blocks past the end cannot be read either.
+        cursor.nextBlock = blocks;
+        break;
+      }
+      const problem = this.#verifyBlock(file, block, data);
+      if (problem !== undefined) problems.push(problem);
+      bytes += length;
+    }
+    return { bytes, finished: cursor.nextBlock >= blocks };
   }
 
   probeWrite(): void {
@@ -611,14 +910,85 @@ export class SqliteStorage implements NodeStorage {
 
   // ---- Inside transactions -----------------------------------------------------------
 
+  /** readMeta reads and verifies the identity row (not only inside transactions). */
+  #readMeta(): MetaRow | undefined {
+    const row = this.#sql.selectMeta.get();
+    if (row === null) return undefined;
+    const computed = metaChecksum(row.name, row.incarnation, row.status);
+    if (computed !== row.checksum) {
+      throw this.#corruption(
+        "meta",
+        `Meta row (the identity) in "${this.path}" fails its checksum: stored ` +
+          `${hex(row.checksum)}, computed ${hex(computed)} over name ${
+            JSON.stringify(row.name)
+          }, incarnation ${JSON.stringify(row.incarnation)}, status ${
+            JSON.stringify(row.status)
+          }: the data dir is damaged`,
+        {},
+      );
+    }
+    return row;
+  }
+
+  /** writeStatus sets the identity's status, with the checksum of the row it makes. */
+  #writeStatus(status: NodeStatus): void {
+    const row = this.#readMeta();
+    assert(row !== undefined, "identity must be created before its status is set");
+    const checksum = metaChecksum(row.name, row.incarnation, status);
+    const changes = this.#sql.updateStatus.run({ status, checksum }).changes;
+    assert(changes === 1, "identity must be created before its status is set");
+  }
+
   #readHardState(): HardState | undefined {
     const row = this.#sql.selectHardState.get();
     if (row === null) return undefined;
+    const computed = hardStateChecksum(row.term, row.voted_for, row.commit_index);
+    if (computed !== row.checksum) {
+      throw this.#corruption(
+        "hard-state",
+        `Hard state in "${this.path}" fails its checksum: stored ${hex(row.checksum)}, ` +
+          `computed ${hex(computed)} over term ${row.term}, votedFor ${
+            JSON.stringify(row.voted_for)
+          }, commitIndex ${row.commit_index}: the data dir is damaged`,
+        {},
+      );
+    }
     return {
       term: toSafeInteger(row.term, "term"),
       votedFor: row.voted_for,
       commitIndex: toSafeInteger(row.commit_index, "commitIndex"),
     };
+  }
+
+  #upsertHardState(hardState: HardState): void {
+    this.#sql.upsertHardState.run({
+      term: hardState.term,
+      voted_for: hardState.votedFor,
+      commit_index: hardState.commitIndex,
+      checksum: hardStateChecksum(hardState.term, hardState.votedFor, hardState.commitIndex),
+    });
+  }
+
+  /** readEntry reads and verifies the entry at `index`, if the log holds it. */
+  #readEntry(index: number): Entry | undefined {
+    const row = this.#sql.selectEntry.get({ index });
+    return row === null ? undefined : this.#verifiedEntry(row);
+  }
+
+  /** verifiedEntry checks a log row against its checksum, then converts it. */
+  #verifiedEntry(row: EntryRow): Entry {
+    const computed = entryChecksum(row.index, row.term, row.kind, row.data);
+    if (computed !== row.checksum) {
+      throw this.#corruption(
+        "log-entry",
+        `Log entry ${row.index} in "${this.path}" fails its checksum: stored ` +
+          `${hex(row.checksum)}, computed ${hex(computed)} over index ${row.index}, term ` +
+          `${row.term}, kind ${JSON.stringify(row.kind)} and ${row.data.length} bytes of ` +
+          `data: the data dir is damaged`,
+        { index: safeOrUndefined(row.index) },
+      );
+    }
+    return toEntry(row);
   }
 
   // Invariants checked here (Raft §5.1, §5.2): the term never decreases, and a vote cast
@@ -639,11 +1009,7 @@ export class SqliteStorage implements NodeStorage {
         `vote in term ${stored.term} must not change from "${stored.votedFor}" to "${hardState.votedFor}"`,
       );
     }
-    this.#sql.upsertHardState.run({
-      term: hardState.term,
-      voted_for: hardState.votedFor,
-      commit_index: hardState.commitIndex,
-    });
+    this.#upsertHardState(hardState);
   }
 
   // Invariant: the stored log stays contiguous, reaches the snapshot, and its terms never
@@ -660,9 +1026,11 @@ export class SqliteStorage implements NodeStorage {
       `entry ${first.index} must come after the snapshot at ${snapshotIndex}`,
     );
     let previousTerm = 0;
-    const previousEntry = this.#sql.selectEntryTerm.get({ index: first.index - 1 });
-    if (previousEntry !== null) {
-      previousTerm = toSafeInteger(previousEntry.term, "term");
+    // Read whole and verified: the term decides an invariant, and rot must not pass for
+    // a bug (an AssertionError) or hide one.
+    const previousEntry = first.index > 1 ? this.#readEntry(first.index - 1) : undefined;
+    if (previousEntry !== undefined) {
+      previousTerm = previousEntry.term;
     } else if (snapshot !== undefined && first.index - 1 === snapshot.index) {
       previousTerm = snapshot.term;
     } else {
@@ -680,14 +1048,46 @@ export class SqliteStorage implements NodeStorage {
         assert(entry.index === previous.index + 1, "entries in a batch must be contiguous");
         assert(entry.term >= previous.term, `term must not decrease at entry ${entry.index}`);
       }
-      insert.run(entry.index, entry.term, entry.kind, entry.data);
+      insert.run(
+        entry.index,
+        entry.term,
+        entry.kind,
+        entry.data,
+        entryChecksum(entry.index, entry.term, entry.kind, entry.data),
+      );
       previous = entry;
     }
   }
 
+  /**
+   * readSnapshot reads and verifies the snapshot row. Its block checksums are not read
+   * (the row's checksum covers them through file_checksum): readBlockChecksums does that.
+   */
   #readSnapshot(): StoredSnapshot | undefined {
     const row = this.#sql.selectSnapshot.get();
     if (row === null) return undefined;
+    const computed = snapshotRowChecksum({
+      index: row.index,
+      term: row.term,
+      bytes: row.bytes,
+      generation: row.generation,
+      blockBytes: row.block_bytes,
+      fileChecksum: row.file_checksum,
+    });
+    if (computed !== row.checksum) {
+      throw this.#corruption(
+        "snapshot",
+        `Snapshot row in "${this.path}" fails its checksum: stored ${hex(row.checksum)}, ` +
+          `computed ${hex(computed)} over index ${row.index}, term ${row.term}, ` +
+          `${row.bytes} bytes, generation ${row.generation}, blocks of ${row.block_bytes} ` +
+          `bytes, file checksum ${hex(row.file_checksum)}: the data dir is damaged`,
+        { index: safeOrUndefined(row.index) },
+      );
+    }
+    assert(
+      row.block_bytes === BigInt(snapshotBlockBytes),
+      `snapshot blocks must be of ${snapshotBlockBytes} bytes, found ${row.block_bytes}`,
+    );
     return {
       meta: {
         index: toSafeInteger(row.index, "snapshot index"),
@@ -695,7 +1095,40 @@ export class SqliteStorage implements NodeStorage {
         bytes: toSafeInteger(row.bytes, "snapshot bytes"),
       },
       generation: toSafeInteger(row.generation, "snapshot generation"),
+      fileChecksum: row.file_checksum,
     };
+  }
+
+  /** readBlockChecksums reads the snapshot row's block checksums, verified. */
+  #readBlockChecksums(stored: StoredSnapshot): SnapshotSums {
+    const row = this.#sql.selectSnapshotBlocks.get();
+    assert(row !== null, "the snapshot row is read with its blocks");
+    const blockChecksums = row.block_checksums;
+    const computed = fileChecksum(blockChecksums, stored.meta.bytes);
+    const expectedBytes = blockCount(stored.meta.bytes) * 8;
+    if (computed !== stored.fileChecksum || blockChecksums.length !== expectedBytes) {
+      throw this.#corruption(
+        "snapshot",
+        `Block checksums of snapshot ${describe(stored.meta)} in "${this.path}" fail the ` +
+          `file checksum: stored ${hex(stored.fileChecksum)}, computed ${hex(computed)} over ` +
+          `${blockChecksums.length} bytes (expected ${expectedBytes}): the data dir is damaged`,
+        { index: stored.meta.index },
+      );
+    }
+    return { blockChecksums, fileChecksum: stored.fileChecksum };
+  }
+
+  /**
+   * corruption makes the error for damage found (counting it); the caller throws it or,
+   * scrubbing, reports it.
+   */
+  #corruption(
+    kind: CorruptionKind,
+    message: string,
+    where: { path?: string; index?: number | undefined; offset?: number },
+  ): StorageCorruptionError {
+    this.#corruptionsFound[kind]++;
+    return new StorageCorruptionError(kind, message, { path: this.path, ...where });
   }
 
   // ---- Snapshot files ----------------------------------------------------------------
@@ -714,29 +1147,97 @@ export class SqliteStorage implements NodeStorage {
     removeOrphans(this.#snapshotsDir, keep);
   }
 
-  /** openCurrent opens the file the snapshot row names; it must hold the row's bytes. */
-  #openCurrent(stored: StoredSnapshot): SnapshotFile {
+  /**
+   * openCurrent opens the file the snapshot row names; it must hold the row's bytes. Its
+   * bytes are verified as they are read (readVerified), not here: the node reads the
+   * whole snapshot at start anyway.
+   */
+  #openCurrent(stored: StoredSnapshot): CurrentSnapshot {
+    const sums = this.#readBlockChecksums(stored);
     const path = join(this.#snapshotsDir, snapshotFileName(stored.meta, stored.generation));
     if (statSync(path, { throwIfNoEntry: false }) === undefined) {
-      throw new Error(
+      throw this.#corruption(
+        "snapshot",
         `Snapshot file "${path}" of snapshot ${describe(stored.meta)} is missing: ` +
           `the data dir is damaged`,
+        { path, index: stored.meta.index },
       );
     }
     const fd = openSync(path, "r");
     const bytes = fstatSync(fd).size;
     if (bytes !== stored.meta.bytes) {
       closeSync(fd);
-      throw new Error(
+      throw this.#corruption(
+        "snapshot",
         `Snapshot file "${path}" has ${bytes} bytes, but snapshot ${describe(stored.meta)} ` +
           `has ${stored.meta.bytes}: the data dir is damaged`,
+        { path, index: stored.meta.index },
       );
     }
-    return { meta: stored.meta, generation: stored.generation, path, fd };
+    return { meta: stored.meta, generation: stored.generation, path, fd, sums };
+  }
+
+  /**
+   * readVerified reads bytes [offset, offset + length) of the current snapshot's file,
+   * verifying every block they touch (a read that is not block-aligned reads the whole
+   * blocks at its ends), and returns them only if all pass.
+   */
+  #readVerified(file: CurrentSnapshot, offset: number, length: number): Uint8Array {
+    if (length === 0) return new Uint8Array(0);
+    const firstBlock = Math.floor(offset / snapshotBlockBytes);
+    const endBlock = Math.ceil((offset + length) / snapshotBlockBytes);
+    const start = firstBlock * snapshotBlockBytes;
+    const end = Math.min(endBlock * snapshotBlockBytes, file.meta.bytes);
+    const data = this.#readFile(file, start, end - start);
+    for (let block = firstBlock; block < endBlock; block++) {
+      const from = block * snapshotBlockBytes - start;
+      const problem = this.#verifyBlock(
+        file,
+        block,
+        data.subarray(from, from + snapshotBlockBytes),
+      );
+      if (problem !== undefined) throw problem;
+    }
+    return data.subarray(offset - start, offset - start + length);
+  }
+
+  /** readFile reads a range of the snapshot file; a file cut short is corruption. */
+  #readFile(file: SnapshotFile, position: number, length: number): Uint8Array {
+    const data = readUpTo(file.fd, file.path, length, position);
+    if (data.length < length) {
+      throw this.#corruption(
+        "snapshot",
+        `Snapshot file "${file.path}" ends at byte ${position + data.length}, before byte ` +
+          `${position + length} that snapshot ${describe(file.meta)} holds: the data dir is ` +
+          `damaged`,
+        { path: file.path, index: file.meta.index },
+      );
+    }
+    return data;
+  }
+
+  /** verifyBlock checks one block's bytes against its checksum; undefined if they pass. */
+  #verifyBlock(
+    file: CurrentSnapshot,
+    block: number,
+    data: Uint8Array,
+  ): StorageCorruptionError | undefined {
+    const stored = checksumAt(file.sums.blockChecksums, block);
+    const computed = blockChecksum(data, block);
+    if (computed === stored) return undefined;
+    const offset = block * snapshotBlockBytes;
+    return this.#corruption(
+      "snapshot-chunk",
+      `Snapshot file "${file.path}" of snapshot ${describe(file.meta)}: bytes ${offset} to ` +
+        `${offset + data.length} (block ${block}) fail their checksum: stored ${
+          hex(stored)
+        }, computed ${hex(computed)}: the data dir is damaged`,
+      { path: file.path, index: file.meta.index, offset },
+    );
   }
 
   /** currentFile is the current snapshot's open file, or undefined without a snapshot. */
-  #currentFile(): SnapshotFile | undefined {
+  #currentFile(): CurrentSnapshot | undefined {
     const stored = this.#readSnapshot();
     const current = this.#current;
     assert(
@@ -777,7 +1278,14 @@ export class SqliteStorage implements NodeStorage {
     if (this.#staged !== undefined) this.#discard(this.#staged);
     this.#staged = undefined;
     const file = this.#createSnapshotFile(meta);
-    this.#staged = { ...file, received: 0, unflushed: 0, flushing: false, flushError: undefined };
+    this.#staged = {
+      ...file,
+      hasher: new BlockHasher(meta.bytes),
+      received: 0,
+      unflushed: 0,
+      flushing: false,
+      flushError: undefined,
+    };
     return this.#staged;
   }
 
@@ -792,9 +1300,15 @@ export class SqliteStorage implements NodeStorage {
    * commit, then removes the old file. Not before the sync: a power loss could take the
    * commit back, and the old row would name a file that is gone.
    */
-  #replaceCurrent(file: SnapshotFile): void {
+  #replaceCurrent(file: SnapshotFile, sums: SnapshotSums): void {
     const old = this.#current;
-    this.#current = { meta: file.meta, generation: file.generation, path: file.path, fd: file.fd };
+    this.#current = {
+      meta: file.meta,
+      generation: file.generation,
+      path: file.path,
+      fd: file.fd,
+      sums,
+    };
     this.#syncWal();
     if (old !== undefined) this.#discard(old);
   }
@@ -812,56 +1326,66 @@ export class SqliteStorage implements NodeStorage {
 
 function prepareStatements(db: Database) {
   // Statement<Row, [params]>: params are named ($name), bound without the prefix (strict).
-  type Params = Record<string, string | number | Uint8Array | null>;
+  type Params = Record<string, string | number | bigint | Uint8Array | null>;
   const prepare = <Row>(sql: string): Statement<Row, [Params]> => db.prepare<Row, [Params]>(sql);
   const prepareNoParams = <Row>(sql: string): Statement<Row, []> => db.prepare<Row, []>(sql);
   return {
     selectMeta: prepareNoParams<MetaRow>(
-      "SELECT name, incarnation, status FROM meta WHERE id = 1",
+      "SELECT name, incarnation, status, checksum FROM meta WHERE id = 1",
     ),
     insertMeta: prepare<never>(
-      "INSERT INTO meta (id, name, incarnation, status, created_at) " +
-        "VALUES (1, $name, $incarnation, $status, $created_at)",
+      "INSERT INTO meta (id, name, incarnation, status, created_at, checksum) " +
+        "VALUES (1, $name, $incarnation, $status, $created_at, $checksum)",
     ),
-    updateStatus: prepare<never>("UPDATE meta SET status = $status WHERE id = 1"),
+    updateStatus: prepare<never>(
+      "UPDATE meta SET status = $status, checksum = $checksum WHERE id = 1",
+    ),
     selectNonEmpty: prepareNoParams<{ non_empty: bigint }>(
       "SELECT EXISTS (SELECT 1 FROM hard_state WHERE term > 0) " +
         "OR EXISTS (SELECT 1 FROM log) " +
         "OR EXISTS (SELECT 1 FROM snapshot) AS non_empty",
     ),
     selectHardState: prepareNoParams<HardStateRow>(
-      "SELECT term, voted_for, commit_index FROM hard_state WHERE id = 1",
+      "SELECT term, voted_for, commit_index, checksum FROM hard_state WHERE id = 1",
     ),
     upsertHardState: prepare<never>(
-      "INSERT INTO hard_state (id, term, voted_for, commit_index) " +
-        "VALUES (1, $term, $voted_for, $commit_index) ON CONFLICT (id) DO UPDATE SET " +
-        "term = excluded.term, voted_for = excluded.voted_for, " +
-        "commit_index = excluded.commit_index",
-    ),
-    raiseCommitIndex: prepare<never>(
-      "INSERT INTO hard_state (id, term, voted_for, commit_index) " +
-        "VALUES (1, 0, NULL, $commit_index) ON CONFLICT (id) DO UPDATE SET " +
-        "commit_index = max(commit_index, excluded.commit_index)",
+      "INSERT INTO hard_state (id, term, voted_for, commit_index, checksum) " +
+        "VALUES (1, $term, $voted_for, $commit_index, $checksum) ON CONFLICT (id) DO UPDATE " +
+        "SET term = excluded.term, voted_for = excluded.voted_for, " +
+        "commit_index = excluded.commit_index, checksum = excluded.checksum",
     ),
     selectEntries: prepareNoParams<EntryRow>(
-      'SELECT "index", term, kind, data FROM log ORDER BY "index"',
+      'SELECT "index", term, kind, data, checksum FROM log ORDER BY "index"',
     ),
-    selectEntryTerm: prepare<{ term: bigint }>('SELECT term FROM log WHERE "index" = $index'),
+    selectEntry: prepare<EntryRow>(
+      'SELECT "index", term, kind, data, checksum FROM log WHERE "index" = $index',
+    ),
+    selectEntriesAfter: db.prepare<EntryRow, [bigint, number]>(
+      'SELECT "index", term, kind, data, checksum FROM log WHERE "index" > ?1 ' +
+        'ORDER BY "index" LIMIT ?2',
+    ),
     // Positional: binding an object per entry is measurably slower on the hot path.
-    insertEntry: db.prepare<never, [number, number, EntryKind, Uint8Array]>(
-      'INSERT INTO log ("index", term, kind, data) VALUES (?1, ?2, ?3, ?4)',
+    insertEntry: db.prepare<never, [number, number, EntryKind, Uint8Array, bigint]>(
+      'INSERT INTO log ("index", term, kind, data, checksum) VALUES (?1, ?2, ?3, ?4, ?5)',
     ),
     deleteEntriesFrom: prepare<never>('DELETE FROM log WHERE "index" >= $index'),
     deleteEntriesBefore: prepare<never>('DELETE FROM log WHERE "index" < $index'),
     deleteAllEntries: prepareNoParams<never>("DELETE FROM log"),
     selectSnapshot: prepareNoParams<SnapshotRow>(
-      'SELECT "index", term, bytes, generation FROM snapshot WHERE id = 1',
+      'SELECT "index", term, bytes, generation, block_bytes, file_checksum, checksum ' +
+        "FROM snapshot WHERE id = 1",
+    ),
+    selectSnapshotBlocks: prepareNoParams<{ block_checksums: Uint8Array }>(
+      "SELECT block_checksums FROM snapshot WHERE id = 1",
     ),
     upsertSnapshot: prepare<never>(
-      'INSERT INTO snapshot (id, "index", term, bytes, generation) ' +
-        "VALUES (1, $index, $term, $bytes, $generation) ON CONFLICT (id) DO UPDATE SET " +
-        '"index" = excluded."index", term = excluded.term, bytes = excluded.bytes, ' +
-        "generation = excluded.generation",
+      'INSERT INTO snapshot (id, "index", term, bytes, generation, block_bytes, ' +
+        "block_checksums, file_checksum, checksum) VALUES (1, $index, $term, $bytes, " +
+        "$generation, $block_bytes, $block_checksums, $file_checksum, $checksum) " +
+        'ON CONFLICT (id) DO UPDATE SET "index" = excluded."index", term = excluded.term, ' +
+        "bytes = excluded.bytes, generation = excluded.generation, " +
+        "block_bytes = excluded.block_bytes, block_checksums = excluded.block_checksums, " +
+        "file_checksum = excluded.file_checksum, checksum = excluded.checksum",
     ),
     writeProbe: prepare<never>(
       "INSERT INTO probe (id, written_at) VALUES (1, $written_at) " +
@@ -896,10 +1420,59 @@ function flushBehind(staged: StagedSnapshot): void {
   });
 }
 
-/** snapshotParams binds a snapshot file's meta and generation to the snapshot row. */
-function snapshotParams(file: SnapshotFile): Record<string, number> {
+/** snapshotParams binds a snapshot file's meta, generation and checksums to its row. */
+function snapshotParams(
+  file: SnapshotFile,
+  sums: SnapshotSums,
+): Record<string, number | bigint | Uint8Array> {
   const { index, term, bytes } = file.meta;
-  return { index, term, bytes, generation: file.generation };
+  const fields = {
+    index,
+    term,
+    bytes,
+    generation: file.generation,
+    blockBytes: snapshotBlockBytes,
+    fileChecksum: sums.fileChecksum,
+  };
+  return {
+    index,
+    term,
+    bytes,
+    generation: file.generation,
+    block_bytes: snapshotBlockBytes,
+    block_checksums: sums.blockChecksums,
+    file_checksum: sums.fileChecksum,
+    checksum: snapshotRowChecksum(fields),
+  };
+}
+
+/**
+ * hashInBackground feeds the parts to the hasher a slice at a time, letting the event
+ * loop run between slices.
+ */
+async function hashInBackground(hasher: BlockHasher, parts: readonly Uint8Array[]): Promise<void> {
+  for (const part of parts) {
+    for (let offset = 0; offset < part.length; offset += hashSliceBytes) {
+      if (offset > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      hasher.update(part.subarray(offset, offset + hashSliceBytes));
+    }
+  }
+}
+
+/** collectCorruption runs `work`, adding a StorageCorruptionError it throws to `problems`. */
+function collectCorruption(problems: StorageCorruptionError[], work: () => unknown): void {
+  try {
+    work();
+  } catch (error: unknown) {
+    if (!(error instanceof StorageCorruptionError)) throw error;
+    problems.push(error);
+  }
+}
+
+/** safeOrUndefined is a stored integer as a number, or undefined if rot made it unsafe. */
+function safeOrUndefined(value: bigint): number | undefined {
+  const number = Number(value);
+  return Number.isSafeInteger(number) ? number : undefined;
 }
 
 function sameSnapshot(a: SnapshotMeta, b: SnapshotMeta): boolean {

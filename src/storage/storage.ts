@@ -1,5 +1,60 @@
 import type { Entry, HardState, RestoredState, SnapshotMeta } from "../consensus/types.ts";
 
+/** CorruptionKind names what a StorageCorruptionError found damaged. */
+export type CorruptionKind = "log-entry" | "hard-state" | "meta" | "snapshot" | "snapshot-chunk";
+
+/**
+ * StorageCorruptionError: stored bytes fail their checksum, or a stored file is missing or
+ * cut short. The storage never returns the damaged bytes: it throws this instead (or
+ * reports it from scrubStep). The data dir cannot be trusted; what to do is the caller's
+ * call (a member whose disk rots is a partly wiped host: DESIGN §12).
+ */
+export class StorageCorruptionError extends Error {
+  override readonly name = "StorageCorruptionError";
+  readonly kind: CorruptionKind;
+  /**
+   * index is the entry's index ("log-entry"), or the snapshot's ("snapshot",
+   * "snapshot-chunk"); undefined for the hard state and meta.
+   */
+  readonly index: number | undefined;
+  /** offset is the damaged block's first byte in the snapshot file ("snapshot-chunk"). */
+  readonly offset: number | undefined;
+  /** path is the damaged file: the database, or the snapshot file. */
+  readonly path: string;
+
+  constructor(
+    kind: CorruptionKind,
+    message: string,
+    where: { path: string; index?: number | undefined; offset?: number | undefined },
+  ) {
+    super(message);
+    this.kind = kind;
+    this.path = where.path;
+    this.index = where.index;
+    this.offset = where.offset;
+  }
+}
+
+/** ScrubStepResult is what one scrubStep verified and found. */
+export interface ScrubStepResult {
+  /** done: this step finished a pass over everything stored; the next starts another. */
+  done: boolean;
+  bytesVerified: number;
+  /** Damage found in this step; scrubbing goes on past it. */
+  problems: StorageCorruptionError[];
+}
+
+/** ScrubCounters are the scrubber's totals since the storage opened. */
+export interface ScrubCounters {
+  passesCompleted: number;
+  bytesVerified: number;
+  /** Bytes verified so far in the pass under way. */
+  passBytesVerified: number;
+  problemsFound: number;
+  /** Every corruption the storage found, by reads and by scrubbing, by kind. */
+  corruptionsFound: Record<CorruptionKind, number>;
+}
+
 /** NodeStatus is the node's lifecycle state as stored with its identity. */
 export type NodeStatus = "normal" | "recovering";
 
@@ -22,6 +77,10 @@ export interface PersistBatch {
 /**
  * NodeStorage is the node's durable state: the log, hard state, identity and snapshots.
  * Every write method but write() is durable (fsynced) when it returns.
+ *
+ * Everything stored carries a checksum, verified on every read: identity, load,
+ * latestSnapshot, readSnapshot and readSnapshotChunk (and the write methods, which read
+ * what they check against) throw StorageCorruptionError rather than return damaged bytes.
  */
 export interface NodeStorage {
   /** identity returns the stored identity, creating one with a fresh incarnation if empty. */
@@ -88,6 +147,17 @@ export interface NodeStorage {
    * index to the snapshot's, atomically; then the old snapshot's bytes are removed.
    */
   installStagedSnapshot(meta: SnapshotMeta): void;
+
+  /**
+   * scrubStep re-reads and verifies about `bytesBudget` more bytes of what is stored (the
+   * meta, hard state and snapshot row, then the log in index order, then the current
+   * snapshot's file), resuming where the last step stopped, and cycles. It has no timer:
+   * the caller paces it. Damage is returned, not thrown; other errors (an I/O error, a
+   * database SQLite cannot read) throw.
+   */
+  scrubStep?(bytesBudget: number): ScrubStepResult;
+  /** scrubCounters returns the scrubber's totals and the corruptions found, by kind. */
+  scrubCounters?(): ScrubCounters;
 
   /** probeWrite checks the database still accepts a write (for /healthz). */
   probeWrite(): void;

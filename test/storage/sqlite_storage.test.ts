@@ -13,8 +13,10 @@ import {
 import { join } from "node:path";
 import type { Entry, EntryKind, SnapshotMeta } from "../../src/consensus/types.ts";
 import { AssertionError } from "../../src/lib/assert.ts";
-import { migrate } from "../../src/storage/schema.ts";
+import { entryChecksum, hardStateChecksum } from "../../src/storage/checksum.ts";
+import { migrate, schemaVersion } from "../../src/storage/schema.ts";
 import { databaseFileName, lockFileName, SqliteStorage } from "../../src/storage/sqlite_storage.ts";
+import { StorageCorruptionError } from "../../src/storage/storage.ts";
 import { TempDirs } from "../support/storage_temp_dir.ts";
 
 const mib = 1024 * 1024;
@@ -73,6 +75,17 @@ function snapshotFiles(dir: string): string[] {
 
 function dirOf(storage: SqliteStorage): string {
   return join(storage.path, "..");
+}
+
+/** corruptionOf runs `work`, which must throw StorageCorruptionError, and returns it. */
+function corruptionOf(work: () => unknown): StorageCorruptionError {
+  try {
+    work();
+  } catch (error: unknown) {
+    if (error instanceof StorageCorruptionError) return error;
+    throw error;
+  }
+  throw new Error("expected a StorageCorruptionError, nothing was thrown");
 }
 
 function rawRun(path: string, sql: string): void {
@@ -153,7 +166,9 @@ describe("opening", () => {
     const dir = dirs.make();
     open(dir).close();
     rawRun(join(dir, databaseFileName), "PRAGMA user_version = 99");
-    expect(() => SqliteStorage.open(dir)).toThrow(/schema version 99, newer than version 2/);
+    expect(() => SqliteStorage.open(dir)).toThrow(
+      `schema version 99, newer than version ${schemaVersion}`,
+    );
   });
 
   test("a database that keel did not create is refused", () => {
@@ -325,33 +340,43 @@ describe("persist and load", () => {
     let storage = open(dirs.make());
     storage.persist({ hardState: { term: 1, votedFor: null, commitIndex: 0 }, entries: [] });
     storage.close();
-    rawRun(storage.path, "UPDATE hard_state SET term = 9007199254740993");
+    // With a checksum that matches, so the value is what keel wrote: a bug, not rot.
+    const term = 9007199254740993n;
+    const checksum = hardStateChecksum(term, null, 0n);
+    rawRun(storage.path, `UPDATE hard_state SET term = ${term}, checksum = ${checksum}`);
     storage = open(join(storage.path, ".."));
     expect(() => storage.load()).toThrow(/beyond the safe integer range/);
   });
 
-  test("load crashes on a gap in the stored log", () => {
+  test("a gap in the stored log is damage: load throws naming the missing index", () => {
     let storage = open(dirs.make());
     storage.persist({ hardState: undefined, entries: entries(1, 5, 1) });
     storage.close();
     rawRun(storage.path, 'DELETE FROM log WHERE "index" = 3');
     storage = open(join(storage.path, ".."));
-    expect(() => storage.load()).toThrow(/expected index 3, found 4/);
+    const error = corruptionOf(() => storage.load());
+    expect(error).toMatchObject({ kind: "log-entry", index: 3, path: storage.path });
+    expect(error.message).toContain("must be contiguous: expected index 3, found 4");
   });
 
-  test("load crashes on a log that does not reach the snapshot", () => {
+  test("a log that does not reach the snapshot is damage", () => {
     let storage = open(dirs.make());
     storage.persist({ hardState: undefined, entries: entries(1, 8, 1) });
     storage.saveSnapshot({ index: 4, term: 1, bytes: 0 }, new Uint8Array(0));
     storage.close();
     rawRun(storage.path, 'DELETE FROM log WHERE "index" < 6');
     storage = open(join(storage.path, ".."));
-    expect(() => storage.load()).toThrow(/must start at 1 or reach the snapshot/);
+    expect(corruptionOf(() => storage.load()).message).toMatch(
+      /must start at 1 or reach the snapshot: it starts at 6/,
+    );
     storage.close();
     rawRun(storage.path, 'DELETE FROM log WHERE "index" >= 1');
-    rawRun(storage.path, `INSERT INTO log VALUES (1, 1, 'noop', x'')`);
+    const checksum = entryChecksum(1, 1, "noop", new Uint8Array(0));
+    rawRun(storage.path, `INSERT INTO log VALUES (1, 1, 'noop', x'', ${checksum})`);
     storage = open(join(storage.path, ".."));
-    expect(() => storage.load()).toThrow(/stored log ends at 1, before the snapshot at 4/);
+    expect(corruptionOf(() => storage.load()).message).toMatch(
+      /ends at 1, before the snapshot at 4/,
+    );
   });
 });
 
@@ -492,11 +517,14 @@ describe("snapshots", () => {
     storage.saveSnapshot({ index: 2, term: 1, bytes }, data);
     const path = join(dirOf(storage), "snapshots", "2-1-1.snap");
     truncateSync(path, 2 * mib);
-    // A chunk read reads only its own range of the file.
+    // A chunk read reads only its own range of the file (and its checksums' blocks).
     expect(storage.readSnapshotChunk(2, mib, mib)).toEqual(data.subarray(mib, 2 * mib));
-    // A read that needs the missing bytes is an error naming the file, not a short read.
-    expect(() => storage.readSnapshotChunk(2, 2 * mib - 1, 2)).toThrow(
-      `Snapshot file "${path}" ends at byte ${2 * mib}, before byte ${2 * mib + 1}`,
+    // A read that needs the missing bytes is an error naming the file, not a short read;
+    // it reads the whole 64 KiB block that its last byte is in.
+    const error = corruptionOf(() => storage.readSnapshotChunk(2, 2 * mib - 1, 2));
+    expect(error).toMatchObject({ kind: "snapshot", index: 2, path });
+    expect(error.message).toContain(
+      `Snapshot file "${path}" ends at byte ${2 * mib}, before byte ${2 * mib + 64 * 1024}`,
     );
     expect(() => storage.readSnapshot()).toThrow(/the data dir is damaged/);
   });
@@ -782,7 +810,9 @@ describe("migration from version 1 (snapshot bytes in the database)", () => {
     expect(storage.readSnapshot()).toEqual({ meta, data });
     expect(storage.readSnapshotChunk(9, mib - 3, 6)).toEqual(data.subarray(mib - 3, mib + 3));
     expect(snapshotFiles(dir)).toEqual(["9-3-1.snap"]);
-    expect(rawQuery(storage, "PRAGMA user_version")).toEqual([{ user_version: 2n }]);
+    expect(rawQuery(storage, "PRAGMA user_version")).toEqual([
+      { user_version: BigInt(schemaVersion) },
+    ]);
     expect(
       rawQuery(storage, "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name"),
     ).toEqual([
