@@ -1,10 +1,13 @@
 // Metrics of the HTTP layer itself: requests by route, method and code, and their latency.
 // The route label is the matched route pattern ("/v1/kv/:key"), never the raw path, and
 // methods outside a fixed list read "other", so the series stay few whatever clients send.
+// And the answers of /healthz and /readyz as gauges, check by check, so that alerting
+// rules see what a load balancer sees (deploy/prometheus/keel-rules.yml).
 
 import type { Context, MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import { type Counter, type Histogram, type Labels, Registry, seriesMax } from "../lib/metrics.ts";
+import type { Check } from "./api.ts";
 
 /** unmatchedRoute is the route label of requests that matched no route (404). */
 export const unmatchedRoute = "(unmatched)";
@@ -81,4 +84,39 @@ function matchedRoute(c: Context): string {
   if (path === "*" || path === "/*" || path === "") return unmatchedRoute;
   // A parameter's pattern is no part of its label: "/v1/kv/:key{.+}" reads "/v1/kv/:key".
   return path.replace(/\{[^}]*\}/g, "");
+}
+
+/**
+ * checkMetricsText renders the health and readiness checks of one scrape: keel_healthy and
+ * keel_ready are 1 exactly when /healthz and /readyz answer 200, and keel_health_check and
+ * keel_readiness_check are 1 per passing check (0 failing), labelled by its name
+ * (storage_writable, leader_known, not_fenced, ...). A registry per scrape: the checks are
+ * a handful and their set can change (a check added by a newer keel).
+ */
+export function checkMetricsText(health: readonly Check[], readiness: readonly Check[]): string {
+  const registry = new Registry();
+  const every = (checks: readonly Check[]) => checks.every((check) => check.ok) ? 1 : 0;
+  const each = (checks: readonly Check[]): Array<[Labels, number]> =>
+    checks.map((check) => [{ check: check.name }, check.ok ? 1 : 0]);
+  registry.gauge(
+    "keel_healthy",
+    "1 when every health check passes (GET /healthz answers 200)",
+    () => [[{}, every(health)]],
+  );
+  registry.gauge(
+    "keel_health_check",
+    "1 when the health check named by the label passes",
+    () => each(health),
+  );
+  registry.gauge(
+    "keel_ready",
+    "1 when every readiness check passes (GET /readyz answers 200)",
+    () => [[{}, every(readiness)]],
+  );
+  registry.gauge(
+    "keel_readiness_check",
+    "1 when the readiness check named by the label passes (not_fenced 0: this host was replaced)",
+    () => each(readiness),
+  );
+  return registry.render();
 }

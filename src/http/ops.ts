@@ -7,7 +7,8 @@
 //                            503 {"status":"not_ready","checks":[...]}  otherwise, every check listed
 //       ?role=leader         adds the check "leader": this node leads (the writer pool)
 //       ?verbose             lists the checks on 200 too
-//   GET /metrics             Prometheus text format 0.0.4: the node's metrics, then HTTP's
+//   GET /metrics             Prometheus text format 0.0.4: the node's metrics, then HTTP's,
+//                            then the health and readiness checks as gauges (keel_ready, ...)
 //
 // /readyz is never 200 unless a check named "leader_known" is present and passing, whatever
 // else the node reports: a node that omitted it is answered 503 as if no leader were known.
@@ -17,7 +18,7 @@
 import type { Context, Hono } from "hono";
 import type { Check, OpsApi } from "./api.ts";
 import { HttpError } from "./errors.ts";
-import type { HttpMetrics } from "./metrics_http.ts";
+import { checkMetricsText, type HttpMetrics } from "./metrics_http.ts";
 
 /** leaderKnownCheck names the readiness check that a leader is known and heard from. */
 export const leaderKnownCheck = "leader_known";
@@ -68,7 +69,8 @@ export function registerOpsRoutes(app: Hono, deps: OpsRoutesDeps): void {
   app.get("/metrics", (c) => {
     const node = deps.ops.metricsText();
     const text = (node === "" || node.endsWith("\n") ? node : `${node}\n`) +
-      deps.httpMetrics.render();
+      deps.httpMetrics.render() +
+      checkMetricsText(deps.ops.health(), readinessChecks(deps, false));
     return c.body(text, 200, { "content-type": metricsContentType, "cache-control": "no-store" });
   });
 }
