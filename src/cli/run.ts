@@ -7,6 +7,7 @@ import { formatProblems, gossipAddressed, loadConfig, memberByName } from "../co
 import { fingerprint, fingerprintFields } from "../config/fingerprint.ts";
 import { loadSecret, loadTls } from "../config/secret.ts";
 import { createApp } from "../http/app.ts";
+import { type HttpServer, serveHttp } from "../http/server.ts";
 import { AssertionError } from "../lib/assert.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
 import { KeelNode } from "../node/node.ts";
@@ -307,18 +308,20 @@ export async function run(options: RunOptions): Promise<number> {
       ? {}
       : { fetchLeader: (input, init) => fetch(input, { ...init, tls: { ca: tls.ca } }) }),
     logError: (message, error) => log.error(message, { error }),
+    logInfo: (message, fields) => log.info(message, fields),
   });
-  let server: ReturnType<typeof Bun.serve>;
+  let server: HttpServer;
   try {
-    server = Bun.serve({
+    // node:http under Bun, not Bun.serve: Bun.serve drops pipelined requests (http/server.ts).
+    server = await serveHttp({
       hostname: httpAt.host,
       port: httpAt.port,
       ...(tls === undefined ? {} : { tls: { cert: tls.cert, key: tls.key } }),
       fetch: app.fetch,
-      // The handlers answer 413 with a JSON error from Content-Length or the streamed
-      // size; Bun's own limit (a bare 413) is only a backstop well above it.
-      maxRequestBodySize: Math.max(config.http.bodyBytesMax * 4, 16 * 1024 * 1024),
-      idleTimeout: 60,
+      // Answered 413 in the app's words before the body is read; the app checks it again.
+      maxRequestBodyBytes: config.http.bodyBytesMax,
+      idleTimeoutSeconds: 60,
+      onServerError: (error) => log.error("HTTP listener error", { error }),
       error(error) {
         // A broken invariant is a bug: crash so the supervisor restarts a clean process.
         if (error instanceof AssertionError) {
@@ -353,7 +356,7 @@ export async function run(options: RunOptions): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info("stopping", { signal });
-      await server.stop(true);
+      await server.stop();
       resolver.stop();
       gossip?.stop();
       await node.stop();

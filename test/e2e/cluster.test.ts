@@ -146,11 +146,16 @@ test("a retried write with the same idempotency key is applied once, across node
   });
   expect(first.status).toBe(200);
   const firstBody = await first.json() as { index: number };
-  const retry = await cluster.put(names[1]!, "counter", "two", {
+  const retry = await cluster.put(names[1]!, "counter", "one", {
     "Idempotency-Key": "retry-client:1",
   });
   expect(retry.status).toBe(200);
   expect(await retry.json()).toEqual(firstBody);
+  // The same key with another value is not a retry: refused, not applied.
+  const reused = await cluster.put(names[1]!, "counter", "two", {
+    "Idempotency-Key": "retry-client:1",
+  });
+  expect(reused.status).toBe(409);
   const read = await cluster.get(names[2]!, "counter");
   expect(await read.text()).toBe("one");
 });
