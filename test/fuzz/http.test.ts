@@ -131,6 +131,13 @@ const keySegment = fc.oneof(
     "%00",
     "%20",
     "",
+    // Keys with slashes, as written (the rest of the path is the key).
+    "a/b",
+    "/a/b",
+    "a//b",
+    "a/",
+    "x/cas",
+    "%2Fa/b%2F",
   ),
   text(10, 1).map(encodeURIComponent),
   fc.stringMatching(/^[A-Za-z0-9%._~!$&'()*+,;=:@-]{1,12}$/),
@@ -281,7 +288,17 @@ interface FuzzRequest {
 
 /** anyRequest is anything at all: any method on any path, with any headers and body. */
 const anyRequest: fc.Arbitrary<FuzzRequest> = fc.record({
-  method: fc.constantFrom("GET", "PUT", "DELETE", "POST", "HEAD", "PATCH", "OPTIONS"),
+  method: fc.constantFrom(
+    "GET",
+    "PUT",
+    "DELETE",
+    "POST",
+    "HEAD",
+    "PATCH",
+    "OPTIONS",
+    "TRACE",
+    "PROPFIND",
+  ),
   path,
   query,
   headers,
