@@ -342,6 +342,11 @@ export class Raft {
     return this.incarnations.counts(name, incarnation, recovering, this.log.commitIndex);
   }
 
+  /** currentIncarnation is the member's incarnation in the fence table, if it names one. */
+  currentIncarnation(name: NodeId): string | undefined {
+    return this.log.fences.current(name)?.incarnation;
+  }
+
   /** fencedOut says why a host must be refused at the handshake (R7), or null. */
   fencedOut(name: NodeId, sender: Sender): string | null {
     return this.incarnations.fencedOut(name, sender, this.log.commitIndex);

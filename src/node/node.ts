@@ -28,8 +28,7 @@ import { type Histogram, Registry } from "../lib/metrics.ts";
 import { nodeHistograms, registerNodeGauges } from "./metrics.ts";
 import type { Service } from "../service/service.ts";
 import { encodeEnvelope } from "../service/sessions.ts";
-import { decodeFence } from "../consensus/fences.ts";
-import { decideBootstrap, type HelloState, type Refusal } from "../consensus/incarnations.ts";
+import type { HelloState, Refusal } from "../consensus/incarnations.ts";
 import { decodeSnapshot, encodeSnapshotParts } from "./snapshot_envelope.ts";
 import {
   decodeHostState,
@@ -45,6 +44,7 @@ import {
 import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
 import { Requests } from "./requests.ts";
 import { Durability } from "./durability.ts";
+import { Replacement } from "./replacement.ts";
 import {
   formatHost,
   healthChecks,
@@ -176,24 +176,8 @@ export class KeelNode implements NodeApi, OpsApi {
   /** Highest commit index the leader has told us (appendEntries and heartbeats). */
   #leaderCommitSeen = 0;
   #suspended = false;
-  /** Durable lifecycle status: "recovering" until bootstrapped or fenced in (R2, R6). */
-  #status: NodeStatus;
-  /** Why this host is fenced (R7), for /readyz and the log. */
-  #fencedReason: string | null = null;
-  /** The decision an empty node made at start: form a new cluster, or join as a replacement. */
-  #bootstrap: "undecided" | "forming" | "replacement" | "not-empty" = "not-empty";
-  #bootstrapLoggedAt = 0;
-  /** Latest time each (member, incarnation) was heard, to spot two live hosts with one name (R8). */
-  #heard = new Map<NodeId, Map<string, { first: number; last: number }>>();
-  #alarms: string[] = [];
-  #restartRequired = false;
-  /** Catch-up progress of a replacement (bytes of snapshot staged, when it started). */
-  #recovery = {
-    startedAt: 0,
-    snapshotBytesDone: 0,
-    snapshotBytesTotal: 0,
-    samples: [] as Array<[number, number]>,
-  };
+  /** Status, fencing, bootstrap and catch-up of this host (replacement.ts). */
+  readonly #replacement: Replacement;
   #events: OpsEvent[] = [];
   readonly #storageProbe: StorageProbe;
   readonly adminToken: string | undefined;
@@ -273,16 +257,20 @@ export class KeelNode implements NodeApi, OpsApi {
       incarnation: deps.identity.incarnation,
       recovering: deps.identity.status === "recovering",
     }, restored);
-    this.#status = deps.identity.status;
-    if (
-      this.#status === "recovering" && restored.hardState.term === 0 &&
-      restored.entries.length === 0 && snapshot === undefined
-    ) {
-      this.#bootstrap = "undecided";
-    } else if (this.#status === "recovering") {
-      this.#bootstrap = "replacement";
-      this.#recovery.startedAt = Date.now();
-    }
+    this.#replacement = new Replacement({
+      name: deps.name,
+      identity: deps.identity,
+      raft: this.raft,
+      storage,
+      transport: deps.transport,
+      log: deps.log,
+      event: (kind, message) => this.#event(kind, message),
+      storageWrite: (what, write) => this.#storageWrite(what, write),
+      failWrites: (message) => this.#requests.failWrites(message),
+      onRestartRequired: (reason) => this.#deps.onRestartRequired?.(reason),
+      appliedIndex: () => this.#appliedIndex,
+      leaderCommitSeen: () => this.#leaderCommitSeen,
+    }, restored.hardState.term === 0 && restored.entries.length === 0 && snapshot === undefined);
     this.#lastRole = this.raft.role;
     this.adminToken = deps.adminToken;
     const histograms = nodeHistograms(this.registry);
@@ -337,14 +325,12 @@ export class KeelNode implements NodeApi, OpsApi {
     transport.onMessage((message, sender) => {
       this.counters.messagesReceived++;
       this.#inbox.push({ message, sender });
-      this.#noteHeard(message.from, sender.incarnation);
+      this.#replacement.noteHeard(message.from, sender.incarnation);
       this.#schedule();
     });
     transport.onRefused((name, reason, kind) => {
-      if (kind === "fenced") this.#becomeFenced(`member ${name} refused this host: ${reason}`);
-      if (kind !== "rolled-back") return;
       try {
-        this.#onRolledBack(name, reason);
+        this.#replacement.onRefused(name, reason, kind);
       } catch (error: unknown) {
         if (!this.#handledHalt(error)) throw error;
       }
@@ -479,7 +465,7 @@ export class KeelNode implements NodeApi, OpsApi {
   #drainOnce(): void {
     const inbox = this.#inbox;
     this.#inbox = [];
-    this.#maybeBootstrap();
+    this.#replacement.maybeBootstrap();
     for (const { message, sender } of inbox) {
       if (message.to !== this.name) continue;
       this.raft.step(message, sender);
@@ -505,7 +491,7 @@ export class KeelNode implements NodeApi, OpsApi {
     }
     this.#durability.startSync();
     this.#observeRole();
-    this.#logRecoveryProgress();
+    this.#replacement.logProgress();
     if (this.raft.hasReady()) this.#schedule();
   }
 
@@ -539,11 +525,7 @@ export class KeelNode implements NodeApi, OpsApi {
     // An install is durable when it returns, and so is every write before it (a staged
     // chunk is not synced: nothing relies on it before the install).
     if (ready.installSnapshot !== undefined) this.#durability.allDurable();
-    if (chunk !== undefined && this.#status === "recovering") {
-      this.#recovery.snapshotBytesDone = chunk.offset + chunk.data.byteLength;
-      this.#recovery.snapshotBytesTotal = chunk.snapshot.bytes;
-      this.#sampleRecovery();
-    }
+    if (chunk !== undefined) this.#replacement.onSnapshotChunk(chunk);
     for (const entry of ready.entries) {
       if (entry.kind !== "command") continue;
       this.#timeHighMs = Math.max(this.#timeHighMs, stampedTime(entry.data) ?? 0);
@@ -559,24 +541,7 @@ export class KeelNode implements NodeApi, OpsApi {
       // Durable once the next sync ends (startSync); until then its messages wait.
       this.#durability.wrote(ready.entries);
     }
-    if (status === "normal") {
-      this.#status = "normal";
-      this.#deps.transport.rehandshake("this replacement is now a voting member");
-      const seconds = this.#recovery.startedAt
-        ? ((Date.now() - this.#recovery.startedAt) / 1000).toFixed(1)
-        : "?";
-      this.#event(
-        "recovery",
-        `${this.name} (incarnation ${this.#deps.identity.incarnation}) is a voting member again after ${seconds} s`,
-      );
-      this.#deps.log.info("replacement caught up and fenced in: now a voting member", {
-        incarnation: this.#deps.identity.incarnation,
-        term: this.raft.term,
-        votedFor: this.raft.votedFor,
-        appliedIndex: this.#appliedIndex,
-        seconds,
-      });
-    }
+    if (status === "normal") this.#replacement.becameNormal();
     // 2. Send, only once what the messages promise is durable: now, or when the writes
     // not yet synced are, in order.
     for (const message of ready.messages) {
@@ -659,7 +624,7 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#applyStats.secondsMax = Math.max(this.#applyStats.secondsMax, seconds);
       this.#onOutcome(entry, outcome);
     } else if (entry.kind === "fence") {
-      this.#onFenceApplied(entry);
+      this.#replacement.onFenceApplied(entry);
     }
     this.#appliedIndex = entry.index;
     this.#appliedTerm = entry.term;
@@ -702,7 +667,7 @@ export class KeelNode implements NodeApi, OpsApi {
    * a timer fire once across leader changes.
    */
   #proposeDueTimers(): void {
-    if (this.raft.role !== "leader" || this.#fencedReason !== null) {
+    if (this.raft.role !== "leader" || this.#replacement.fencedReason !== null) {
       this.#timerProposals.clear();
       return;
     }
@@ -870,8 +835,8 @@ export class KeelNode implements NodeApi, OpsApi {
   }
 
   #observeRole(): void {
-    if (this.raft.fenced !== null && this.#fencedReason === null) {
-      this.#becomeFenced(this.raft.fenced);
+    if (this.raft.fenced !== null && this.#replacement.fencedReason === null) {
+      this.#replacement.becomeFenced(this.raft.fenced);
     }
     const role = this.raft.role;
     const leader = this.raft.leader;
@@ -1031,227 +996,14 @@ export class KeelNode implements NodeApi, OpsApi {
     return result;
   }
 
-  // ---- Replacement protocol (DESIGN §3) -------------------------------------------------------
-
-  /**
-   * maybeBootstrap settles what an empty node is (R1). It starts recovering (R2); when
-   * every configured member has linked and said it is empty too, they form a new cluster
-   * together. Any member with cluster state makes this node a replacement, to be fenced
-   * in by the leader. Until then it waits, and says what it waits for; it never forms a
-   * cluster alone.
-   */
-  #maybeBootstrap(): void {
-    if (this.#bootstrap !== "undecided" || this.#fencedReason !== null) return;
-    const decision = decideBootstrap({
-      term: this.raft.term,
-      lastIndex: this.raft.lastIndex,
-      recovering: this.raft.recovering,
-      peers: this.raft.peers,
-      linked: this.#deps.transport.handshakes(),
-    });
-    switch (decision.kind) {
-      case "not-empty":
-        this.#bootstrap = "not-empty";
-        return;
-      case "replacement":
-        this.#becomeReplacement(decision.withState);
-        return;
-      case "form":
-        this.#formCluster();
-        return;
-      case "wait":
-        this.#logWaitingForMembers(decision.reached, decision.waitingFor);
-        return;
-    }
-  }
-
-  #becomeReplacement(withState: NodeId[]): void {
-    this.#bootstrap = "replacement";
-    this.#recovery.startedAt = Date.now();
-    this.#event(
-      "recovery",
-      `${this.name} found cluster state on ${withState.join(", ")}: joining as a replacement`,
-    );
-    this.#deps.log.warn(
-      "empty data dir and the cluster has state: joining as a replacement of this member",
-      { incarnation: this.#deps.identity.incarnation, peersWithState: withState },
-    );
-  }
-
-  #formCluster(): void {
-    this.#storageWrite("write status normal", () => this.#deps.storage.setStatus("normal"));
-    this.#status = "normal";
-    this.raft.bootstrapNormal();
-    this.#bootstrap = "forming";
-    this.#deps.transport.rehandshake("this node is no longer recovering");
-    this.#event(
-      "recovery",
-      `all ${this.raft.members.length} members are empty: forming a new cluster`,
-    );
-    this.#deps.log.info("every member is reachable and empty: forming a new cluster", {
-      members: this.raft.members,
-    });
-  }
-
-  #logWaitingForMembers(reached: NodeId[], waitingFor: NodeId[]): void {
-    const now = Date.now();
-    if (now - this.#bootstrapLoggedAt < 5000) return;
-    this.#bootstrapLoggedAt = now;
-    this.#deps.log.info("empty data dir: waiting for every member before forming a cluster", {
-      reached,
-      waitingFor,
-    });
-  }
-
   /** checkPeer judges a handshaking host (Raft.judgePeer): fenced out (R7), or rolled back. */
   checkPeer(hello: HelloState): Refusal | null {
-    const refusal = this.raft.judgePeer(hello);
-    if (refusal?.kind === "rolled-back") {
-      this.#event("fence", `${hello.name} refused: ${refusal.reason}`);
-    }
-    return refusal;
-  }
-
-  #onRolledBack(peer: NodeId, reason: string): void {
-    if (this.#restartRequired) return;
-    this.#restartRequired = true;
-    const identity = this.#storageWrite(
-      "take a new incarnation",
-      () => this.#deps.storage.reincarnate(),
-    );
-    this.#deps.log.error(
-      "peers saw this data dir go back in time (restored from an old backup?): it took a new incarnation and restarts to rejoin as a replacement",
-      { refusedBy: peer, reason, newIncarnation: identity.incarnation },
-    );
-    this.#becomeFenced(`data dir rolled back; restarting as incarnation ${identity.incarnation}`);
-    this.#deps.onRestartRequired?.(reason);
-  }
-
-  #becomeFenced(reason: string): void {
-    if (this.#fencedReason !== null) return;
-    this.#fencedReason = reason;
-    this.raft.markFenced(reason);
-    this.#event("fence", `this host is fenced: ${reason}`);
-    this.#deps.log.error(
-      "this host's incarnation was replaced by another host: it no longer serves",
-      {
-        incarnation: this.#deps.identity.incarnation,
-        reason,
-      },
-    );
-    this.#requests.failWrites("This host is fenced");
-  }
-
-  #onFenceApplied(entry: Entry): void {
-    const record = decodeFence(entry);
-    if ("members" in record) {
-      this.#deps.log.info("founding incarnations recorded", {
-        index: entry.index,
-        members: record.members,
-      });
-      return;
-    }
-    this.#event(
-      "fence",
-      `fence committed at index ${entry.index}: ${record.name} is incarnation ${record.incarnation}`,
-    );
-    this.#deps.log.info("fence committed", {
-      member: record.name,
-      incarnation: record.incarnation,
-      replaces: record.replaces,
-      index: entry.index,
-    });
-    if (record.name !== this.name) {
-      // Links from the replaced host must handshake again, and are then refused (R7).
-      this.#deps.transport.closeInbound(record.name);
-    }
-  }
-
-  /**
-   * noteHeard raises an alarm when two hosts speak for one member at once (R8): an older
-   * incarnation is still heard after a newer one first spoke. A host that died before its
-   * replacement started is not heard again, so it raises nothing.
-   */
-  #noteHeard(name: NodeId, incarnation: string): void {
-    const now = Date.now();
-    let byIncarnation = this.#heard.get(name);
-    if (byIncarnation === undefined) {
-      byIncarnation = new Map();
-      this.#heard.set(name, byIncarnation);
-    }
-    const seen = byIncarnation.get(incarnation);
-    if (seen === undefined) {
-      byIncarnation.set(incarnation, { first: now, last: now });
-      if (byIncarnation.size > 8) byIncarnation.delete(byIncarnation.keys().next().value!);
-      return;
-    }
-    seen.last = now;
-    const newer = [...byIncarnation].filter(([other, times]) =>
-      other !== incarnation && times.first > seen.first
-    );
-    if (newer.length === 0) return;
-    const alarm =
-      `two live hosts claim member ${name}: incarnation ${incarnation} still speaks after ${
-        newer.map(([other]) => other).join(", ")
-      } appeared`;
-    if (!this.#alarms.includes(alarm)) {
-      this.#alarms.push(alarm);
-      if (this.#alarms.length > 20) this.#alarms.shift();
-      this.#deps.log.error("alarm", { alarm, member: name });
-      this.#event("fence", alarm);
-    }
-  }
-
-  #recoveryLoggedAt = 0;
-
-  /** logRecoveryProgress says every few seconds how a replacement's catch-up is going. */
-  #logRecoveryProgress(): void {
-    if (this.#status !== "recovering" || this.#bootstrap !== "replacement") return;
-    const now = Date.now();
-    if (now - this.#recoveryLoggedAt < 2000) return;
-    this.#recoveryLoggedAt = now;
-    const view = this.recovery();
-    if (view === null) return;
-    this.#deps.log.info("catching up as a replacement", {
-      snapshotBytes: `${view.snapshotBytesDone}/${view.snapshotBytesTotal}`,
-      entries: `${view.entriesDone}/${view.entriesTotal}`,
-      bytesPerSecond: view.bytesPerSecond,
-      etaSeconds: view.etaSeconds,
-    });
-  }
-
-  #sampleRecovery(): void {
-    const samples = this.#recovery.samples;
-    samples.push([Date.now(), this.#recovery.snapshotBytesDone]);
-    if (samples.length > 20) samples.shift();
+    return this.#replacement.checkPeer(hello);
   }
 
   /** recovery is the replacement's catch-up progress for /status, or null when normal. */
   recovery(): RecoveryView | null {
-    if (this.#status !== "recovering" && this.#fencedReason === null) return null;
-    const samples = this.#recovery.samples;
-    const first = samples[0];
-    const last = samples[samples.length - 1];
-    const rate = first !== undefined && last !== undefined && last[0] > first[0]
-      ? (last[1] - first[1]) / ((last[0] - first[0]) / 1000)
-      : null;
-    const bytesLeft = this.#recovery.snapshotBytesTotal - this.#recovery.snapshotBytesDone;
-    const leaderCommit = this.#leaderCommitSeen;
-    return {
-      state: this.#fencedReason !== null
-        ? "fenced"
-        : this.#bootstrap === "undecided"
-        ? "waiting-for-members"
-        : "catching-up",
-      fencedReason: this.#fencedReason,
-      startedAt: this.#recovery.startedAt || null,
-      snapshotBytesDone: this.#recovery.snapshotBytesDone,
-      snapshotBytesTotal: this.#recovery.snapshotBytesTotal,
-      entriesDone: this.#appliedIndex,
-      entriesTotal: leaderCommit,
-      bytesPerSecond: rate === null ? null : Math.round(rate),
-      etaSeconds: rate !== null && rate > 0 && bytesLeft > 0 ? Math.round(bytesLeft / rate) : null,
-    };
+    return this.#replacement.view();
   }
 
   // ---- OpsApi -------------------------------------------------------------------------------
@@ -1289,9 +1041,9 @@ export class KeelNode implements NodeApi, OpsApi {
       appliedIndex: this.#appliedIndex,
       leaderHeardMsAgo: this.leaderHeardMsAgo(),
       electionTimeoutMs: this.#deps.config.raft.electionTimeoutMs,
-      recovering: this.#status === "recovering",
-      waitingForMembers: this.#bootstrap === "undecided",
-      fencedReason: this.#fencedReason,
+      recovering: this.#replacement.status === "recovering",
+      waitingForMembers: this.#replacement.waitingForMembers,
+      fencedReason: this.#replacement.fencedReason,
       storage: this.#storageProbe.check(),
       stopped: this.#stopped,
     });
@@ -1435,10 +1187,10 @@ export class KeelNode implements NodeApi, OpsApi {
       config: this.#deps.config,
       incarnation: this.#deps.identity.incarnation,
       version: this.#deps.version,
-      status: this.#status,
-      fencedReason: this.#fencedReason,
+      status: this.#replacement.status,
+      fencedReason: this.#replacement.fencedReason,
       recovery: this.recovery(),
-      alarms: this.#alarms,
+      alarms: [...this.#replacement.alarms],
       raft: this.raft.status(),
       appliedIndex: this.#appliedIndex,
       leaderHeardMsAgo: this.leaderHeardMsAgo(),

@@ -141,6 +141,18 @@ test("the old host coming back with its old disk is refused and reports fenced",
     }, 20_000);
     expect(fenced).toContain("replaced");
     expect(logLines.join("")).toContain("no longer serves");
+    // Every member it dials refuses it, and raises the alarm of two live hosts (R8).
+    const others = names.filter((name) => name !== replaced.name);
+    const alarms = await cluster.waitFor("the two-live-hosts alarm on the others", async () => {
+      const views = await Promise.all(others.map((name) => cluster.status(name)));
+      const raised = views.map((view) =>
+        view?.alarms.some((alarm) =>
+          alarm.startsWith(`two live hosts claim member ${replaced.name}`)
+        )
+      );
+      return raised.every((yes) => yes === true) ? views.map((view) => view!.alarms) : undefined;
+    }, 20_000);
+    expect(alarms.flat().join("\n")).toContain("(fenced) still dials while");
     // The cluster keeps committing, and its term did not move because of the zombie.
     const before = Math.max(...statuses.map((s) => s?.term ?? 0));
     await cluster.putWithRetry(names, "zombie-era", "still-fine", "zombie-check:1");
