@@ -429,8 +429,9 @@ function addChecksums(db: Database, dataDir: string): string {
     ALTER TABLE log_v3 RENAME TO log;
     ALTER TABLE snapshot_v3 RENAME TO snapshot;
   `);
-  return `computed checksums of the meta (${metas.length} row), the hard state ` +
-    `(${hardStates.length} row), ${entryCount} log entries and ${snapshotNote}`;
+  const rows = (count: number) => `${count} row${count === 1 ? "" : "s"}`;
+  return `computed checksums of the meta (${rows(metas.length)}), the hard state ` +
+    `(${rows(hardStates.length)}), ${entryCount} log entries and ${snapshotNote}`;
 }
 
 /** hashSnapshotFile computes a snapshot file's block checksums by reading it. */
