@@ -46,6 +46,12 @@ import { Requests } from "./requests.ts";
 import { Durability } from "./durability.ts";
 import { Replacement } from "./replacement.ts";
 import {
+  catchingUpFollower,
+  DiskCompaction,
+  SnapshotSchedule,
+  snapshotTrailingEntries,
+} from "./snapshots.ts";
+import {
   formatHost,
   healthChecks,
   httpScheme,
@@ -69,17 +75,7 @@ export interface RecoveryTransport extends Transport {
   rehandshake(reason: string): void;
 }
 
-/**
- * A leader sending a snapshot puts off its own next one (which would restart the
- * transfer) for up to this many snapshot intervals.
- */
-const snapshotDeferralsMax = 4;
-
-/** Log rows deleted per tick behind a snapshot: a few ms of work each time. */
-const diskCompactionRowsPerTick = 5_000;
-
-/** Entries kept behind a snapshot so a briefly lagging follower needs no snapshot. */
-export const snapshotTrailingEntries = 5000;
+export { snapshotTrailingEntries } from "./snapshots.ts";
 /** An admin step-down waits at least this long for leadership to move. */
 export const stepDownWaitMsMin = 5000;
 /** Events kept for /admin/events and the dashboard. */
@@ -205,18 +201,23 @@ export class KeelNode implements NodeApi, OpsApi {
   /** Which writes are durable, and the messages waiting for them (durability.ts). */
   readonly #durability: Durability;
   /** Log rows on disk below `target` are garbage (behind a snapshot); below `done` gone. */
-  #diskCompaction = { target: 0, done: 0 };
+  readonly #diskCompaction: DiskCompaction;
   /** The snapshot being written in the background (at most one). */
   #snapshotSaving: Promise<SnapshotMeta | undefined> | undefined = undefined;
-  /** Where in each snapshot interval this member takes its snapshot (nextSnapshotAt). */
-  #snapshotPhase = -1;
+  /** When this member takes its next snapshot (snapshots.ts). */
+  readonly #snapshotSchedule: SnapshotSchedule;
   constructor(deps: NodeDeps) {
     this.#deps = deps;
     this.name = deps.name;
     this.#members = new Map(deps.config.members.map((member) => [member.name, member]));
     const storage = deps.storage;
     const restored = storage.load();
-    this.#diskCompaction.done = restored.entries[0]?.index ?? 0;
+    this.#diskCompaction = new DiskCompaction(restored.entries[0]?.index ?? 0);
+    this.#snapshotSchedule = new SnapshotSchedule(
+      deps.config.raft.snapshotEntries,
+      deps.config.members.map((member) => member.name),
+      deps.name,
+    );
     const snapshot = storage.readSnapshot();
     this.#host = new ServiceHost(deps.service, {
       base: () => this.#rollbackBase(),
@@ -434,11 +435,9 @@ export class KeelNode implements NodeApi, OpsApi {
 
   /** compactDiskStep deletes the next slice of log rows behind the snapshot. */
   #compactDiskStep(): void {
-    const compaction = this.#diskCompaction;
-    if (compaction.done >= compaction.target) return;
-    const next = Math.min(compaction.target, compaction.done + diskCompactionRowsPerTick);
-    this.#storageWrite("delete compacted log rows", () => this.#deps.storage.compactLog(next));
-    compaction.done = next;
+    this.#diskCompaction.step((below) =>
+      this.#storageWrite("delete compacted log rows", () => this.#deps.storage.compactLog(below))
+    );
   }
 
   #schedule(): void {
@@ -585,7 +584,7 @@ export class KeelNode implements NodeApi, OpsApi {
     this.#appliedTerm = meta.term;
     this.#snapshotIndex = meta.index;
     // The install dropped every log row.
-    this.#diskCompaction.done = Math.max(this.#diskCompaction.done, meta.index);
+    this.#diskCompaction.installed(meta.index);
     this.counters.snapshotsInstalled++;
     this.#event(
       "snapshot-installed",
@@ -718,44 +717,12 @@ export class KeelNode implements NodeApi, OpsApi {
 
   #maybeSnapshot(): void {
     if (this.#snapshotSaving !== undefined) return;
-    const due = this.#nextSnapshotAt();
-    if (this.#appliedIndex < due) return;
-    // A new snapshot replaces the one a follower is being sent (storage keeps one), and
-    // its transfer starts over; and compacting past a follower catching up from the log
-    // sends it a whole snapshot again. A leader waits for either to end, up to
-    // snapshotDeferralsMax intervals (the log it keeps in memory meanwhile is bounded).
-    const every = this.#deps.config.raft.snapshotEntries;
-    const overdue = this.#appliedIndex - due;
-    if (overdue < every * (snapshotDeferralsMax - 1) && this.#catchingUpFollower()) return;
-    void this.#snapshotInBackground();
-  }
-
-  /** catchingUpFollower: a live follower is being sent a snapshot, or is behind the log. */
-  #catchingUpFollower(): boolean {
-    if (this.raft.role !== "leader") return false;
-    const compactTo = this.#appliedIndex - snapshotTrailingEntries;
-    return Object.values(this.raft.status().progress).some((p) =>
-      p.state === "snapshot" || (p.recentActive && p.matchIndex < compactTo)
+    const due = this.#snapshotSchedule.due(
+      this.#appliedIndex,
+      this.#snapshotIndex,
+      () => catchingUpFollower(this.raft.status(), this.#appliedIndex),
     );
-  }
-
-  /**
-   * nextSnapshotAt is the applied index of the next snapshot: every snapshot_entries,
-   * each member at its own phase (its place in the shared config), so the members pause
-   * for their snapshots one at a time, not together (a snapshot serializes the state on
-   * the one thread). At least half an interval after the last snapshot.
-   */
-  #nextSnapshotAt(): number {
-    const every = this.#deps.config.raft.snapshotEntries;
-    if (this.#snapshotPhase < 0) {
-      const members = this.#deps.config.members;
-      const place = Math.max(0, members.findIndex((member) => member.name === this.name));
-      this.#snapshotPhase = Math.floor(every * place / members.length);
-    }
-    const phase = this.#snapshotPhase;
-    let due = (Math.floor((this.#snapshotIndex - phase) / every) + 1) * every + phase;
-    if (due - this.#snapshotIndex < every / 2) due += every;
-    return due;
+    if (due) void this.#snapshotInBackground();
   }
 
   /**
@@ -817,7 +784,7 @@ export class KeelNode implements NodeApi, OpsApi {
     const point = this.raft.compact(meta, snapshotTrailingEntries);
     // The rows go a slice per tick (compactDiskStep): deleting tens of thousands at once
     // would pause the node for ~100 ms, and nothing waits for them to go.
-    if (point >= 1) this.#diskCompaction.target = Math.max(this.#diskCompaction.target, point);
+    this.#diskCompaction.behind(point);
     this.#snapshotIndex = meta.index;
     this.#host.forgetFailuresThrough(meta.index);
     this.#initialService = undefined;
