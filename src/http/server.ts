@@ -4,14 +4,14 @@
 // Why not Bun.serve (Bun 1.4.5): when a second request arrives on a keep-alive connection
 // while the answer to the first is still pending (an async handler: every write waits for
 // its commit, every linearizable read for its barrier), its uWS core closes the socket
-// outright. The first request's handler sees an abort, its answer is dropped, the second is
-// never dispatched; yet the first write is applied, so a client that pipelines sees its
-// write fail and applied both. A bare Bun.serve whose handler awaits one setImmediate shows
-// it with two pipelined GETs; upstream: oven-sh/bun pulls #32868, #33664, #35036, #38128
-// (fixes after 1.4.5). Bun's node:http holds a pipelined request until the answer ahead
-// of it is written, as HTTP/1.1 requires, so keel serves through it. When the Bun keel
-// ships with answers pipelined requests in order, Bun.serve can come back (the e2e test
-// test/e2e/http_edges.test.ts says whether it does).
+// outright. The first request's handler sees an abort and its answer is dropped, the second
+// is never dispatched, yet the first write is applied: the client is told nothing of a write
+// that happened. A bare Bun.serve whose handler awaits one setImmediate shows it with two
+// pipelined GETs; upstream: oven-sh/bun pulls #32868, #33664, #35036, #38128 (none in
+// 1.4.5). Bun's node:http holds a pipelined request until the answer ahead of it is
+// written, as HTTP/1.1 requires, so keel serves through it, at a cost per request
+// (docs/performance.md). Once a Bun release answers pipelined requests, Bun.serve can come
+// back: a canary in test/http/server.test.ts fails then.
 
 import { Buffer } from "node:buffer";
 import {
