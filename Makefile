@@ -66,12 +66,18 @@ example-ledger: dist/keel-ledger
 run: dist/keel
 	$(BUN) scripts/cluster.ts --config examples/local-3.yaml
 
-# The dashboard test drives Debian's Chromium: installed here when we can (root with
-# apt-get, as in CI); without it that one test is skipped and says why.
+# The dashboard test drives Debian's Chromium, and the operations pack's test
+# (test/ops/pack.test.ts) runs promtool (Debian's prometheus) and systemd-analyze: installed
+# here when we can (root with apt-get, as in CI); without them those tests are skipped and
+# say why.
+TEST_PACKAGES = $(if $(wildcard /usr/bin/chromium),,chromium) \
+                $(if $(shell command -v promtool),,prometheus) \
+                $(if $(shell command -v systemd-analyze),,systemd)
 test: dist/keel dist/keel-ledger
-	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
+	@if [ -n "$(strip $(TEST_PACKAGES))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TEST_PACKAGES); fi
 	@[ -x /usr/bin/chromium ] || echo "note: /usr/bin/chromium not found: the dashboard browser test is skipped (apt-get install chromium)"
+	@command -v promtool >/dev/null || echo "note: promtool not found: the Prometheus checks of test/ops are skipped (apt-get install prometheus)"
 	KEEL_SKIP_BROWSER=$$([ -x /usr/bin/chromium ] || echo 1) $(BUN) test --timeout 120000
 
 test-fast: node_modules/.installed
