@@ -755,34 +755,34 @@ function tieBreak(claim: GossipClaim): string {
 
 /** registerGossipMetrics adds the keel_gossip_* series, read from the agent on scrape. */
 export function registerGossipMetrics(registry: Registry, agent: GossipAgent): void {
-  registry.gauge("keel_gossip_messages_sent_total", "Gossip datagrams sent", () => [
+  registry.counter("keel_gossip_messages_sent_total", "Gossip datagrams sent", () => [
     [{}, agent.counters().sent],
   ]);
-  registry.gauge("keel_gossip_messages_received_total", "Gossip datagrams received", () => [
+  registry.counter("keel_gossip_messages_received_total", "Gossip datagrams received", () => [
     [{}, agent.counters().received],
   ]);
-  registry.gauge(
+  registry.counter(
     "keel_gossip_send_failures_total",
     "Gossip datagrams the socket refused to send",
     () => [[{}, agent.counters().sendFailures]],
   );
-  registry.gauge(
+  registry.counter(
     "keel_gossip_rejected_total",
     "Gossip datagrams or claims refused, by reason",
     () => Object.entries(agent.counters().rejected).map(([reason, value]) => [{ reason }, value]),
   );
-  registry.gauge(
+  registry.counter(
     "keel_gossip_refutations_total",
     "Claims for this node's name it refuted by advertising a higher version",
     () => [[{}, agent.counters().refutations]],
   );
-  registry.gauge(
+  registry.counter(
     "keel_gossip_name_conflicts_total",
     "Times two live hosts claimed one member name",
     () => [[{}, agent.counters().conflicts]],
   );
   const others = () => agent.state().filter((view) => !view.self);
-  registry.gauge(
+  registry.counter(
     "keel_gossip_address_changes_total",
     "Times gossip moved a member to a new address",
     () => others().map((view) => [{ member: view.name }, view.changes]),

@@ -553,6 +553,12 @@ describe("bounds and authentication", () => {
     registerGossipMetrics(registry, a.agent);
     const text = registry.render();
     expect(text).toContain('keel_gossip_rejected_total{reason="stale"} 0');
+    // Every *_total is a counter (promtool check metrics refuses a gauge named so).
+    const types = [...text.matchAll(/^# TYPE (keel_gossip_\w+) (\w+)$/gm)];
+    expect(types.length).toBeGreaterThan(5);
+    for (const [, name, type] of types) {
+      expect(`${name} ${type}`).toBe(`${name} ${name!.endsWith("_total") ? "counter" : "gauge"}`);
+    }
     expect(text).toMatch(/keel_gossip_messages_received_total \d+/);
     expect(text).toContain('keel_gossip_entry_expired{member="node-b"} 0');
     expect(text).toMatch(/keel_gossip_entry_age_seconds\{member="node-c"\} [0-9.]+/);
