@@ -98,10 +98,11 @@ export class Raft {
   readonly peers: readonly NodeId[];
   readonly #config: RaftConfig;
 
-  role: Role = "follower";
-  term = 0;
-  votedFor: NodeId | null = null;
-  leader: NodeId | null = null;
+  // Raft's state is read-only outside the core: only its own rules move it.
+  #role: Role = "follower";
+  #term = 0;
+  #votedFor: NodeId | null = null;
+  #leader: NodeId | null = null;
   readonly log: RaftLog;
 
   #progress = new Map<NodeId, Progress>();
@@ -135,9 +136,9 @@ export class Raft {
   /** The identity rules (R0-R8) over this log's fence table, and the high-water table. */
   readonly incarnations: Incarnations;
   /** A replacement catching up: never votes or campaigns; its acks do not count (R3). */
-  recovering: boolean;
+  #recovering: boolean;
   /** Why this incarnation is fenced (R7), or null. A fenced node never acts again. */
-  fenced: string | null = null;
+  #fenced: string | null = null;
   #becameNormal = false;
   /** The sender of the message being stepped (for vote counting). */
   #lastSender: Sender | undefined = undefined;
@@ -162,13 +163,39 @@ export class Raft {
     this.peers = config.members.filter((member) => member !== config.id);
     this.log = RaftLog.restore(restored);
     this.incarnations = new Incarnations(() => this.log.fences, config.unsafe ?? {});
-    this.term = restored.hardState.term;
-    this.votedFor = restored.hardState.votedFor;
+    this.#term = restored.hardState.term;
+    this.#votedFor = restored.hardState.votedFor;
     this.#persistedHardState = { ...restored.hardState, commitIndex: this.log.commitIndex };
     this.incarnation = config.incarnation ?? "";
-    this.recovering = config.recovering ?? false;
+    this.#recovering = config.recovering ?? false;
     this.#resetElectionTimer();
     this.#checkOwnFence();
+  }
+
+  get role(): Role {
+    return this.#role;
+  }
+
+  get term(): number {
+    return this.#term;
+  }
+
+  get votedFor(): NodeId | null {
+    return this.#votedFor;
+  }
+
+  get leader(): NodeId | null {
+    return this.#leader;
+  }
+
+  /** recovering: a replacement catching up, not yet fenced in (R3). */
+  get recovering(): boolean {
+    return this.#recovering;
+  }
+
+  /** fenced: why this incarnation is fenced (R7), or null. */
+  get fenced(): string | null {
+    return this.#fenced;
   }
 
   get commitIndex(): number {
@@ -381,16 +408,16 @@ export class Raft {
   /** markFenced stops this node for good: a peer said its incarnation is superseded. */
   markFenced(reason: string): void {
     if (this.fenced !== null) return;
-    this.fenced = reason;
+    this.#fenced = reason;
     if (this.role === "leader") this.#failPendingReads();
-    this.role = "follower";
-    this.leader = null;
+    this.#role = "follower";
+    this.#leader = null;
   }
 
   /** bootstrapNormal ends recovering for a founding member of a brand-new cluster (R1). */
   bootstrapNormal(): void {
     assert(this.log.lastIndex === 0 && this.term === 0, "only an empty node bootstraps");
-    this.recovering = false;
+    this.#recovering = false;
   }
 
   #checkOwnFence(): void {
@@ -418,8 +445,8 @@ export class Raft {
     const current = this.log.fences.current(this.id);
     if (current === undefined || current.incarnation !== this.incarnation) return;
     if (current.index > this.log.commitIndex || current.index > this.log.stableIndex) return;
-    if (this.votedFor === null) this.votedFor = this.leader;
-    this.recovering = false;
+    if (this.votedFor === null) this.#votedFor = this.leader;
+    this.#recovering = false;
     this.#becameNormal = true;
   }
 
@@ -653,8 +680,8 @@ export class Raft {
   #campaign(kind: "preVote" | "requestVote", transfer: boolean): void {
     let term: number;
     if (kind === "preVote") {
-      this.role = "preCandidate";
-      this.leader = null;
+      this.#role = "preCandidate";
+      this.#leader = null;
       term = this.term + 1;
     } else {
       this.#becomeCandidate();
@@ -705,7 +732,7 @@ export class Raft {
       (!this.recovering || this.#config.unsafe?.recoveringVotes === true) &&
       this.log.isUpToDate(message.lastLogIndex, message.lastLogTerm);
     if (granted && !isPreVote) {
-      this.votedFor = message.from;
+      this.#votedFor = message.from;
       this.#electionElapsed = 0;
     }
     this.#send<RequestVoteResponse>({
@@ -742,27 +769,27 @@ export class Raft {
     const wasLeader = this.role === "leader";
     if (term !== this.term || leader !== this.leader) this.#matchedThisTerm = 0;
     if (term !== this.term) {
-      this.term = term;
-      this.votedFor = null;
+      this.#term = term;
+      this.#votedFor = null;
     }
-    this.role = "follower";
-    this.leader = leader;
+    this.#role = "follower";
+    this.#leader = leader;
     this.#transferee = null;
     this.#resetElectionTimer();
     if (wasLeader) this.#failPendingReads();
   }
 
   #becomeCandidate(): void {
-    this.term += 1;
-    this.votedFor = this.id;
-    this.role = "candidate";
-    this.leader = null;
+    this.#term += 1;
+    this.#votedFor = this.id;
+    this.#role = "candidate";
+    this.#leader = null;
   }
 
   #becomeLeader(): void {
     assert(this.role === "candidate", "only a candidate becomes leader");
-    this.role = "leader";
-    this.leader = this.id;
+    this.#role = "leader";
+    this.#leader = this.id;
     this.#transferee = null;
     this.#heartbeatElapsed = 0;
     this.#electionElapsed = 0;
@@ -818,7 +845,7 @@ export class Raft {
     assert(this.role !== "leader", `two leaders in term ${this.term}: ${this.id} and ${from}`);
     if (this.role !== "follower") this.#becomeFollower(this.term, from);
     if (this.leader !== from) this.#matchedThisTerm = 0;
-    this.leader = from;
+    this.#leader = from;
     this.#electionElapsed = 0;
   }
 

@@ -5,7 +5,7 @@
 
 import type { Entry } from "../consensus/types.ts";
 import type { LeaderInfo, ReadBarrierResult, SubmitResult } from "../http/api.ts";
-import { decodeSessionResult } from "../service/sessions.ts";
+import { unwrapResult } from "../service/sessions.ts";
 import type { HostOutcome } from "./service_host.ts";
 
 /** Client requests waiting for commit or a read index, per node. */
@@ -89,12 +89,8 @@ export class Requests {
       });
       return undefined;
     }
-    const decoded = decodeSessionResult(result);
-    if (decoded.type === "rejected") {
-      write.resolve({ ok: false, code: "rejected", message: decoded.message });
-    } else {
-      write.resolve({ ok: true, result: decoded.result, index: entry.index });
-    }
+    // The sessions envelope is taken off by the room that puts it on (service/sessions.ts).
+    write.resolve(unwrapResult(result, entry.index));
     return (performance.now() - write.proposedAt) / 1000;
   }
 

@@ -163,6 +163,9 @@ test(
     expect((await cluster.put(leader, "idem-a", "v", headers)).status).toBe(200);
     const reused = await cluster.put(follower, "idem-b", "v", headers);
     expect(reused.status).toBe(409);
+    expect(((await reused.json()) as { error: { code: string } }).error.code).toBe(
+      "idempotency_key_reused",
+    );
     expect((await cluster.get(leader, "idem-b")).status).toBe(404);
     // The same write retried is still answered as the first.
     expect((await cluster.put(follower, "idem-a", "v", headers)).status).toBe(200);
