@@ -2,12 +2,17 @@
 // path. Not a test (timings never gate one): run it by hand before and after a storage
 // change, on the same disk, and compare.
 //   bun scripts/storage_bench.ts [seconds per case=3] [dir=os.tmpdir()]
+//   BASELINE=/old/checkout/src/storage/sqlite_storage.ts bun scripts/storage_bench.ts
+// With BASELINE, that build's SqliteStorage runs in the same process, its rounds
+// alternating with this one's, so both see the same load on a shared machine.
 //
-// Two numbers per batch size:
+// Two modes per batch size:
 // - write: write() alone, the CPU the event loop spends per batch (SQL, checksums);
 // - write+sync: write() then await sync() for every batch, as the node does when one
 //   batch is in flight at a time, so the fdatasync of the WAL dominates.
-// Each case runs in rounds; the median round is printed, with the spread.
+// Each case runs in rounds; printed are the median round's entries/s, the best round's
+// (on a shared machine the steadier figure for CPU cost), and the CPU time (user+system)
+// per batch, median of the rounds.
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,7 +23,25 @@ import { SqliteStorage } from "../src/storage/sqlite_storage.ts";
 const secondsPerCase = Number(process.argv[2] ?? 3);
 const root = mkdtempSync(join(process.argv[3] ?? tmpdir(), "keel-storage-bench-"));
 const entryBytes = 1024;
-const rounds = 5;
+const rounds = Number(process.env.ROUNDS ?? 7);
+
+/** Storage is what the bench needs of a SqliteStorage build. */
+interface Storage {
+  identity(name: string): unknown;
+  write(batch: { hardState: unknown; entries: Entry[] }): boolean;
+  sync(): Promise<void>;
+  close(): void;
+}
+interface Build {
+  name: string;
+  open: (dir: string) => Storage;
+}
+
+const builds: Build[] = [{ name: "current", open: (dir) => SqliteStorage.open(dir) }];
+if (process.env.BASELINE !== undefined) {
+  const module = await import(process.env.BASELINE);
+  builds.unshift({ name: "baseline", open: (dir) => module.SqliteStorage.open(dir) });
+}
 
 function payload(seed: number): Uint8Array {
   const data = new Uint8Array(entryBytes);
@@ -32,11 +55,11 @@ function payload(seed: number): Uint8Array {
 
 interface Round {
   entriesPerSecond: number;
-  batchMicros: number;
+  cpuMicrosPerBatch: number;
 }
 
 async function runRound(
-  storage: SqliteStorage,
+  storage: Storage,
   next: { index: number },
   batchEntries: number,
   withSync: boolean,
@@ -45,6 +68,7 @@ async function runRound(
   const data = payload(batchEntries);
   let batches = 0;
   let spent = 0;
+  const cpuBefore = process.cpuUsage();
   const started = performance.now();
   while (performance.now() - started < millis) {
     const entries: Entry[] = [];
@@ -60,9 +84,10 @@ async function runRound(
     spent += performance.now() - before;
     batches++;
   }
+  const cpu = process.cpuUsage(cpuBefore);
   return {
     entriesPerSecond: batches * batchEntries / (spent / 1000),
-    batchMicros: spent * 1000 / batches,
+    cpuMicrosPerBatch: (cpu.user + cpu.system) / batches,
   };
 }
 
@@ -75,27 +100,35 @@ const results: Record<string, unknown>[] = [];
 try {
   for (const withSync of [false, true]) {
     for (const batchEntries of [1, 16, 64]) {
-      const dir = join(root, `${withSync ? "sync" : "write"}-${batchEntries}`);
-      const storage = SqliteStorage.open(dir);
-      storage.identity("bench");
-      const next = { index: 1 };
-      // Warm-up: statements, page cache, WAL growth.
-      await runRound(storage, next, batchEntries, withSync, 300);
-      const measured: Round[] = [];
-      for (let round = 0; round < rounds; round++) {
-        measured.push(
-          await runRound(storage, next, batchEntries, withSync, secondsPerCase * 1000 / rounds),
-        );
-      }
-      storage.close();
-      const perSecond = measured.map((round) => round.entriesPerSecond);
-      results.push({
-        mode: withSync ? "write+sync" : "write",
-        batchEntries,
-        entriesPerSecond: Math.round(median(perSecond)),
-        batchMicros: Number(median(measured.map((round) => round.batchMicros)).toFixed(1)),
-        spread: `${Math.round(Math.min(...perSecond))}-${Math.round(Math.max(...perSecond))}`,
+      const runs = builds.map((build) => {
+        const dir = join(root, `${build.name}-${withSync ? "sync" : "write"}-${batchEntries}`);
+        const storage = build.open(dir);
+        storage.identity("bench");
+        return { build, storage, next: { index: 1 }, measured: [] as Round[] };
       });
+      // Warm-up: statements, page cache, WAL growth.
+      for (const run of runs) await runRound(run.storage, run.next, batchEntries, withSync, 300);
+      for (let round = 0; round < rounds; round++) {
+        for (const run of runs) {
+          const millis = secondsPerCase * 1000 / rounds;
+          run.measured.push(await runRound(run.storage, run.next, batchEntries, withSync, millis));
+        }
+      }
+      for (const run of runs) {
+        run.storage.close();
+        const perSecond = run.measured.map((round) => round.entriesPerSecond);
+        results.push({
+          build: run.build.name,
+          mode: withSync ? "write+sync" : "write",
+          batchEntries,
+          entriesPerSecond: Math.round(median(perSecond)),
+          bestEntriesPerSecond: Math.round(Math.max(...perSecond)),
+          cpuMicrosPerBatch: Number(
+            median(run.measured.map((round) => round.cpuMicrosPerBatch)).toFixed(1),
+          ),
+          spread: `${Math.round(Math.min(...perSecond))}-${Math.round(Math.max(...perSecond))}`,
+        });
+      }
     }
   }
 } finally {

@@ -32,11 +32,20 @@ const seeds = {
 export type Field = bigint | number | string | null;
 
 const textEncoder = new TextEncoder();
-const kindBytes: Record<string, Uint8Array> = {
-  noop: textEncoder.encode("noop"),
-  command: textEncoder.encode("command"),
-  fence: textEncoder.encode("fence"),
-};
+
+/**
+ * entryHeaders: an entry's header (index, term, kind as text) for each known kind, with
+ * the kind already in place; the hot path fills in index and term and hashes it whole.
+ */
+const entryHeaders = new Map<string, { bytes: Uint8Array; view: DataView }>();
+for (const kind of ["noop", "command", "fence"]) {
+  const text = textEncoder.encode(kind);
+  const bytes = new Uint8Array(16 + 4 + text.length);
+  const headerView = new DataView(bytes.buffer);
+  headerView.setUint32(16, text.length);
+  bytes.set(text, 20);
+  entryHeaders.set(kind, { bytes, view: headerView });
+}
 
 /** scratch holds a record's encoding; it grows for long text, and is reused. */
 let scratch = new Uint8Array(256);
@@ -53,15 +62,15 @@ function ensureScratch(bytes: number): void {
 }
 
 /** putInteger writes an integer as 8 big-endian bytes (two's complement). */
-function putInteger(offset: number, value: bigint | number): number {
+function putInteger(offset: number, value: bigint | number, into: DataView = view): number {
   if (typeof value === "bigint") {
-    view.setBigInt64(offset, BigInt.asIntN(64, value));
+    into.setBigInt64(offset, BigInt.asIntN(64, value));
   } else if (Number.isSafeInteger(value) && value >= 0) {
     // The hot path: no bigint. Equal to setBigInt64(BigInt(value)) for these values.
-    view.setUint32(offset, Math.floor(value / 0x1_0000_0000));
-    view.setUint32(offset + 4, value >>> 0);
+    into.setUint32(offset, Math.floor(value / 0x1_0000_0000));
+    into.setUint32(offset + 4, value >>> 0);
   } else {
-    view.setBigInt64(offset, BigInt.asIntN(64, BigInt(value)));
+    into.setBigInt64(offset, BigInt.asIntN(64, BigInt(value)));
   }
   return offset + 8;
 }
@@ -107,10 +116,20 @@ export function entryChecksum(
   kind: string,
   data: Uint8Array,
 ): Checksum {
-  let offset = putInteger(0, index);
-  offset = putInteger(offset, term);
-  offset = putText(offset, kindBytes[kind] ?? kind);
-  const seed = Bun.hash.xxHash3(scratch.subarray(0, offset), seeds.entryHeader);
+  let header: Uint8Array;
+  const known = entryHeaders.get(kind);
+  if (known !== undefined) {
+    putInteger(0, index, known.view);
+    putInteger(8, term, known.view);
+    header = known.bytes;
+  } else {
+    // A kind keel does not write (found on disk): the same layout, built in the scratch.
+    let offset = putInteger(0, index);
+    offset = putInteger(offset, term);
+    offset = putText(offset, kind);
+    header = scratch.subarray(0, offset);
+  }
+  const seed = Bun.hash.xxHash3(header, seeds.entryHeader);
   return toChecksum(Bun.hash.xxHash3(data, seed));
 }
 

@@ -245,6 +245,15 @@ export class SqliteStorage implements NodeStorage {
    * truncated and rewritten.)
    */
   #nextGeneration = 1;
+  /**
+   * known: the hard state and last entry as this process last wrote them (or load()
+   * verified them), so the write path checks its invariants without reading them back;
+   * undefined when not known. Set only once a transaction has committed.
+   */
+  #known: {
+    hardState: HardState | undefined;
+    lastEntry: { index: number; term: number } | undefined;
+  } = { hardState: undefined, lastEntry: undefined };
   /** What open() did to an older schema version, if anything. */
   #migration: MigrationReport | undefined;
   /** Where the scrubber is in its pass (scrubStep). */
@@ -472,6 +481,10 @@ export class SqliteStorage implements NodeStorage {
         `ends at ${last.index}, before the snapshot at ${snapshot.index}`,
       );
     }
+    this.#known = {
+      hardState: { ...hardState },
+      lastEntry: last === undefined ? undefined : { index: last.index, term: last.term },
+    };
     return { hardState, snapshot, entries };
   }
 
@@ -484,6 +497,9 @@ export class SqliteStorage implements NodeStorage {
       return false;
     }
     this.#persist.immediate(batch.hardState, batch.entries, batch.status);
+    if (batch.hardState !== undefined) this.#known.hardState = { ...batch.hardState };
+    const last = batch.entries.at(-1);
+    if (last !== undefined) this.#known.lastEntry = { index: last.index, term: last.term };
     return true;
   }
 
@@ -692,6 +708,7 @@ export class SqliteStorage implements NodeStorage {
       }
     }).immediate();
     this.#staged = undefined;
+    this.#known = { hardState: undefined, lastEntry: undefined };
     this.#replaceCurrent(staged, sums);
   }
 
@@ -997,7 +1014,7 @@ export class SqliteStorage implements NodeStorage {
     checkCount(hardState.term, "term");
     checkCount(hardState.commitIndex, "commitIndex");
     assert(hardState.votedFor !== "", "votedFor must be a member name or null");
-    const stored = this.#readHardState();
+    const stored = this.#known.hardState ?? this.#readHardState();
     if (stored !== undefined) {
       assert(
         hardState.term >= stored.term,
@@ -1019,16 +1036,24 @@ export class SqliteStorage implements NodeStorage {
   #writeEntries(entries: Entry[]): void {
     const first = entries[0]!;
     checkEntry(first);
-    const snapshot = this.#readSnapshot()?.meta;
+    // The current snapshot's meta as committed (the row, verified when it was read or
+    // written; the scrubber re-reads it).
+    const snapshot = this.#current?.meta;
     const snapshotIndex = snapshot?.index ?? 0;
     assert(
       first.index > snapshotIndex,
       `entry ${first.index} must come after the snapshot at ${snapshotIndex}`,
     );
     let previousTerm = 0;
-    // Read whole and verified: the term decides an invariant, and rot must not pass for
-    // a bug (an AssertionError) or hide one.
-    const previousEntry = first.index > 1 ? this.#readEntry(first.index - 1) : undefined;
+    // The common case appends after the last entry written. Otherwise the entry is read
+    // whole and verified: its term decides an invariant, and rot must not pass for a bug
+    // (an AssertionError) or hide one.
+    const known = this.#known.lastEntry;
+    const previousEntry = known !== undefined && known.index === first.index - 1
+      ? known
+      : first.index > 1
+      ? this.#readEntry(first.index - 1)
+      : undefined;
     if (previousEntry !== undefined) {
       previousTerm = previousEntry.term;
     } else if (snapshot !== undefined && first.index - 1 === snapshot.index) {
