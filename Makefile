@@ -4,7 +4,7 @@
 BUN  := ./node_modules/.bin/bun
 DENO := ./node_modules/.bin/deno
 TSC  := ./node_modules/.bin/tsc
-SRC  := $(shell find src -name '*.ts' 2>/dev/null) package.json
+SRC  := $(shell find src -name '*.ts' -o -name '*.html' 2>/dev/null) package.json
 
 .PHONY: all install build release example-ledger run test test-fast check fmt fmt-check lint typecheck bench sim chaos clean help FORCE
 

@@ -12,8 +12,8 @@
 //
 // /readyz is never 200 unless a check named "leader_known" is present and passing, whatever
 // else the node reports: a node that omitted it is answered 503 as if no leader were known.
-// /readyz carries Access-Control-Allow-Origin: * so the dashboard of one node can read the
-// readiness of the others.
+// /readyz and /metrics carry Access-Control-Allow-Origin: * so the dashboard of one node can
+// read the readiness and the counters of the others.
 
 import type { Context, Hono } from "hono";
 import type { Check, OpsApi } from "./api.ts";
@@ -71,7 +71,13 @@ export function registerOpsRoutes(app: Hono, deps: OpsRoutesDeps): void {
     const text = (node === "" || node.endsWith("\n") ? node : `${node}\n`) +
       deps.httpMetrics.render() +
       checkMetricsText(deps.ops.health(), readinessChecks(deps, false));
-    return c.body(text, 200, { "content-type": metricsContentType, "cache-control": "no-store" });
+    // Open to any origin, like /status and /readyz: the dashboard of one member charts the
+    // counters of every member (nothing here is secret; /metrics needs no token).
+    return c.body(text, 200, {
+      "content-type": metricsContentType,
+      "cache-control": "no-store",
+      "access-control-allow-origin": "*",
+    });
   });
 }
 

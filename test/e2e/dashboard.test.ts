@@ -1,15 +1,17 @@
 // End-to-end: the dashboard at GET / in real headless Chromium (Debian's /usr/bin/chromium
 // driven by playwright-core), served by a member of a real 3-node cluster on
-// 127.0.0.41-43. The page must show the three members and the leader, and follow a change
-// of leader within a few seconds.
+// 127.0.0.41-43. The page must show the three members and the leader, follow a change of
+// leader within a few seconds, chart writes, reads, commit and apply rates that move under
+// load, and show a killed member as down; it leaves a screenshot in
+// test-results/dashboard.png.
 //
 // Without /usr/bin/chromium this test fails (install it: apt-get install -y chromium),
 // unless KEEL_SKIP_BROWSER=1, which skips it and says why.
 
 import { afterAll, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { createApp } from "../../src/http/app.ts";
 import { TestCluster } from "../support/cluster.ts";
@@ -21,6 +23,7 @@ import { memberView, statusView } from "../support/status_view.ts";
 interface BrowserElement {
   dataset: Record<string, string | undefined>;
   textContent: string | null;
+  getAttribute(name: string): string | null;
 }
 declare const document: {
   getElementById(id: string): BrowserElement | null;
@@ -49,10 +52,7 @@ if (skipBrowser) {
 } else {
   test(title, async () => {
     requireChromium();
-    cluster = new TestCluster({
-      ipBase: 41,
-      extraYaml: `security:\n  admin_token: "${adminToken}"`,
-    });
+    cluster = newCluster();
     cluster.startAll();
     const leader = await cluster.waitForLeader();
 
@@ -196,6 +196,124 @@ if (!skipBrowser) {
       await server.stop(true);
     }
   }, 60_000);
+}
+
+if (skipBrowser) {
+  test.skip("the dashboard charts the load, the leader timeline and a killed member (skipped: KEEL_SKIP_BROWSER=1)", () => {});
+} else {
+  test("the dashboard charts the load, the leader timeline and a killed member", async () => {
+    requireChromium();
+    if (cluster === undefined) {
+      cluster = newCluster();
+      cluster.startAll();
+    }
+    const live = cluster;
+    const leader = await live.waitForLeader();
+    context ??= await launch();
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 1280, height: 1400 });
+    const problems: string[] = [];
+    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    const viewer = live.members.find((member) => member.name !== leader)!;
+    await page.goto(`${viewer.url}/`, { timeout: 10_000 });
+
+    // Every chart is drawn, each member has a row on the timeline.
+    for (
+      const id of ["chart-writes", "chart-reads", "chart-commit", "chart-applied", "chart-lag"]
+    ) {
+      await page.waitForFunction(
+        (chartId) => document.querySelector(`#${chartId} svg`) !== null,
+        id,
+        { timeout: 10_000 },
+      );
+    }
+    await page.waitForFunction(
+      () => document.querySelectorAll("#timeline g[data-member]").length === 3,
+      undefined,
+      { timeout: 10_000 },
+    );
+    expect(await page.locator(`#timeline g[data-member="${leader}"]`).getAttribute("data-now"))
+      .toBe("leader");
+
+    // Under a steady load of writes and linearizable reads, the charts move: the writes/s
+    // and reads/s totals and the leader's commit rate go above zero.
+    let loading = true;
+    const load = (async () => {
+      let i = 0;
+      while (loading) {
+        const put = await live.put(leader, `load-${i % 50}`, String(i)).catch(() => undefined);
+        await put?.body?.cancel();
+        const get = await live.get(leader, `load-${i % 50}`).catch(() => undefined);
+        await get?.body?.cancel();
+        i++;
+      }
+      return i;
+    })();
+    try {
+      const moved = (chartId: string, series: string) =>
+        page.waitForFunction(
+          ([id, name]) => {
+            const figure = document.getElementById(id!);
+            const latest = JSON.parse(figure?.dataset.latest ?? "{}");
+            // A few seconds of history drawn, the newest point above zero.
+            return Number(figure?.dataset.points) >= 3 && typeof latest[name!] === "number" &&
+              latest[name!] > 0;
+          },
+          [chartId, series],
+          { timeout: 15_000 },
+        );
+      await moved("chart-writes", "cluster");
+      await moved("chart-reads", "cluster");
+      await moved("chart-commit", leader);
+      await moved("chart-applied", viewer.name);
+      // The line itself moves: drawn again a second later, it has other points.
+      const line = page.locator("#chart-writes polyline");
+      const before = await line.getAttribute("points");
+      expect(before?.split(" ").length).toBeGreaterThan(2);
+      await page.waitForFunction(
+        (points) =>
+          document.querySelector("#chart-writes polyline")?.getAttribute("points") !== points,
+        before,
+        { timeout: 5000 },
+      );
+    } finally {
+      loading = false;
+      expect(await load).toBeGreaterThan(0);
+    }
+
+    // A killed member shows as down: in the table, and now on its timeline row.
+    const victim = live.members.find((member) => member.name !== leader && member !== viewer)!;
+    await live.kill(victim.name);
+    await page.waitForFunction(
+      (name) =>
+        document.querySelector(`#timeline g[data-member="${name}"]`)?.dataset.now === "down" &&
+        document.querySelector(`tr[data-member="${name}"]`)?.dataset.role === "unreachable",
+      victim.name,
+      { timeout: 10_000 },
+    );
+    expect(
+      await page.locator(`#timeline g[data-member="${victim.name}"] rect[data-role="down"]`)
+        .count(),
+    )
+      .toBeGreaterThan(0);
+
+    // A few more seconds drawn, so that the screenshot shows the member down on its row.
+    await page.waitForTimeout(3000);
+    const screenshot = join(import.meta.dir, "..", "..", "test-results", "dashboard.png");
+    mkdirSync(dirname(screenshot), { recursive: true });
+    await page.screenshot({ path: screenshot, fullPage: true });
+    console.log(`dashboard screenshot: ${screenshot}`);
+    expect(problems).toEqual([]);
+    await page.close();
+  }, 90_000);
+}
+
+/** newCluster is the 3-node cluster of this file, on 127.0.0.41-43. */
+function newCluster(): TestCluster {
+  return new TestCluster({
+    ipBase: 41,
+    extraYaml: `security:\n  admin_token: "${adminToken}"`,
+  });
 }
 
 function requireChromium(): void {
