@@ -203,6 +203,11 @@ describe("a flipped byte in a log entry", () => {
       storage.persist({ hardState: undefined, entries: [entry(13, 2)] })
     );
     expect(error).toMatchObject({ kind: "log-entry", index: 12 });
+    const raw = new Database(db, { readonly: true });
+    expect(raw.query('SELECT count(*) AS count FROM log WHERE "index" = 13').get()).toEqual({
+      count: 0,
+    });
+    raw.close();
     expect(storage.scrubStep(1_000_000).problems.map((problem) => problem.index)).toEqual([12]);
   });
 
