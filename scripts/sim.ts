@@ -41,7 +41,13 @@ const bugNames: BugName[] = [
   "zombieClaimsCurrent",
   "votesHideRecovering",
 ];
-const unsafeNames: UnsafeName[] = ["recoveringVotes", "fenceCountsReplaced"];
+const unsafeNames: UnsafeName[] = [
+  "recoveringVotes",
+  "fenceCountsReplaced",
+  "admitSuperseded",
+  "ignoreRollback",
+  "bootstrapIgnoresState",
+];
 const checkNames: CheckName[] = ["recoveringGrants"];
 
 function fail(message: string): never {

@@ -51,6 +51,7 @@
 // - a duplicated readIndexResponse yields a second ReadState for the same request; the node
 //   loop ignores answers to reads it no longer waits for.
 
+import { decideBootstrap, type PeerHandshake } from "../../src/consensus/incarnations.ts";
 import { Raft } from "../../src/consensus/raft.ts";
 import { type RaftConfig, raftDefaults } from "../../src/consensus/config.ts";
 import type { FenceTable } from "../../src/consensus/fences.ts";
@@ -120,6 +121,11 @@ export interface FaultOptions {
   backupRate: number;
   /** Per-tick probability of restarting a member from its old backup (same incarnation). */
   restoreRate: number;
+  /**
+   * Members start empty and recovering, and form the cluster by the core's bootstrap
+   * decision (decideBootstrap, R1), as keel's founders do; otherwise they start normal.
+   */
+  bootstrap?: boolean;
 }
 
 const quiet: FaultOptions = {
@@ -222,6 +228,22 @@ export const faultProfiles = {
     fenceDelayRate: 0.3,
     fenceDelayTicksMax: 200,
     wipePartitionRate: 0.8,
+  },
+  /**
+   * The founding of a cluster (R1): every member starts empty and recovering, and decides
+   * by decideBootstrap (form with everyone, or join as a replacement), while partitions,
+   * crashes and wipes strike from the first ticks.
+   */
+  bootstrap: {
+    ...unsteady,
+    bootstrap: true,
+    crashRate: 0.008,
+    downTicksMax: 40,
+    partitionRate: 0.02,
+    partitionTicksMin: 5,
+    partitionTicksMax: 80,
+    wipeRate: 0.004,
+    lostMembersMax: 1,
   },
   /** Members restarted from an old copy of their own disk (rolled-back term, vote, log). */
   backup: {
@@ -348,6 +370,8 @@ export interface SimStats {
   backupsRestored: number;
   /** Hosts refused as rolled back, which took a new incarnation (judgePeer). */
   rollbacksRefused: number;
+  /** Members that formed the cluster by the bootstrap decision (the bootstrap profile). */
+  bootstrapsFormed: number;
   messagesSent: number;
   messagesDelivered: number;
   messagesDropped: number;
@@ -769,6 +793,7 @@ export class Cluster {
     backupsTaken: 0,
     backupsRestored: 0,
     rollbacksRefused: 0,
+    bootstrapsFormed: 0,
     messagesSent: 0,
     messagesDelivered: 0,
     messagesDropped: 0,
@@ -840,7 +865,8 @@ export class Cluster {
     this.#prng = new Prng(mix(options.seed, 0x00c1a55e));
     this.#syncPrng = new Prng(mix(options.seed, 0x05c1a55e));
     this.ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
-    this.nodes = this.ids.map((id) => new SimNode(id));
+    const founding: HostStatus = this.faults.bootstrap === true ? "recovering" : "normal";
+    this.nodes = this.ids.map((id) => new SimNode(id, 1, founding));
     for (const node of this.nodes) {
       this.#incarnations.set(node.id, [node.incarnation]);
       this.#start(node);
@@ -978,6 +1004,7 @@ export class Cluster {
       if (node.raft === undefined) continue;
       this.#moment++;
       node.raft.tick();
+      if (this.faults.bootstrap === true) this.#maybeBootstrap(node);
       this.#drain(node);
     }
     // Background syncs that are due end after the tick's work (asyncStorage).
@@ -1964,6 +1991,37 @@ export class Cluster {
   }
 
   /**
+   * maybeBootstrap runs the core's bootstrap decision (R1) for an empty recovering member
+   * of the current cluster, as keel's node loop does each turn: the peers it is linked
+   * with now (up, reachable both ways) and whether each has state. "form" makes it normal,
+   * durably, before it acts (the node writes status normal, then bootstrapNormal).
+   */
+  #maybeBootstrap(node: SimNode): void {
+    const raft = node.raft;
+    if (raft === undefined || node.zombie || !raft.recovering) return;
+    const linked: PeerHandshake[] = [];
+    for (const peer of this.nodes) {
+      if (peer === node || peer.raft === undefined) continue;
+      if (!this.#reaches(node, peer) || !this.#reaches(peer, node)) continue;
+      linked.push({ name: peer.id, hasState: peer.raft.term > 0 || peer.raft.lastIndex > 0 });
+    }
+    const decision = decideBootstrap({
+      term: raft.term,
+      lastIndex: raft.lastIndex,
+      recovering: raft.recovering,
+      peers: raft.peers,
+      linked,
+      ...(this.#unsafe === undefined ? {} : { unsafe: this.#unsafe }),
+    });
+    if (decision.kind !== "form") return;
+    this.#digest?.event(this.now, "bootstrap", node.incarnation);
+    node.disk.status = "normal";
+    raft.bootstrapNormal();
+    this.stats.bootstrapsFormed++;
+    this.#event(`${node.incarnation} finds every member linked and empty: forms the cluster`);
+  }
+
+  /**
    * rolledBack: a peer refused this host as rolled back (its disk went back in time). As
    * keel does (node.ts onRolledBack, storage.reincarnate, exit 75), the host takes a new
    * incarnation with its disk's log kept, status recovering, and starts again: the leader
@@ -1972,7 +2030,7 @@ export class Cluster {
   #rolledBack(from: SimNode, by: SimNode, reason: string): void {
     if (from.raft === undefined || from.zombie || from.gone) return;
     if (this.node(from.id) !== from) return;
-    this.#digest?.add(`${this.now} rolled-back ${from.incarnation}`);
+    this.#digest?.event(this.now, "rolled-back", from.incarnation);
     this.stats.rollbacksRefused++;
     const incarnations = this.#incarnations.get(from.id)!;
     const fresh = new SimNode(from.id, incarnations.length + 1, "recovering");
