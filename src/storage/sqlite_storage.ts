@@ -31,12 +31,15 @@ import { Database, type Statement } from "bun:sqlite";
 import {
   close as closeInBackground,
   closeSync,
+  existsSync,
   fdatasync,
   fdatasyncSync,
   fstatSync,
   mkdirSync,
   openSync,
+  renameSync,
   statSync,
+  writeFileSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
 import type {
@@ -82,6 +85,7 @@ import {
   removeOrphans,
   removeQuietly,
   snapshotFileName,
+  snapshotsDirName,
   syncData,
   syncDataInBackground,
   writeAt,
@@ -1578,6 +1582,66 @@ function lockDataDir(dir: string): Database {
     throw error;
   }
   return lock;
+}
+
+/** quarantinePrefix starts the name of the directory a quarantined data dir's files go to. */
+export const quarantinePrefix = "quarantined-";
+
+/** QuarantineReport says where quarantineDataDir put the files, and which. */
+export interface QuarantineReport {
+  /** The directory holding them: `<dir>/quarantined-<time>`. */
+  path: string;
+  moved: string[];
+}
+
+/**
+ * quarantineDataDir moves the storage's files (the database, its WAL and shared memory,
+ * the snapshots) out of the way, into `<dir>/quarantined-<time>/` with a note of `reason`,
+ * so that the next SqliteStorage.open(dir) finds an empty data dir. Nothing is deleted:
+ * the files are kept for forensics (and nothing keel does removes them). They move
+ * within the data dir, which works where it is a mount point of its own (a sibling could
+ * not be renamed onto); the space they take is not freed. It takes the data dir's lock,
+ * so the storage must be closed first; the renames and the directory are synced before
+ * it returns.
+ */
+export function quarantineDataDir(
+  dir: string,
+  reason: string,
+  now: Date = new Date(),
+): QuarantineReport {
+  const lock = lockDataDir(dir);
+  try {
+    const stamp = now.toISOString().replace(/[:.]/g, "-");
+    let path = join(dir, `${quarantinePrefix}${stamp}`);
+    for (let n = 1; existsSync(path); n++) path = join(dir, `${quarantinePrefix}${stamp}-${n}`);
+    mkdirSync(path);
+    writeFileSync(
+      join(path, "REASON.txt"),
+      `Quarantined by keel at ${now.toISOString()}: ${reason}\n`,
+      { flush: true },
+    );
+    const moved: string[] = [];
+    // Crash part way: with the snapshots gone first, a database that had one refuses to
+    // open (its file is missing), so the caller quarantines again; with the database
+    // gone, SQLite makes a new one and discards the WAL left behind (its frames are not
+    // the new file's): the data dir is empty, never an older state of itself.
+    const names = [
+      snapshotsDirName,
+      databaseFileName,
+      `${databaseFileName}-wal`,
+      `${databaseFileName}-shm`,
+    ];
+    for (const name of names) {
+      if (!existsSync(join(dir, name))) continue;
+      renameSync(join(dir, name), join(path, name));
+      moved.push(name);
+    }
+    fsyncDirectory(path);
+    fsyncDirectory(dir);
+    return { path, moved };
+  } finally {
+    lock.close();
+  }
 }
 
 /** openWal opens the database's WAL file for fdatasync. */

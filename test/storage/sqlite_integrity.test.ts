@@ -20,7 +20,11 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { Entry } from "../../src/consensus/types.ts";
-import { databaseFileName, SqliteStorage } from "../../src/storage/sqlite_storage.ts";
+import {
+  databaseFileName,
+  quarantineDataDir,
+  SqliteStorage,
+} from "../../src/storage/sqlite_storage.ts";
 import { type CorruptionKind, StorageCorruptionError } from "../../src/storage/storage.ts";
 import { TempDirs } from "../support/storage_temp_dir.ts";
 
@@ -512,5 +516,40 @@ describe("the scrubber", () => {
     const storage = open(dirs.make());
     expect(storage.scrubStep(1)).toEqual({ done: true, bytesVerified: 0, problems: [] });
     expect(storage.scrubCounters().passesCompleted).toBe(1);
+  });
+});
+
+describe("quarantine", () => {
+  test("moves the storage's files aside with the reason, and the dir opens empty", () => {
+    const { dir, db, incarnation } = makeDataDir();
+    patchFile(db, "good-value-0009-", "baad-value-0009-");
+    const storage = open(dir);
+    const error = corruptionOf(() => storage.load());
+    close(storage);
+    // The storage must be closed: the quarantine takes the data dir's lock.
+    const busy = open(dir);
+    expect(() => quarantineDataDir(dir, error.message)).toThrow(/in use by another keel process/);
+    close(busy);
+
+    const now = new Date("2026-12-08T04:05:06.789Z");
+    const report = quarantineDataDir(dir, error.message, now);
+    expect(report.path).toBe(join(dir, "quarantined-2026-12-08T04-05-06-789Z"));
+    expect(report.moved).toEqual(["snapshots", "keel.db"]);
+    expect(readFileSync(join(report.path, "REASON.txt"), "utf8")).toBe(
+      `Quarantined by keel at 2026-12-08T04:05:06.789Z: ${error.message}\n`,
+    );
+    // Kept as it was, for forensics: the damage is still there to see.
+    expect(readFileSync(join(report.path, "snapshots", "6-1-1.snap"))).toEqual(
+      Buffer.from(snapshotData),
+    );
+    expect(readFileSync(join(report.path, databaseFileName)).indexOf("baad-value-0009-"))
+      .toBeGreaterThan(0);
+
+    const fresh = open(dir);
+    expect(fresh.isEmpty()).toBe(true);
+    expect(fresh.identity("node-a").incarnation).not.toBe(incarnation);
+    close(fresh);
+    // A second quarantine at the same instant gets its own directory.
+    expect(quarantineDataDir(dir, "again", now).path).toBe(`${report.path}-1`);
   });
 });
