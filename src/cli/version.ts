@@ -2,7 +2,7 @@
 // scripts and inventories. Everything here is fixed when the binary is built.
 
 import { schemaVersion } from "../storage/schema.ts";
-import { protocolVersion } from "../transport/handshake.ts";
+import { formatProtocols, protocolVersions } from "../transport/handshake.ts";
 import { buildTarget, buildTime, commit, commitDirty, version } from "../version.ts";
 
 /** VersionInfo is `keel version --json`. */
@@ -31,7 +31,7 @@ export function versionInfo(): VersionInfo {
     buildTime,
     target: buildTarget,
     bun: Bun.version,
-    protocol: { min: protocolVersion, max: protocolVersion },
+    protocol: { min: protocolVersions.min, max: protocolVersions.max },
     schemaVersion,
   };
 }
@@ -41,9 +41,7 @@ export function versionInfo(): VersionInfo {
  * that scripts reading the first word pair keep working.
  */
 export function formatVersion(info: VersionInfo): string {
-  const protocols = info.protocol.min === info.protocol.max
-    ? String(info.protocol.max)
-    : `${info.protocol.min}-${info.protocol.max}`;
+  const protocols = formatProtocols(info.protocol);
   const commitText = info.commitDirty ? `${info.commit}+uncommitted` : info.commit;
   return `keel ${info.version} (commit ${commitText}, built ${info.buildTime}, ` +
     `${info.target}, bun ${info.bun}, protocol ${protocols}, schema ${info.schemaVersion})\n`;

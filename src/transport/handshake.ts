@@ -22,15 +22,57 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { NodeId } from "../consensus/types.ts";
 import { encodeHelloAuthInput, encodeReplyAuthInput } from "./auth_input.ts";
-import type { Hello, HelloReply } from "./handshake_types.ts";
+import type { Hello, HelloReply, ProtocolRange } from "./handshake_types.ts";
 
-export type { Challenge, Hello, HelloReply } from "./handshake_types.ts";
+export type { Challenge, Hello, HelloReply, ProtocolRange } from "./handshake_types.ts";
 
 /**
- * protocolVersion is bumped on any incompatible change to frames, messages or handshake.
+ * protocolVersions are the peer protocol versions this binary speaks. A version is bumped
+ * on any incompatible change to frames or messages; a binary keeps speaking the versions
+ * before it (min) for as long as a rolling upgrade needs, so that old and new members
+ * link. The Hello's layout is the same in every version: it is what negotiates.
+ *
+ * Negotiation: the dialler proposes its highest version; the acceptor accepts any version
+ * it speaks and refuses another with versionRefusalReason (both versions, and what to do);
+ * on that refusal the dialler redials at once one version lower, down to its min. So a
+ * link uses the highest version both sides speak, each direction on its own, and a keel
+ * of before negotiation (exactly one version, 2) is met at its version.
  * 2: the Challenge frame, authenticated Hello and HelloReply.
  */
-export const protocolVersion = 2;
+export const protocolVersions: ProtocolRange = Object.freeze({ min: 2, max: 2 });
+
+/** protocolVersion is the highest version this binary speaks (what it proposes first). */
+export const protocolVersion = protocolVersions.max;
+
+/** formatProtocols is "2" for one version, "2-3" for a range. */
+export function formatProtocols(range: ProtocolRange): string {
+  return range.min === range.max ? String(range.max) : `${range.min}-${range.max}`;
+}
+
+/** speaksProtocol: version is within range. */
+export function speaksProtocol(range: ProtocolRange, version: number): boolean {
+  return version >= range.min && version <= range.max;
+}
+
+/**
+ * versionRefusalReason is an acceptor's refusal of a version it does not speak: both
+ * versions, and which side to upgrade. It starts "Protocol version N " like the refusal of
+ * a keel of before negotiation ("Protocol version 3 differs from ours (2)"), which is how
+ * the dialler knows to try a lower one (isVersionRefusal).
+ */
+export function versionRefusalReason(theirs: number, ours: ProtocolRange): string {
+  const spoken = formatProtocols(ours);
+  const advice = theirs > ours.max
+    ? `the peer runs a newer keel: upgrade this member to a keel that speaks protocol ${theirs}, ` +
+      `or run a keel that speaks protocol ${spoken} on the peer`
+    : `the peer runs an older keel: upgrade it to a keel that speaks protocol ${spoken}`;
+  return `Protocol version ${theirs} is not spoken here (this member speaks protocol ${spoken}): ${advice}`;
+}
+
+/** isVersionRefusal: a refusal's reason says the peer does not speak the version proposed. */
+export function isVersionRefusal(reason: string | undefined): boolean {
+  return reason !== undefined && /^Protocol version \d+ /.test(reason);
+}
 
 /**
  * anonymousName stands for the member's name and incarnation in a refusal to a peer that
@@ -50,6 +92,8 @@ export interface LocalHandshakeInfo {
   /** Every configured member, this one included. */
   memberNames: readonly NodeId[];
   selfName: NodeId;
+  /** The versions accepted; protocolVersions when unset (tests give others). */
+  protocolVersions?: ProtocolRange;
 }
 
 export type HelloCheck =
@@ -62,10 +106,9 @@ export type HelloCheck =
  * member, and a different config fingerprint (naming the fields that differ).
  */
 export function checkHello(hello: Hello, local: LocalHandshakeInfo): HelloCheck {
-  if (hello.protocolVersion !== protocolVersion) {
-    return refuse(
-      `Protocol version ${hello.protocolVersion} differs from ours (${protocolVersion})`,
-    );
+  const spoken = local.protocolVersions ?? protocolVersions;
+  if (!speaksProtocol(spoken, hello.protocolVersion)) {
+    return refuse(versionRefusalReason(hello.protocolVersion, spoken));
   }
   if (hello.clusterName !== local.clusterName) {
     return refuse(

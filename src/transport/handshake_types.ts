@@ -3,6 +3,12 @@
 
 import type { NodeId } from "../consensus/types.ts";
 
+/** ProtocolRange is the peer protocol versions a binary speaks, lowest and highest. */
+export interface ProtocolRange {
+  readonly min: number;
+  readonly max: number;
+}
+
 /** Challenge is the acceptor's first frame: the nonce the dialler's Hello must sign. */
 export interface Challenge {
   nonce: Uint8Array;

@@ -19,7 +19,8 @@ import {
   helloAuth,
   type HelloReply,
   type LocalHandshakeInfo,
-  protocolVersion,
+  protocolVersions,
+  speaksProtocol,
   unprovenReason,
 } from "./handshake.ts";
 import type { LocalState, PeerRefusal } from "./options.ts";
@@ -185,7 +186,7 @@ function claimedMember(input: HelloJudgeInput): string {
 function findRefusal(input: HelloJudgeInput): Refusal | null {
   const { hello } = input;
   // Another protocol version may sign differently: refused for what it is.
-  if (hello.protocolVersion !== protocolVersion) {
+  if (!speaksProtocol(input.local.protocolVersions ?? protocolVersions, hello.protocolVersion)) {
     return { kind: "version", reason: checkHelloReason(input) };
   }
   const auth = checkHelloAuth(input.secret, input.challenge, input.self.name, hello);

@@ -2,7 +2,7 @@
 // them). A leaf: the facade, inbound.ts, outbound.ts and judge_hello.ts import it.
 
 import type { NodeId } from "../consensus/types.ts";
-import type { Hello } from "./handshake_types.ts";
+import type { Hello, ProtocolRange } from "./handshake_types.ts";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
@@ -45,6 +45,8 @@ export interface TcpTransportOptions {
   secret?: Uint8Array | undefined;
   /** Serve and dial peer links over TLS. */
   tls?: PeerTls | undefined;
+  /** The peer protocol versions spoken; handshake.ts's protocolVersions when unset. */
+  protocolVersions?: ProtocolRange | undefined;
 }
 
 /** PeerTls holds PEM text: this member's certificate and key, and the CA peers chain to. */

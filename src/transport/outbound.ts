@@ -16,10 +16,14 @@ import { FrameDecoder } from "./frame.ts";
 import {
   anonymousName,
   checkReplyAuth,
+  formatProtocols,
   type Hello,
   helloAuth,
   type HelloReply,
+  isVersionRefusal,
+  type ProtocolRange,
   protocolVersion,
+  protocolVersions,
 } from "./handshake.ts";
 import {
   batchBytesTarget,
@@ -74,11 +78,19 @@ export class PeerLink {
   lastError: string | null = null;
   /** Incarnation from the peer's last handshake, either direction. */
   incarnation: string | null = null;
+  /**
+   * The protocol version our next Hello proposes: our highest, one lower after each
+   * version refusal, our highest again after a link is lost or refused for good.
+   */
+  proposedVersion: number;
+  /** The version of the established link (the one the peer accepted), else null. */
+  protocolVersion: number | null = null;
 
-  constructor(address: PeerAddress) {
+  constructor(address: PeerAddress, spoken: ProtocolRange) {
     this.name = address.name;
     this.host = address.host;
     this.port = address.port;
+    this.proposedVersion = spoken.max;
   }
 
   get address(): string {
@@ -108,7 +120,7 @@ export class Outbound {
     for (const peer of peers) {
       assert(peer.name !== self, `peers must not include self "${peer.name}"`);
       assert(!this.links.has(peer.name), `peer "${peer.name}" is listed twice`);
-      this.links.set(peer.name, new PeerLink(peer));
+      this.links.set(peer.name, new PeerLink(peer, this.#spoken()));
     }
   }
 
@@ -303,7 +315,7 @@ export class Outbound {
     conn.challenge = challenge;
     conn.nonce = crypto.getRandomValues(new Uint8Array(nonceBytes));
     const hello: Hello = {
-      protocolVersion,
+      protocolVersion: link.proposedVersion,
       clusterName: options.clusterName,
       fingerprint: options.fingerprint,
       fingerprintFields: options.fingerprintFields,
@@ -384,11 +396,34 @@ export class Outbound {
     this.#disconnect(link, reason, "none");
   }
 
-  /** #onRefusal reports a proven refusal of our handshake, and why, to the node. */
+  /**
+   * #onRefusal reports a proven refusal of our handshake, and why, to the node. A refusal
+   * of the version proposed is first answered by proposing the next lower one, at once.
+   */
   #onRefusal(conn: OutboundConn, reply: HelloReply): void {
     const link = conn.link;
+    const spoken = this.#spoken();
+    if (isVersionRefusal(reply.reason) && link.proposedVersion > spoken.min) {
+      const refused = link.proposedVersion;
+      link.proposedVersion--;
+      this.#ctx.log(
+        "info",
+        `Peer "${link.name}" does not speak protocol ${refused}; trying ${link.proposedVersion}`,
+        { peer: link.name, address: conn.address, reason: reply.reason },
+      );
+      this.#disconnect(link, `Protocol version ${refused} refused`, "none", true, true);
+      return;
+    }
+    link.proposedVersion = spoken.max;
     const differingFields = reply.differingFields ?? [];
-    const reason = `Peer "${link.name}" refused our handshake: ${reply.reason ?? "no reason"}`;
+    // A version refusal names the versions the peer speaks (or, from a keel of before
+    // negotiation, its one version); ours complete the picture.
+    const ours = isVersionRefusal(reply.reason)
+      ? `; this member speaks protocol ${formatProtocols(spoken)}`
+      : "";
+    const reason = `Peer "${link.name}" refused our handshake: ${
+      reply.reason ?? "no reason"
+    }${ours}`;
     // Said once as a warning; the same refusal on every redial after it, counted.
     this.#ctx.repeats.note(`refused-by ${link.name} ${reason}`, "warn", reason, {
       peer: link.name,
@@ -413,6 +448,7 @@ export class Outbound {
     });
     this.#clearTimer(link, "handshakeTimer");
     link.incarnation = reply.incarnation;
+    link.protocolVersion = link.proposedVersion;
     link.state = "established";
     link.failures = 0;
     link.lastError = null;
@@ -420,6 +456,7 @@ export class Outbound {
       peer: link.name,
       address: conn.address,
       incarnation: reply.incarnation,
+      protocolVersion: link.protocolVersion,
     });
     this.#flush(link);
   }
@@ -499,6 +536,9 @@ export class Outbound {
     if (conn !== null) this.#end(conn);
     link.conn = null;
     link.state = "idle";
+    // A lost link redials at our highest version: the peer may have been upgraded.
+    if (wasEstablished) link.proposedVersion = this.#spoken().max;
+    link.protocolVersion = null;
     link.pending = null;
     this.#clearTimer(link, "handshakeTimer");
     if (this.#ctx.isClosed()) return;
@@ -531,6 +571,11 @@ export class Outbound {
       const level = link.lastError === reason ? "debug" : logLevel;
       this.#ctx.log(level, `Cannot link to peer "${link.name}": ${reason}`, fields);
     }
+  }
+
+  /** #spoken is the protocol versions this member speaks. */
+  #spoken(): ProtocolRange {
+    return this.#ctx.options.protocolVersions ?? protocolVersions;
   }
 
   #scheduleRedial(link: PeerLink): void {

@@ -71,6 +71,9 @@ export class TcpTransport implements Transport {
         fingerprintFields: options.fingerprintFields,
         memberNames: [options.self.name, ...options.peers.map((peer) => peer.name)],
         selfName: options.self.name,
+        ...(options.protocolVersions === undefined
+          ? {}
+          : { protocolVersions: options.protocolVersions }),
       },
       handshakes: new Map<NodeId, PeerHandshake>(),
       isClosed: () => this.#closed,
@@ -153,6 +156,7 @@ export class TcpTransport implements Transport {
       lastError: link.lastError,
       queuedMessages: link.queue.length,
       droppedMessages: link.droppedMessages,
+      protocolVersion: link.state === "established" ? link.protocolVersion : null,
     }));
   }
 

@@ -10,6 +10,8 @@ export interface PeerLinkState {
   lastError: string | null;
   queuedMessages: number;
   droppedMessages: number;
+  /** The protocol version our link to the peer negotiated, while it is established. */
+  protocolVersion?: number | null;
 }
 
 /** Transport moves consensus messages between members over authenticated TCP links. */

@@ -114,7 +114,10 @@ describe("judgeHello", () => {
     const { verdict, text, reply } = wire(input(hello({ protocolVersion: protocolVersion + 1 })));
     expect(verdict.accepted).toBe(false);
     expect(reply.reason).toBe(
-      `Protocol version ${protocolVersion + 1} differs from ours (${protocolVersion})`,
+      `Protocol version ${protocolVersion + 1} is not spoken here (this member speaks ` +
+        `protocol ${protocolVersion}): the peer runs a newer keel: upgrade this member to a ` +
+        `keel that speaks protocol ${protocolVersion + 1}, or run a keel that speaks protocol ` +
+        `${protocolVersion} on the peer`,
     );
     expect(reply.hasState).toBe(false);
     expect(text).not.toContain("bravo");

@@ -157,6 +157,7 @@ describe("TcpTransport", () => {
       lastError: null,
       queuedMessages: 0,
       droppedMessages: 0,
+      protocolVersion,
     }]);
   });
 
