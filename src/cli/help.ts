@@ -137,7 +137,7 @@ export const commandHelp: Readonly<Record<string, CommandHelp>> = {
     usage: [
       "run --config FILE [--name NAME] [--data-dir DIR] [--log-format json|text]",
       "    [--log-level debug|info|warn|error] [--peer-listen HOST:PORT]",
-      "    [--http-listen HOST:PORT] [--gossip-listen HOST:PORT]",
+      "    [--http-listen HOST:PORT] [--gossip-listen HOST:PORT] [--form-without NAME[,NAME]]",
     ],
     summary: `Start this host's member of the cluster described in FILE, and run until stopped
 (SIGTERM or SIGINT: a leader hands over leadership first). An empty data dir joins a
@@ -187,6 +187,14 @@ of this member.`,
         text: "Where gossip (UDP) listens, for members found by gossip.",
         default: "the --peer-listen host at gossip.port",
       },
+      "form-without": {
+        usage: "--form-without NAME[,NAME]",
+        text: "First start of a new cluster whose founding host never came up: form it " +
+          "with the others once they are all up and empty (a majority, this one included), " +
+          "and let the ones named join later as replacements. Refused for a data dir with " +
+          "state, a name that is not another member, or a set that leaves no majority.",
+        default: "none: every member must be up and empty",
+      },
       help,
     },
     notes: `A member listed by name alone (found by gossip) must pass --peer-listen and
@@ -195,6 +203,7 @@ Exit codes: 2 for a bad FILE or bad flags, 1 when it cannot start (storage, port
 70 on an internal error, 75 when this member finds it was rolled back.`,
     examples: [
       "keel run --config /etc/keel/cluster.yaml --name node-a",
+      "keel run --config /etc/keel/cluster.yaml --name node-a --form-without node-c",
       "keel run --config examples/local-3.yaml --name node-a --data-dir data/node-a " +
       "--log-format text",
     ],

@@ -20,7 +20,7 @@ export const usage = `keel ${version} — a replicated state-machine node in one
 Usage:
   keel run --config FILE [--name NAME] [--data-dir DIR] [--log-format json|text]
            [--log-level debug|info|warn|error] [--peer-listen HOST:PORT] [--http-listen HOST:PORT]
-           [--gossip-listen HOST:PORT]
+           [--gossip-listen HOST:PORT] [--form-without NAME[,NAME]]
   keel check-config FILE
   keel status                          [NODE] [--json]
   keel members                         [NODE] [--json]
@@ -114,6 +114,7 @@ export const runFlagOptions = {
   "peer-listen": { type: "string" },
   "http-listen": { type: "string" },
   "gossip-listen": { type: "string" },
+  "form-without": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 

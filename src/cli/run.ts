@@ -43,6 +43,11 @@ export interface RunOptions {
   httpListen: { host: string; port: number } | undefined;
   /** Gossip (UDP) here; default: the peer-listen host at gossip.port. */
   gossipListen?: { host: string; port: number } | undefined;
+  /**
+   * Founding members to form a new cluster without (--form-without NAME[,NAME]): when a
+   * founding host never comes up. An empty data dir only; the rest must be a majority.
+   */
+  formWithout?: string[] | undefined;
   /** Makes the replicated service (keel as a library, src/index.ts); kv by default. */
   service?: ServiceFactory | undefined;
 }
@@ -55,7 +60,10 @@ export function runOptions(flags: Flags): RunOptions {
   const peerListen = listenFlag(flags, "peer-listen");
   const httpListen = listenFlag(flags, "http-listen");
   const gossipListen = listenFlag(flags, "gossip-listen");
+  const formWithout = flags.string("form-without")?.split(",").map((name) => name.trim())
+    .filter((name) => name !== "");
   return {
+    formWithout,
     config,
     name: flags.string("name"),
     dataDir: flags.string("data-dir"),
@@ -65,6 +73,30 @@ export function runOptions(flags: Flags): RunOptions {
     httpListen,
     gossipListen,
   };
+}
+
+/**
+ * formWithoutProblem checks --form-without: other members of the config, leaving a
+ * majority of the members (this one included) to form the cluster. Undefined when fine.
+ */
+export function formWithoutProblem(
+  without: readonly string[],
+  members: readonly string[],
+  self: string,
+): string | undefined {
+  for (const name of without) {
+    if (name === self) return `"${name}" is this member; name the members that are missing`;
+    if (!members.includes(name)) {
+      return `"${name}" is not a member; members are ${members.map((m) => `"${m}"`).join(", ")}`;
+    }
+  }
+  const founders = members.length - new Set(without).size;
+  const majority = Math.floor(members.length / 2) + 1;
+  if (without.length > 0 && founders < majority) {
+    return `forming without ${without.join(", ")} leaves ${founders} of ${members.length} ` +
+      `members: a new cluster needs a majority (${majority}) of empty members up together`;
+  }
+  return undefined;
 }
 
 function listenFlag(flags: Flags, name: string): { host: string; port: number } | undefined {
@@ -134,6 +166,12 @@ export async function run(options: RunOptions): Promise<number> {
     log.warn("config warning", { path: warning.path, warning: warning.message });
   }
 
+  const formWithout = options.formWithout ?? [];
+  const formProblem = formWithoutProblem(formWithout, config.members.map((m) => m.name), name);
+  if (formProblem !== undefined) {
+    process.stderr.write(`--form-without: ${formProblem}\n`);
+    return 2;
+  }
   const dataDir = options.dataDir ?? join(config.storage.dir, name);
   let storage: SqliteStorage;
   try {
@@ -145,6 +183,14 @@ export async function run(options: RunOptions): Promise<number> {
   let identity;
   try {
     identity = storage.identity(name);
+    if (formWithout.length > 0 && !storage.isEmpty()) {
+      process.stderr.write(
+        `--form-without: the data dir ${dataDir} has state: it forms no new cluster ` +
+          "(start it without the flag; a member with state rejoins its cluster)\n",
+      );
+      storage.close();
+      return 2;
+    }
     if (storage.isEmpty() && identity.status !== "recovering") {
       // R2: an empty node is recovering, durably, before any network I/O. It turns normal
       // only by forming a brand-new cluster with every other member (all empty), or by
@@ -267,6 +313,7 @@ export async function run(options: RunOptions): Promise<number> {
       onRestartRequired: () => requestRestart(),
       onFatal: () => requestFatal(),
       onStorageFailed: () => requestStorageFailed(),
+      formWithout,
       resolution: () => resolver.state(),
       ...(gossip === undefined ? {} : { gossip }),
     });

@@ -16,6 +16,7 @@
 
 import type { Fences } from "./fences.ts";
 import { encodeFence, encodeRoster, newerIncarnation } from "./fences.ts";
+import { quorumSize } from "./quorum.ts";
 import type { Message, NodeId, Sender } from "./types.ts";
 
 /**
@@ -267,6 +268,11 @@ export interface BootstrapInput {
   peers: readonly NodeId[];
   /** Peers linked now, with what their handshake said. */
   linked: readonly PeerHandshake[];
+  /**
+   * Founding members the operator chose to form without (keel run --form-without): they
+   * join later as replacements. The rest, this node included, must be a majority.
+   */
+  formWithout?: readonly NodeId[];
   unsafe?: IncarnationUnsafe;
 }
 
@@ -285,7 +291,9 @@ export type BootstrapDecision =
  * decideBootstrap is R1: an empty node forms a new cluster only when every configured
  * member is linked and empty. An empty node that finds any peer with cluster state is a
  * replacement. An empty node that cannot reach every member waits; it never forms a
- * cluster alone.
+ * cluster alone. The operator may name founders to form without (a host that never came
+ * up): then every other member must be linked and empty, and they must be a majority;
+ * the ones left out join later as replacements, fenced in like any other.
  */
 export function decideBootstrap(input: BootstrapInput): BootstrapDecision {
   if (input.term !== 0 || input.lastIndex !== 0 || !input.recovering) return { kind: "not-empty" };
@@ -295,6 +303,11 @@ export function decideBootstrap(input: BootstrapInput): BootstrapDecision {
     return { kind: "replacement", withState };
   }
   const reached = input.peers.filter((peer) => linked.has(peer));
-  if (reached.length === input.peers.length) return { kind: "form" };
-  return { kind: "wait", reached, waitingFor: input.peers.filter((peer) => !linked.has(peer)) };
+  const without = new Set(input.formWithout ?? []);
+  const needed = input.peers.filter((peer) => !without.has(peer));
+  const founders = needed.length + 1;
+  if (founders >= quorumSize(input.peers.length + 1) && needed.every((peer) => linked.has(peer))) {
+    return { kind: "form" };
+  }
+  return { kind: "wait", reached, waitingFor: needed.filter((peer) => !linked.has(peer)) };
 }

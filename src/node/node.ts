@@ -44,7 +44,7 @@ import {
 import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
 import { Requests } from "./requests.ts";
 import { Durability } from "./durability.ts";
-import { Replacement } from "./replacement.ts";
+import { type RecoveryTransport, Replacement } from "./replacement.ts";
 import {
   catchingUpFollower,
   DiskCompaction,
@@ -63,17 +63,7 @@ import type { Transport } from "../transport/transport.ts";
 import type { MemberResolution } from "../resolver/dns.ts";
 import type { GossipEndpoint, MemberGossip } from "../resolver/gossip.ts";
 
-/** RecoveryTransport is the part of the TCP transport the replacement protocol uses. */
-export interface RecoveryTransport extends Transport {
-  handshakes(): Array<
-    { name: NodeId; incarnation: string; hasState: boolean; recovering: boolean; at: number }
-  >;
-  onRefused(
-    handler: (name: NodeId, reason: string, kind: "fenced" | "rolled-back" | null) => void,
-  ): void;
-  closeInbound(name: NodeId, incarnation?: string): void;
-  rehandshake(reason: string): void;
-}
+export type { RecoveryTransport } from "./replacement.ts";
 
 export { snapshotTrailingEntries } from "./snapshots.ts";
 /** An admin step-down waits at least this long for leadership to move. */
@@ -127,6 +117,11 @@ export interface NodeDeps {
    * in time, and it has taken a new incarnation to rejoin as a replacement.
    */
   onRestartRequired?: (reason: string) => void;
+  /**
+   * Founding members to form a new cluster without (keel run --form-without): for an
+   * empty data dir only; the others named join later as replacements (R1).
+   */
+  formWithout?: readonly NodeId[];
   /** The re-resolver's per-member state (resolver/dns.ts), shown in /status. */
   resolution?: () => readonly MemberResolution[];
   /** The name scheme's gossip (resolver/gossip.ts): addresses of members listed by name alone. */
@@ -271,6 +266,7 @@ export class KeelNode implements NodeApi, OpsApi {
       onRestartRequired: (reason) => this.#deps.onRestartRequired?.(reason),
       appliedIndex: () => this.#appliedIndex,
       leaderCommitSeen: () => this.#leaderCommitSeen,
+      formWithout: deps.formWithout ?? [],
     }, restored.hardState.term === 0 && restored.entries.length === 0 && snapshot === undefined);
     this.#lastRole = this.raft.role;
     this.adminToken = deps.adminToken;

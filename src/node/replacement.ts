@@ -11,7 +11,19 @@ import type { Entry, NodeId, SnapshotChunkToPersist } from "../consensus/types.t
 import type { OpsEvent, RecoveryView } from "../http/api.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
-import type { RecoveryTransport } from "./node.ts";
+import type { Transport } from "../transport/transport.ts";
+
+/** RecoveryTransport is the part of the TCP transport the replacement protocol uses. */
+export interface RecoveryTransport extends Transport {
+  handshakes(): Array<
+    { name: NodeId; incarnation: string; hasState: boolean; recovering: boolean; at: number }
+  >;
+  onRefused(
+    handler: (name: NodeId, reason: string, kind: "fenced" | "rolled-back" | null) => void,
+  ): void;
+  closeInbound(name: NodeId, incarnation?: string): void;
+  rehandshake(reason: string): void;
+}
 
 /** Alarms kept for /status (oldest dropped). */
 export const alarmsMax = 20;
@@ -33,6 +45,8 @@ export interface ReplacementDeps {
   onRestartRequired(reason: string): void;
   appliedIndex(): number;
   leaderCommitSeen(): number;
+  /** Founders to form the cluster without (keel run --form-without); usually none. */
+  formWithout: readonly NodeId[];
 }
 
 /** Bootstrap is what an empty node decided (R1), or "not-empty" for any other node. */
@@ -142,6 +156,7 @@ export class Replacement {
       recovering: this.#deps.raft.recovering,
       peers: this.#deps.raft.peers,
       linked: this.#deps.transport.handshakes(),
+      formWithout: this.#deps.formWithout,
     });
     switch (decision.kind) {
       case "not-empty":
@@ -182,9 +197,13 @@ export class Replacement {
       "recovery",
       `all ${this.#deps.raft.members.length} members are empty: forming a new cluster`,
     );
-    this.#deps.log.info("every member is reachable and empty: forming a new cluster", {
-      members: this.#deps.raft.members,
-    });
+    const without = this.#deps.formWithout;
+    this.#deps.log.info(
+      without.length === 0
+        ? "every member is reachable and empty: forming a new cluster"
+        : "forming a new cluster without the members named by --form-without; they join as replacements",
+      { members: this.#deps.raft.members, without },
+    );
   }
 
   #logWaitingForMembers(reached: NodeId[], waitingFor: NodeId[]): void {
