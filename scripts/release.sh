@@ -57,6 +57,13 @@ runtime() {
   echo "$dir/bin/bun"
 }
 
+# Two targets must not get the same runtime: a baseline package that carries the AVX2 build
+# (or the reverse) would ship a "baseline" binary that dies on the CPUs it is for.
+if cmp -s "$(runtime linux-x64)" "$(runtime linux-x64-baseline)"; then
+  echo "release: warning: the runtimes of ${packages[linux-x64]} and ${packages[linux-x64-baseline]}" \
+    "$bun_version are the same file: the -baseline binary may need AVX2 like the other" >&2
+fi
+
 rm -rf "$out"
 mkdir -p "$out"
 for target in "${targets[@]}"; do
