@@ -1,6 +1,7 @@
 // `keel run`: start one member. Wiring only: config -> storage -> service -> transport ->
 // node -> HTTP. Exits 2 on a bad config or bad arguments, 1 on a failure to start.
 
+import { existsSync, readdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatProblems, gossipAddressed, loadConfig, memberByName } from "../config/parse.ts";
@@ -14,7 +15,8 @@ import { KeelNode } from "../node/node.ts";
 import { KvService } from "../service/kv.ts";
 import type { ServiceFactory } from "../service/service.ts";
 import { SessionService } from "../service/sessions.ts";
-import { SqliteStorage } from "../storage/sqlite_storage.ts";
+import { quarantineDataDir, quarantinePrefix, SqliteStorage } from "../storage/sqlite_storage.ts";
+import { StorageCorruptionError } from "../storage/storage.ts";
 import { TcpTransport } from "../transport/tcp.ts";
 import { registerResolverMetrics, startResolver } from "../resolver/dns.ts";
 import {
@@ -73,6 +75,66 @@ export function runOptions(flags: Flags): RunOptions {
     httpListen,
     gossipListen,
   };
+}
+
+/**
+ * openVerified opens the data dir and reads back everything it holds, checking every
+ * checksum (the log, hard state, meta, the snapshot). A data dir that fails them cannot
+ * be trusted: it is a partly wiped host. It is moved aside (kept for forensics, never
+ * deleted: storage quarantineDataDir), and this member starts empty, to rejoin its cluster
+ * as a replacement under a new incarnation (R0-R8). Returns an exit code when it cannot
+ * open at all.
+ */
+function openVerified(
+  dataDir: string,
+  name: string,
+  log: Logger,
+): { storage: SqliteStorage; quarantined: boolean } | number {
+  let quarantined = false;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    let storage: SqliteStorage | undefined;
+    try {
+      storage = SqliteStorage.open(dataDir);
+      const migration = storage.migration;
+      if (migration !== undefined) {
+        log.warn(
+          `data dir migrated to schema ${migration.toVersion} (one way: an older keel cannot open it)`,
+          { dataDir, fromVersion: migration.fromVersion, notes: migration.notes },
+        );
+      }
+      storage.identity(name);
+      storage.load();
+      storage.readSnapshot();
+      return { storage, quarantined };
+    } catch (error: unknown) {
+      try {
+        storage?.close();
+      } catch {
+        // Closing a damaged database may fail too; the files are moved aside next.
+      }
+      if (!(error instanceof StorageCorruptionError) || attempt > 0) {
+        log.error("cannot open storage", { dataDir, error });
+        return 1;
+      }
+      log.error(
+        "the data dir fails its checksums and cannot be trusted: moving it aside; this member rejoins as a replacement",
+        {
+          dataDir,
+          kind: error.kind,
+          index: error.index,
+          offset: error.offset,
+          path: error.path,
+          error: error.message,
+        },
+      );
+      const report = quarantineDataDir(dataDir, error.message);
+      log.warn("damaged data kept for forensics (keel never deletes it)", {
+        quarantine: report.path,
+      });
+      quarantined = true;
+    }
+  }
+  return 1;
 }
 
 /**
@@ -173,13 +235,13 @@ export async function run(options: RunOptions): Promise<number> {
     return 2;
   }
   const dataDir = options.dataDir ?? join(config.storage.dir, name);
-  let storage: SqliteStorage;
-  try {
-    storage = SqliteStorage.open(dataDir);
-  } catch (error: unknown) {
-    log.error("cannot open storage", { dataDir, error });
-    return 1;
-  }
+  const opened = openVerified(dataDir, name, log);
+  if (typeof opened === "number") return opened;
+  const storage = opened.storage;
+  // A member whose data dir was moved aside never founds a cluster: it rejoins its own.
+  const joinOnly = opened.quarantined ||
+    (storage.isEmpty() && existsSync(dataDir) &&
+      readdirSync(dataDir).some((file) => file.startsWith(quarantinePrefix)));
   let identity;
   try {
     identity = storage.identity(name);
@@ -314,6 +376,7 @@ export async function run(options: RunOptions): Promise<number> {
       onFatal: () => requestFatal(),
       onStorageFailed: () => requestStorageFailed(),
       formWithout,
+      joinOnly,
       resolution: () => resolver.state(),
       ...(gossip === undefined ? {} : { gossip }),
     });

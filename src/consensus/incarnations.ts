@@ -273,6 +273,11 @@ export interface BootstrapInput {
    * join later as replacements. The rest, this node included, must be a majority.
    */
   formWithout?: readonly NodeId[];
+  /**
+   * This member held a cluster's data before (its damaged data dir was moved aside): it
+   * rejoins that cluster, and never founds one, even when every peer it sees is empty.
+   */
+  joinOnly?: boolean;
   unsafe?: IncarnationUnsafe;
 }
 
@@ -306,7 +311,8 @@ export function decideBootstrap(input: BootstrapInput): BootstrapDecision {
   const without = new Set(input.formWithout ?? []);
   const needed = input.peers.filter((peer) => !without.has(peer));
   const founders = needed.length + 1;
-  if (founders >= quorumSize(input.peers.length + 1) && needed.every((peer) => linked.has(peer))) {
+  const enough = founders >= quorumSize(input.peers.length + 1);
+  if (input.joinOnly !== true && enough && needed.every((peer) => linked.has(peer))) {
     return { kind: "form" };
   }
   return { kind: "wait", reached, waitingFor: needed.filter((peer) => !linked.has(peer)) };

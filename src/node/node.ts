@@ -122,6 +122,8 @@ export interface NodeDeps {
    * empty data dir only; the others named join later as replacements (R1).
    */
   formWithout?: readonly NodeId[];
+  /** The data dir was quarantined: rejoin the cluster, never found one (R1). */
+  joinOnly?: boolean;
   /** The re-resolver's per-member state (resolver/dns.ts), shown in /status. */
   resolution?: () => readonly MemberResolution[];
   /** The name scheme's gossip (resolver/gossip.ts): addresses of members listed by name alone. */
@@ -267,6 +269,7 @@ export class KeelNode implements NodeApi, OpsApi {
       appliedIndex: () => this.#appliedIndex,
       leaderCommitSeen: () => this.#leaderCommitSeen,
       formWithout: deps.formWithout ?? [],
+      joinOnly: deps.joinOnly ?? false,
     }, restored.hardState.term === 0 && restored.entries.length === 0 && snapshot === undefined);
     this.#lastRole = this.raft.role;
     this.adminToken = deps.adminToken;

@@ -47,6 +47,8 @@ export interface ReplacementDeps {
   leaderCommitSeen(): number;
   /** Founders to form the cluster without (keel run --form-without); usually none. */
   formWithout: readonly NodeId[];
+  /** This member's damaged data dir was moved aside: it rejoins, never founds (R1). */
+  joinOnly: boolean;
 }
 
 /** Bootstrap is what an empty node decided (R1), or "not-empty" for any other node. */
@@ -157,6 +159,7 @@ export class Replacement {
       peers: this.#deps.raft.peers,
       linked: this.#deps.transport.handshakes(),
       formWithout: this.#deps.formWithout,
+      joinOnly: this.#deps.joinOnly,
     });
     switch (decision.kind) {
       case "not-empty":
