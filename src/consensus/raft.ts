@@ -775,7 +775,9 @@ export class Raft {
     this.#role = "follower";
     this.#leader = leader;
     this.#transferee = null;
-    this.#resetElectionTimer();
+    // With no leader known an election is under way (this node's campaign was rejected,
+    // another's raised the term, or it stepped down): wait out the wide window.
+    this.#resetElectionTimer(leader === null);
     if (wasLeader) this.#failPendingReads();
   }
 
@@ -813,12 +815,16 @@ export class Raft {
       current.index <= this.log.commitIndex && current.index <= this.log.stableIndex;
   }
 
-  #resetElectionTimer(): void {
+  #resetElectionTimer(electing = false): void {
     this.#electionElapsed = 0;
-    // A campaign that fails (two candidates split the vote) waits out a wide window before
-    // the next one, so a narrow configured jitter cannot make the same two collide again
-    // and again; the first campaign after the leader falls silent keeps the narrow one.
-    const campaigning = this.role === "candidate" || this.role === "preCandidate";
+    // While an election is under way, every timer waits out a wide window before the next
+    // campaign, so a narrow configured jitter cannot make the same two collide again and
+    // again: a campaign that fails undecided or rejected (two candidates split the vote,
+    // both rejected at once by each other and by members that may not vote), and members
+    // whose term a candidate raised at the same moment (a candidate with a stale log, with
+    // pre-vote off, does that to all of them together, round after round). Only the first
+    // campaign after a known leader falls silent keeps the narrow one.
+    const campaigning = electing || this.role === "candidate" || this.role === "preCandidate";
     const jitter = campaigning ? this.#config.electionTicks : this.#electionJitterTicks;
     this.#randomizedElectionTicks = this.#config.electionTicks +
       Math.floor(this.#config.random() * Math.max(1, jitter));
@@ -843,7 +849,12 @@ export class Raft {
 
   #hearFromLeader(from: NodeId): void {
     assert(this.role !== "leader", `two leaders in term ${this.term}: ${this.id} and ${from}`);
-    if (this.role !== "follower") this.#becomeFollower(this.term, from);
+    if (this.role !== "follower") {
+      this.#becomeFollower(this.term, from);
+    } else if (this.leader !== from) {
+      // A leader is known again: back to the narrow window to notice if it falls silent.
+      this.#resetElectionTimer();
+    }
     if (this.leader !== from) this.#matchedThisTerm = 0;
     this.#leader = from;
     this.#electionElapsed = 0;

@@ -35,7 +35,8 @@
 //    refused or fenced (a fenced host never acts again: the member is lost for good);
 //    fences of a member commit in the order its hosts were created (a name is never
 //    handed back to a replaced host);
-// plus: a new leader's log holds every committed entry (§5.4, Leader Completeness); a
+// plus: a new leader's log holds every entry committed in an earlier term (§5.4, Leader
+// Completeness); a
 // node's commit index never goes back; the durable term never goes back and a durable vote
 // never changes within a term; committed entries arrive in order without gaps; the disk
 // always ends where the core's log ends; snapshot chunks arrive contiguously.
@@ -833,6 +834,13 @@ export class Cluster {
   readonly #leaders = new Map<number, SimNode>();
   /** Applied history agreed by all hosts so far: index i at position i - 1. */
   readonly #canonical: AppliedRecord[] = [];
+  /**
+   * Index i at position i - 1: the term in which it was first known committed (the term of
+   * the first host seen with commit index >= i, which is the term of the leader that
+   * committed it: a commit index only travels from that leader in its term), and the term
+   * of the entry that host held there.
+   */
+  readonly #commits: { term: number; entryTerm: number | undefined }[] = [];
   /** Command entries through index i at position i - 1 (the state machine's length). */
   readonly #commandCounts: number[] = [];
   readonly #acks = new Map<number, { term: number; payload: string; node: string; tick: number }>();
@@ -2078,6 +2086,7 @@ export class Cluster {
       );
     }
     node.commitIndex = raft.commitIndex;
+    this.#noteCommitted(raft);
     if (raft.fenced !== null && !node.zombie) {
       this.#fail(
         `${node.incarnation}, the current host of ${node.id}, is fenced: ${raft.fenced}`,
@@ -2111,23 +2120,39 @@ export class Cluster {
     this.#event(`${node.incarnation} is ${role} in term ${term}`);
   }
 
+  /** noteCommitted records the term in which each index was first known committed. */
+  #noteCommitted(raft: Raft): void {
+    for (let index = this.#commits.length + 1; index <= raft.commitIndex; index++) {
+      this.#commits.push({ term: raft.term, entryTerm: raft.log.termAt(index) });
+    }
+  }
+
   /**
-   * checkLeaderCompleteness: a new leader's log holds every entry any node applied
-   * (Raft §5.4, Leader Completeness), as far as its log is not compacted.
+   * checkLeaderCompleteness: a new leader of term T holds every entry committed in a term
+   * before T (Raft §5.4, Leader Completeness: an entry committed in term t is in the log of
+   * the leader of every term after t), as far as its log is not compacted. Entries
+   * committed in T or later are not its business: a candidate's votes for T may arrive
+   * after a leader of a later term has committed (a delayed vote response), and the stale
+   * leader can never make a majority accept its term's entries over them.
    */
   #checkLeaderCompleteness(node: SimNode, raft: Raft): void {
-    const applied = this.#canonical.length;
-    if (raft.lastIndex < applied) {
-      this.#fail(
-        `${node.incarnation} became leader in term ${raft.term} with log ending at ${raft.lastIndex}, but index ${applied} is committed`,
-      );
-    }
-    for (let index = Math.max(1, raft.log.firstIndex); index <= applied; index++) {
-      const term = raft.log.termAt(index);
-      if (term !== this.#canonical[index - 1]!.term) {
+    const term = raft.term;
+    for (let index = this.#commits.length; index >= 1; index--) {
+      const commit = this.#commits[index - 1]!;
+      if (commit.term >= term) continue;
+      if (index > raft.lastIndex) {
         this.#fail(
-          `${node.incarnation} became leader in term ${raft.term} holding term ${term} at index ${index}, ` +
-            `where term ${this.#canonical[index - 1]!.term} is committed`,
+          `${node.incarnation} became leader in term ${term} with log ending at ${raft.lastIndex}, ` +
+            `but index ${index} was committed in term ${commit.term}`,
+        );
+      }
+      if (index < Math.max(1, raft.log.firstIndex)) break;
+      const expected = commit.entryTerm ?? this.#canonical[index - 1]?.term;
+      const held = raft.log.termAt(index);
+      if (expected !== undefined && held !== expected) {
+        this.#fail(
+          `${node.incarnation} became leader in term ${term} holding term ${held} at index ${index}, ` +
+            `where term ${expected} was committed in term ${commit.term}`,
         );
       }
     }
@@ -2637,22 +2662,56 @@ export function drive(cluster: Cluster, options: SimOptions): void {
 
 /**
  * catchUpTicks bounds how long the cluster may take, once faults heal, to elect a leader
- * and bring every node up to date: the largest snapshot chunk by chunk and the log gap
- * batch by batch, one round trip each, twice over (a transfer may restart once on a newer
- * snapshot), plus elections.
+ * and bring every node up to date, one round trip per message, twice over (a transfer may
+ * restart once on a newer snapshot), plus elections. The work is what any host that may
+ * lead holds at the heal, not only what is applied: a leader may hold a long uncommitted
+ * tail (it accepts up to pendingProposalsMax proposals faster than a slow link carries
+ * them), and the liveness probe commits only after it. So it counts the appends that carry
+ * the longest log from the least applied member's index on, cut as RaftLog.slice cuts
+ * them (entriesPerMessageMax, messageBytesMax); and the chunks of the largest snapshot a
+ * lagging member may need: the leader compacts as that tail commits, a transfer restarts
+ * on each newer snapshot, so the last one, holding the whole log, is the one that counts.
  */
 function catchUpTicks(cluster: Cluster): number {
   const s = cluster.settings;
   const roundTrip = 2 * (s.latencyTicksMax + 1) + s.heartbeatTicks;
-  let snapshotBytes = 0;
   let appliedMin = cluster.appliedIndexMax;
+  for (const node of cluster.nodes) appliedMin = Math.min(appliedMin, node.appliedIndex);
+  let snapshotBytes = 0;
+  let appends = 0;
   for (const node of cluster.nodes) {
     snapshotBytes = Math.max(snapshotBytes, node.disk.snapshot?.meta.bytes ?? 0);
-    appliedMin = Math.min(appliedMin, node.appliedIndex);
+    const raft = node.raft;
+    if (raft === undefined) continue;
+    const log = raft.log;
+    // The snapshot this host would take at the end of its log: its state machine, the
+    // commands after it, and its fence table there (as maybeSnapshot encodes it).
+    const state = node.stateMachine.slice();
+    for (let index = node.appliedIndex + 1; index <= log.lastIndex; index++) {
+      const entry = log.entry(index);
+      if (entry?.kind === "command") state.push(decoder.decode(entry.data));
+    }
+    const content: SnapshotContent = { fences: raft.fenceTableAt(log.lastIndex), state };
+    snapshotBytes = Math.max(snapshotBytes, encoder.encode(JSON.stringify(content)).length);
+    // Appends from the least applied member's index on (what is compacted goes by snapshot).
+    let count = 0;
+    let entries = 0;
+    let bytes = 0;
+    for (let index = Math.max(appliedMin + 1, log.firstIndex); index <= log.lastIndex; index++) {
+      const size = (log.entry(index)?.data.byteLength ?? 0) + 32;
+      if (entries > 0 && (entries >= s.entriesPerMessageMax || bytes + size > s.messageBytesMax)) {
+        count++;
+        entries = 0;
+        bytes = 0;
+      }
+      entries++;
+      bytes += size;
+    }
+    if (entries > 0) count++;
+    appends = Math.max(appends, count);
   }
   const chunks = Math.ceil(snapshotBytes / s.snapshotChunkBytes);
-  const batches = Math.ceil((cluster.appliedIndexMax - appliedMin) / s.entriesPerMessageMax);
-  return 20 * s.electionTicks + 2 * (chunks + batches) * roundTrip;
+  return 20 * s.electionTicks + 2 * (chunks + appends) * roundTrip;
 }
 
 /** choosePartition picks a random split, an isolated leader, or a minority/majority cut. */
