@@ -111,8 +111,13 @@ export class Incarnations {
   ): boolean {
     const current = this.#fences().current(name);
     if (current !== undefined && current.fence && current.index > commitIndex) {
-      if (this.#unsafe.fenceCountsReplaced !== true) return false;
-      return incarnation === current.incarnation;
+      if (this.#unsafe.fenceCountsReplaced === true) return incarnation === current.incarnation;
+      // The host the fence names says it is normal: it turned normal only holding its
+      // fence committed (R6), so the fence did commit; this node has not learned it yet (a
+      // commit index is volatile: a leader that committed the fence and restarted forgot
+      // it). Not counting it could leave no electable quorum: this node's longer log
+      // needs that vote, and the replacement's shorter log cannot win.
+      return incarnation === current.incarnation && !recovering;
     }
     if (incarnation === null) return current === undefined;
     if (current !== undefined) return current.incarnation === incarnation;
