@@ -4,6 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import {
   Cluster,
+  defaultTicks,
   faultProfiles,
   type HarnessBugs,
   type ProfileName,
@@ -130,6 +131,65 @@ for (const batch of batches) {
     }
   });
 }
+
+// Seeds of issue 12 (wide runs from 7000001), each with its cause; each failed before.
+const issue12Seeds: { seed: number; profile: ProfileName; nodes: 3 | 5; cause: string }[] = [
+  {
+    seed: 7003082,
+    profile: "zombie",
+    nodes: 3,
+    cause: "A: completeness held a stale leader to later commits",
+  },
+  { seed: 7000252, profile: "churn", nodes: 3, cause: "A: the same" },
+  {
+    seed: 7003433,
+    profile: "zombie",
+    nodes: 3,
+    cause: "B: rejected candidates reset their timers together",
+  },
+  { seed: 7000479, profile: "chaos", nodes: 5, cause: "B: the same" },
+  { seed: 7000259, profile: "zombie", nodes: 5, cause: "B: the same" },
+  {
+    seed: 7000150,
+    profile: "replace-partition",
+    nodes: 5,
+    cause: "B: a candidate's term raise resets voters together",
+  },
+  { seed: 7000150, profile: "replace", nodes: 5, cause: "B: the same" },
+  {
+    seed: 7000429,
+    profile: "replace-partition",
+    nodes: 3,
+    cause: "C: a normal replacement's vote not counted",
+  },
+  {
+    seed: 7001873,
+    profile: "chaos",
+    nodes: 3,
+    cause: "D: catch-up bound ignored the uncommitted tail",
+  },
+  { seed: 7000801, profile: "lossy", nodes: 3, cause: "D: the same" },
+  { seed: 7000801, profile: "replace-partition", nodes: 3, cause: "D: the same" },
+  { seed: 7000801, profile: "replace-partition", nodes: 5, cause: "D: the same" },
+  { seed: 7000900, profile: "chaos", nodes: 5, cause: "D: the same" },
+  { seed: 7000900, profile: "lossy", nodes: 3, cause: "D: the same, and snapshot restarts" },
+];
+
+describe("issue 12 seeds (regressions)", () => {
+  for (const { seed, profile, nodes, cause } of issue12Seeds) {
+    test(`${profile}/${nodes} seed ${seed} (${cause})`, () => {
+      const result = runSimulation({
+        seed,
+        nodes,
+        ticks: defaultTicks,
+        faults: faultProfiles[profile],
+        profile,
+      });
+      if (!result.ok) throw new Error(result.failure);
+      expect(result.stats.acknowledged).toBeGreaterThan(0);
+    });
+  }
+});
 
 test("the bootstrap seeds form their clusters by the core's decision", () => {
   const founding = batches.find((batch) => batch.profile === "bootstrap")!;
