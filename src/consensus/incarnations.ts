@@ -154,8 +154,12 @@ export class Incarnations {
     if (message.type === "preVote" || message.type === "preVoteResponse") return;
     const key = `${message.from}@${sender.incarnation}`;
     const mark = this.#highWater.get(key);
+    // What the host holds durably in its term: an acknowledged match, or, from a leader,
+    // the commit index it announces (never above its own durable log: sentCommitIndex).
     const index = message.type === "appendEntriesResponse" && message.success
       ? message.matchIndex
+      : message.type === "appendEntries" || message.type === "heartbeat"
+      ? message.commitIndex
       : 0;
     if (mark === undefined || message.term > mark.term) {
       if (this.#highWater.size >= highWaterHostsMax && mark === undefined) {

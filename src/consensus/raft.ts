@@ -666,8 +666,23 @@ export class Raft {
    */
   persisted(index: number, term: number): void {
     if (index <= this.log.stableIndex || this.log.termAt(index) !== term) return;
+    const stableBefore = this.log.stableIndex;
     this.log.stableIndex = Math.min(index, this.log.handedIndex);
-    if (this.role === "leader") this.#maybeCommit();
+    if (this.role === "leader") {
+      this.#maybeCommit();
+      // Commit held back by this leader's own sync (sentCommitIndex) can go out now.
+      if (this.log.commitIndex > stableBefore) this.#commitPending = true;
+    }
+  }
+
+  /**
+   * sentCommitIndex is the commit index a leader tells followers: never above what it holds
+   * durably itself, so what it says is a promise about its own disk too. Peers remember it
+   * (Incarnations.noteHeard): a leader restored from an old copy of its disk in the same
+   * term comes back below it and is refused, as a follower below what it acknowledged is.
+   */
+  #sentCommitIndex(): number {
+    return Math.min(this.log.commitIndex, this.log.stableIndex);
   }
 
   // ---- Elections ------------------------------------------------------------------------
@@ -1162,7 +1177,7 @@ export class Raft {
       prevLogIndex,
       prevLogTerm,
       entries,
-      commitIndex: this.log.commitIndex,
+      commitIndex: this.#sentCommitIndex(),
     });
     const last = entries[entries.length - 1];
     if (last !== undefined) {
@@ -1225,7 +1240,7 @@ export class Raft {
         from: this.id,
         to: peer,
         // Only what the follower is known to hold may be committed on its side.
-        commitIndex: Math.min(progress.matchIndex, this.log.commitIndex),
+        commitIndex: Math.min(progress.matchIndex, this.#sentCommitIndex()),
         context: this.#readRound?.context ?? 0,
       });
     }
@@ -1290,7 +1305,7 @@ export class Raft {
         term: this.term,
         from: this.id,
         to: peer,
-        commitIndex: Math.min(progress.matchIndex, this.log.commitIndex),
+        commitIndex: Math.min(progress.matchIndex, this.#sentCommitIndex()),
         context: this.#readRound.context,
       });
     }

@@ -59,7 +59,6 @@ import {
   readinessChecks,
   StorageProbe,
 } from "./status.ts";
-import type { Transport } from "../transport/transport.ts";
 import type { MemberResolution } from "../resolver/dns.ts";
 import type { GossipEndpoint, MemberGossip } from "../resolver/gossip.ts";
 

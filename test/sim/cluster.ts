@@ -610,6 +610,8 @@ export class SimNode {
   gone = false;
   /** A copy of the disk taken earlier (the backup profile). */
   backup: Disk | undefined = undefined;
+  /** This host was restarted from a backup: its disk went back in time, by the harness. */
+  restored = false;
   campaign: Campaign | undefined = undefined;
 
   constructor(id: NodeId, generation = 1, status: HostStatus = "normal") {
@@ -1244,6 +1246,7 @@ export class Cluster {
     if (node.raft !== undefined) this.#stop(node);
     const backup = node.backup;
     node.disk = copyDisk(backup);
+    node.restored = true;
     this.#lost.set(id, lost);
     this.stats.backupsRestored++;
     this.#event(
@@ -1439,7 +1442,34 @@ export class Cluster {
     };
     node.appliedSinceSnapshot = 0;
     node.raft = new Raft(config, restored);
+    if (this.#judgeAtStart(node)) return;
     this.#drain(node);
+  }
+
+  /**
+   * judgeAtStart: a starting host dials every member it can reach at once, and each judges
+   * its hello then, with the state it starts with (keel's transport dials on start). Only
+   * the rollback half is acted on here; a fenced host is refused when its messages arrive,
+   * as before. Returns true when the host was refused as rolled back (and replaced).
+   */
+  #judgeAtStart(node: SimNode): boolean {
+    const raft = node.raft;
+    if (raft === undefined || node.zombie) return false;
+    for (const peer of this.nodes) {
+      if (peer === node || peer.raft === undefined) continue;
+      if (!this.#reaches(node, peer) || !this.#reaches(peer, node)) continue;
+      const refusal = peer.raft.judgePeer({
+        name: node.id,
+        incarnation: node.incarnation,
+        recovering: raft.recovering,
+        term: raft.term,
+        lastIndex: raft.lastIndex,
+      });
+      if (refusal?.kind !== "rolled-back") continue;
+      this.#rolledBack(node, peer, refusal.reason);
+      return true;
+    }
+    return false;
   }
 
   /** drain runs the node loop until the core has nothing more to do. */
@@ -2038,6 +2068,15 @@ export class Cluster {
   #rolledBack(from: SimNode, by: SimNode, reason: string): void {
     if (from.raft === undefined || from.zombie || from.gone) return;
     if (this.node(from.id) !== from) return;
+    if (!from.restored) {
+      // A correct host's term and acknowledged entries are durable: only a disk that went
+      // back in time (a restore) is below what it said. Else it said what it had not
+      // persisted (sendBeforePersist).
+      this.#fail(
+        `${by.incarnation} refused ${from.incarnation} as rolled back, though its disk was ` +
+          `never restored: it said more than it had persisted (${reason})`,
+      );
+    }
     this.#digest?.event(this.now, "rolled-back", from.incarnation);
     this.stats.rollbacksRefused++;
     const incarnations = this.#incarnations.get(from.id)!;
