@@ -18,6 +18,7 @@ import {
   rosterToPropose,
 } from "./incarnations.ts";
 import { RaftLog } from "./log.ts";
+import { type PendingRead, ReadOnly } from "./read_only.ts";
 import { Progress } from "./progress.ts";
 import { committedIndex, quorumSize } from "./quorum.ts";
 import type {
@@ -47,21 +48,6 @@ import type {
   TimeoutNow,
   TransferResult,
 } from "./types.ts";
-
-/** PendingRead is a ReadIndex request waiting for its heartbeat round. */
-interface PendingRead {
-  requestId: number;
-  /** The follower that asked, or null for a read issued on this node. */
-  from: NodeId | null;
-}
-
-/** ReadRound confirms leadership for a batch of reads with one heartbeat quorum. */
-interface ReadRound {
-  context: number;
-  index: number;
-  reads: PendingRead[];
-  acks: Set<NodeId>;
-}
 
 export interface RaftStatus {
   id: NodeId;
@@ -124,12 +110,8 @@ export class Raft {
 
   #messages: Message[] = [];
   #readStates: ReadState[] = [];
-  /** Reads waiting for the leader to commit its first entry of the term. */
-  #readsBeforeCommit: PendingRead[] = [];
-  /** Reads waiting for the next heartbeat round. */
-  #readsQueued: PendingRead[] = [];
-  #readRound: ReadRound | undefined = undefined;
-  #readContext = 0;
+  /** A leader's ReadIndex reads and heartbeat rounds (read_only.ts). */
+  readonly #readOnly = new ReadOnly();
 
   #persistedHardState: HardState;
   readonly incarnation: string;
@@ -816,9 +798,7 @@ export class Raft {
       progress.recentActive = true;
       this.#progress.set(peer, progress);
     }
-    this.#readRound = undefined;
-    this.#readsQueued = [];
-    this.#readsBeforeCommit = [];
+    this.#readOnly.reset();
     // A leader commits entries of earlier terms only by committing one of its own (§5.4.2).
     this.#appendEntry("noop", new Uint8Array(0));
   }
@@ -1068,7 +1048,7 @@ export class Raft {
       if (progress.state === "probe") this.#sendAppend(message.from, true);
       else this.#sendAppendsWhileOpen(message.from);
     }
-    const round = this.#readRound;
+    const round = this.#readOnly.round;
     if (
       round !== undefined && message.context === round.context &&
       this.#counts(message.from, progress.incarnation, progress.recovering)
@@ -1241,7 +1221,7 @@ export class Raft {
         to: peer,
         // Only what the follower is known to hold may be committed on its side.
         commitIndex: Math.min(progress.matchIndex, this.#sentCommitIndex()),
-        context: this.#readRound?.context ?? 0,
+        context: this.#readOnly.round?.context ?? 0,
       });
     }
   }
@@ -1258,11 +1238,7 @@ export class Raft {
     if (index > this.log.commitIndex && this.log.termAt(index) === this.term) {
       this.log.commitTo(index);
       this.#commitPending = true;
-      if (this.#readsBeforeCommit.length > 0) {
-        const reads = this.#readsBeforeCommit;
-        this.#readsBeforeCommit = [];
-        for (const read of reads) this.#leaderRead(read);
-      }
+      for (const read of this.#readOnly.takeWaitingForCommit()) this.#leaderRead(read);
     }
   }
 
@@ -1281,22 +1257,14 @@ export class Raft {
     // Reference: §6.4: the leader must have committed an entry of its term before its
     // commit index is known to be the cluster's.
     if (this.log.termAt(this.log.commitIndex) !== this.term) {
-      this.#readsBeforeCommit.push(read);
+      this.#readOnly.waitForCommit(read);
       return;
     }
-    this.#readsQueued.push(read);
-    if (this.#readRound === undefined) this.#startReadRound();
+    if (this.#readOnly.queue(read)) this.#startReadRound();
   }
 
   #startReadRound(): void {
-    this.#readContext += 1;
-    this.#readRound = {
-      context: this.#readContext,
-      index: this.log.commitIndex,
-      reads: this.#readsQueued,
-      acks: new Set([this.id]),
-    };
-    this.#readsQueued = [];
+    const round = this.#readOnly.startRound(this.log.commitIndex, this.id);
     if (this.#maybeFinishReadRound()) return;
     for (const peer of this.peers) {
       const progress = this.#progress.get(peer)!;
@@ -1306,17 +1274,16 @@ export class Raft {
         from: this.id,
         to: peer,
         commitIndex: Math.min(progress.matchIndex, this.#sentCommitIndex()),
-        context: this.#readRound.context,
+        context: round.context,
       });
     }
   }
 
   #maybeFinishReadRound(): boolean {
-    const round = this.#readRound;
-    if (round === undefined || round.acks.size < quorumSize(this.members.length)) return false;
-    this.#readRound = undefined;
-    for (const read of round.reads) this.#answerRead(read, round.index);
-    if (this.#readsQueued.length > 0) this.#startReadRound();
+    const finished = this.#readOnly.finishRound(quorumSize(this.members.length));
+    if (finished === undefined) return false;
+    for (const read of finished.round.reads) this.#answerRead(read, finished.round.index);
+    if (finished.next) this.#startReadRound();
     return true;
   }
 
@@ -1336,15 +1303,7 @@ export class Raft {
   }
 
   #failPendingReads(): void {
-    const reads = [
-      ...this.#readsBeforeCommit,
-      ...(this.#readRound?.reads ?? []),
-      ...this.#readsQueued,
-    ];
-    this.#readsBeforeCommit = [];
-    this.#readsQueued = [];
-    this.#readRound = undefined;
-    for (const read of reads) this.#answerRead(read, 0);
+    for (const read of this.#readOnly.takeAll()) this.#answerRead(read, 0);
   }
 
   // ---- Plumbing -------------------------------------------------------------------------
