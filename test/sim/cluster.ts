@@ -2437,8 +2437,11 @@ export function drive(cluster: Cluster, options: SimOptions): void {
   );
   // Without pre-vote a candidate with a shorter log can keep bumping the term ahead of the
   // one that would win (more likely while a replacement cannot vote yet): allow more
-  // rounds of that coin toss.
-  const electionBound = (s.preVote ? 10 : 20) * s.electionTicks;
+  // rounds of that coin toss. With two of five members recovering, the three voters race
+  // from one moment (a rejected campaign resets them all) with timeouts in [E, 2E): the
+  // one that can win is first in about a third of the rounds, a round lasting about
+  // 1.25 E; 30 E is some 24 rounds, (2/3)^24 < 1e-4. (keel itself always runs pre-vote.)
+  const electionBound = (s.preVote ? 10 : 30) * s.electionTicks;
   const restartAt = new Map<SimNode, number>();
   /** Steps of a fault that unfolds over time, run in order when due. */
   let scheduled: { at: number; run: () => void }[] = [];

@@ -173,6 +173,12 @@ const issue12Seeds: { seed: number; profile: ProfileName; nodes: 3 | 5; cause: s
   { seed: 7000801, profile: "replace-partition", nodes: 5, cause: "D: the same" },
   { seed: 7000900, profile: "chaos", nodes: 5, cause: "D: the same" },
   { seed: 7000900, profile: "lossy", nodes: 3, cause: "D: the same, and snapshot restarts" },
+  {
+    seed: 7002195,
+    profile: "replace-partition",
+    nodes: 5,
+    cause: "F: pre-vote off, three voters race: the bound allowed too few rounds",
+  },
 ];
 
 describe("issue 12 seeds (regressions)", () => {
