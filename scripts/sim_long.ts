@@ -299,10 +299,19 @@ async function main(): Promise<void> {
         `${(done / seconds).toFixed(1)} seeds/s`,
     );
   }, progressIntervalMs);
+  // A worker that dies (killed, out of memory) ends the run as a stop does: the others end
+  // their chunks, and what ran is summarised and written.
+  const workerRun = async (): Promise<void> => {
+    try {
+      await runWorker(queue, onResult);
+    } catch (error: unknown) {
+      console.error(`sim-long: ${error instanceof Error ? error.message : String(error)}`);
+      stopped = true;
+      queue.length = 0;
+    }
+  };
   try {
-    await Promise.all(
-      Array.from({ length: Math.min(workerCount, queue.length) }, () => runWorker(queue, onResult)),
-    );
+    await Promise.all(Array.from({ length: Math.min(workerCount, queue.length) }, workerRun));
   } finally {
     clearInterval(progress);
   }
@@ -312,7 +321,9 @@ async function main(): Promise<void> {
     const seconds = group.cpuMs / 1000;
     console.log(
       `profile=${group.profile} nodes=${group.nodes} seeds=${group.seeds} failed=${group.failed} ` +
-        `seconds=${seconds.toFixed(1)} seeds/s=${(group.seeds / seconds).toFixed(1)}`,
+        `seconds=${seconds.toFixed(1)} seeds/s=${
+          seconds > 0 ? (group.seeds / seconds).toFixed(1) : "-"
+        }`,
     );
   }
   console.log(
