@@ -327,7 +327,12 @@ export class Replacement {
   #noteFencedDialing(name: NodeId, incarnation: string): void {
     const current = this.#deps.raft.currentIncarnation(name);
     if (current === undefined || current === incarnation) return;
-    if (this.#heard.get(name)?.has(current) !== true) return;
+    // The current holder is alive when this node has heard it or holds a link with it (a
+    // follower hears only its leader, but every member links with every other).
+    const linked = this.#deps.transport.handshakes().some((h) =>
+      h.name === name && h.incarnation === current
+    );
+    if (!linked && this.#heard.get(name)?.has(current) !== true) return;
     this.#raiseAlarm(
       name,
       `two live hosts claim member ${name}: incarnation ${incarnation} (fenced) still dials while ${current} serves`,
