@@ -41,7 +41,12 @@ import {
   ServiceHost,
   stampedTime,
 } from "./service_host.ts";
-import type { Identity, NodeStatus, NodeStorage } from "../storage/storage.ts";
+import {
+  type Identity,
+  type NodeStatus,
+  type NodeStorage,
+  StorageCorruptionError,
+} from "../storage/storage.ts";
 import { Requests } from "./requests.ts";
 import { Durability } from "./durability.ts";
 import { type RecoveryTransport, Replacement } from "./replacement.ts";
@@ -373,7 +378,7 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#proposeDueTimers();
       this.#compactDiskStep();
     } catch (error: unknown) {
-      if (!this.#handledHalt(error)) throw error;
+      if (!this.#handledHalt(this.#haltOnCorruption(error))) throw error;
       return;
     }
     this.#requests.expire(now, () => this.leader());
@@ -389,6 +394,21 @@ export class KeelNode implements NodeApi, OpsApi {
     if (error instanceof ServiceFatalError) return this.#deps.onFatal !== undefined;
     if (error instanceof StorageFailedError) return this.#deps.onStorageFailed !== undefined;
     return false;
+  }
+
+  /**
+   * haltOnCorruption: a record read back failed its checksum (a snapshot chunk to send, the
+   * snapshot a rollback restores): the data dir cannot be trusted, so the node halts as for
+   * a failed write (exit 74), and the next start moves the data dir aside. Returns the
+   * error that unwinds the loop.
+   */
+  #haltOnCorruption(error: unknown): unknown {
+    if (!(error instanceof StorageCorruptionError)) return error;
+    try {
+      this.#storageFailed(`read a stored record (${error.kind})`, error);
+    } catch (failed: unknown) {
+      return failed;
+    }
   }
 
   /**
@@ -455,7 +475,7 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#drainOnce();
     } catch (error: unknown) {
       // The node stopped itself and the process is told to stop: nothing more to do.
-      if (!this.#handledHalt(error)) throw error;
+      if (!this.#handledHalt(this.#haltOnCorruption(error))) throw error;
     }
   }
 
