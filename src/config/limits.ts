@@ -24,6 +24,9 @@ export const syntaxLineSearchBytesMax = 64 * 1024;
 /** configDefaults holds the value of every optional setting. */
 export const configDefaults = {
   storageDir: "./keel-data",
+  /** A full scrub pass every hour, at most 8 MiB/s: 100 MB verified in about 12 s. */
+  scrubIntervalMs: 60 * 60 * 1000,
+  scrubBytesPerSecond: 8 * 1024 * 1024,
   tickMs: 10,
   heartbeatIntervalMs: 100,
   electionTimeoutMs: 1000,
@@ -40,3 +43,6 @@ export const configDefaults = {
   logLevel: "info",
   logFormat: "json",
 } as const;
+
+/** storage.scrub_interval at most: a week between full passes. */
+export const scrubIntervalMsMax = 7 * 24 * 60 * 60 * 1000;

@@ -23,7 +23,7 @@ export const keys = {
     "log",
   ],
   member: ["name", "peer", "http"],
-  storage: ["dir"],
+  storage: ["dir", "scrub_interval", "scrub_rate"],
   raft: ["tick", "heartbeat_interval", "election_timeout", "snapshot_entries", "catchup_rate"],
   resolver: ["refresh", "servers", "replacement_delay_max"],
   gossip: ["neighbours", "port", "interval", "full_interval", "expiry"],

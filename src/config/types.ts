@@ -57,7 +57,13 @@ export interface ConfigResult {
 export interface Config {
   clusterName: string;
   members: MemberConfig[];
-  storage: { dir: string };
+  storage: {
+    dir: string;
+    /** A full scrub pass starts this long after the last one ended (0: never scrub). */
+    scrubIntervalMs: number;
+    /** Bytes the scrubber re-reads and verifies per second, at most. */
+    scrubBytesPerSecond: number;
+  };
   raft: RaftTiming;
   resolver: {
     refreshMs: number;

@@ -3,7 +3,7 @@
 // problems come out in that order.
 
 import { assert } from "../lib/assert.ts";
-import { configDefaults } from "./limits.ts";
+import { configDefaults, scrubIntervalMsMax } from "./limits.ts";
 import { fileProblemPath, quote } from "./messages.ts";
 import {
   readBytes,
@@ -54,6 +54,12 @@ function validate(
 
   const storage = readSection(root, "storage", keys.storage, problems);
   const dir = readString(storage, "dir", "storage", problems) ?? configDefaults.storageDir;
+  const scrubIntervalMs = readDuration(storage, "scrub_interval", "storage", problems, {
+    minMs: 0,
+    maxMs: scrubIntervalMsMax,
+  }) ?? configDefaults.scrubIntervalMs;
+  const scrubBytesPerSecond = readBytes(storage, "scrub_rate", "storage", problems) ??
+    configDefaults.scrubBytesPerSecond;
 
   const raft = readRaft(root, problems);
 
@@ -80,7 +86,7 @@ function validate(
   return {
     clusterName,
     members,
-    storage: { dir },
+    storage: { dir, scrubIntervalMs, scrubBytesPerSecond },
     raft,
     resolver,
     ...(gossip === undefined ? {} : { gossip }),

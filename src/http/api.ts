@@ -3,6 +3,7 @@ import type { SessionErrorCode } from "../service/sessions.ts";
 import type { NodeStatusView } from "./status_view.ts";
 
 export type {
+  IntegrityView,
   MemberStatusView,
   NodeCounters,
   NodeStatusView,

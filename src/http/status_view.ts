@@ -7,6 +7,18 @@ import type { NodeId, Role } from "../consensus/types.ts";
 import type { MemberResolution } from "../resolver/dns.ts";
 import type { MemberGossip } from "../resolver/gossip.ts";
 
+/** IntegrityView is the scrubber's part of /status (node/scrub.ts). */
+export interface IntegrityView {
+  /** When the last full pass ended (ms since the epoch), or null before the first. */
+  lastFullPassAt: number | null;
+  passesCompleted: number;
+  bytesVerified: number;
+  problemsFound: number;
+  /** Records that failed their checksums, by kind, found by reads and by scrubbing. */
+  corruptionsFound: Record<string, number>;
+  scrubbing: boolean;
+}
+
 /** NodeStatusView is what NodeApi.status() returns and GET /status shows. */
 export interface NodeStatusView {
   name: NodeId;
@@ -16,6 +28,8 @@ export interface NodeStatusView {
   /** A replacement's catch-up progress; null when normal. */
   recovery: RecoveryView | null;
   alarms: string[];
+  /** The scrubber: last full pass, bytes verified, damage found (absent in older nodes). */
+  integrity?: IntegrityView;
   version: string;
   clusterName: string;
   role: Role;

@@ -2,7 +2,7 @@
 // scraped, and the histograms the loop observes. Names are keel_*, in base units.
 
 import type { Raft } from "../consensus/raft.ts";
-import type { NodeCounters } from "../http/api.ts";
+import type { IntegrityView, NodeCounters } from "../http/api.ts";
 import type { Histogram, Registry } from "../lib/metrics.ts";
 import type { NodeStorage } from "../storage/storage.ts";
 import type { Transport } from "../transport/transport.ts";
@@ -18,6 +18,7 @@ export interface NodeMetricsSource {
   pendingWrites(): number;
   suspended(): boolean;
   startedAt: number;
+  integrity(): IntegrityView;
 }
 
 /** NodeHistograms are observed by the loop as things happen. */
@@ -183,5 +184,31 @@ export function registerNodeGauges(r: Registry, node: NodeMetricsSource): void {
     "keel_uptime_seconds",
     "Seconds since the node started",
     () => [[{}, (Date.now() - node.startedAt) / 1000]],
+  );
+  r.counter(
+    "keel_scrub_passes_total",
+    "Full scrub passes over the data dir (the log, hard state, meta, snapshot)",
+    () => [[{}, node.integrity().passesCompleted]],
+  );
+  r.counter(
+    "keel_scrub_bytes_verified_total",
+    "Bytes the scrubber re-read and verified against their checksums",
+    () => [[{}, node.integrity().bytesVerified]],
+  );
+  r.gauge(
+    "keel_scrub_last_pass_timestamp_seconds",
+    "When the last full scrub pass ended (seconds since the epoch; 0 before the first)",
+    () => [[{}, (node.integrity().lastFullPassAt ?? 0) / 1000]],
+  );
+  r.counter(
+    "keel_storage_corruptions_total",
+    "Stored records that failed their checksums, by kind (found by reads and by scrubbing)",
+    () => {
+      const found = node.integrity().corruptionsFound;
+      return ["log-entry", "hard-state", "meta", "snapshot", "snapshot-chunk"].map((kind) => [
+        { kind },
+        found[kind] ?? 0,
+      ]);
+    },
   );
 }

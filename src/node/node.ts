@@ -49,6 +49,7 @@ import {
 } from "../storage/storage.ts";
 import { Requests } from "./requests.ts";
 import { Durability } from "./durability.ts";
+import { Scrubber } from "./scrub.ts";
 import { type RecoveryTransport, Replacement } from "./replacement.ts";
 import {
   catchingUpFollower,
@@ -205,6 +206,8 @@ export class KeelNode implements NodeApi, OpsApi {
   readonly #diskCompaction: DiskCompaction;
   /** The snapshot being written in the background (at most one). */
   #snapshotSaving: Promise<SnapshotMeta | undefined> | undefined = undefined;
+  /** Re-reads and verifies what this member stores, a slice per tick (scrub.ts). */
+  readonly #scrubber: Scrubber;
   /** When this member takes its next snapshot (snapshots.ts). */
   readonly #snapshotSchedule: SnapshotSchedule;
   constructor(deps: NodeDeps) {
@@ -279,6 +282,12 @@ export class KeelNode implements NodeApi, OpsApi {
     this.adminToken = deps.adminToken;
     const histograms = nodeHistograms(this.registry);
     this.#storageProbe = new StorageProbe(storage);
+    this.#scrubber = new Scrubber(storage, {
+      intervalMs: deps.config.storage.scrubIntervalMs,
+      bytesPerSecond: deps.config.storage.scrubBytesPerSecond,
+      tickMs: deps.config.raft.tickMs,
+      now: Date.now(),
+    });
     this.#durability = new Durability({
       sync: () => deps.storage.sync(),
       persisted: (index, term) => this.raft.persisted(index, term),
@@ -311,6 +320,7 @@ export class KeelNode implements NodeApi, OpsApi {
       pendingWrites: () => requests.writeCount,
       suspended: () => this.#suspended,
       startedAt: this.#startedAt,
+      integrity: () => this.#scrubber.view(),
     });
 
     deps.log.info("node restored", {
@@ -377,6 +387,7 @@ export class KeelNode implements NodeApi, OpsApi {
       for (let i = 0; i < due; i++) this.raft.tick();
       this.#proposeDueTimers();
       this.#compactDiskStep();
+      this.#scrubStep();
     } catch (error: unknown) {
       if (!this.#handledHalt(this.#haltOnCorruption(error))) throw error;
       return;
@@ -449,6 +460,30 @@ export class KeelNode implements NodeApi, OpsApi {
       this.#deps.onStorageFailed?.(message);
     }
     throw new StorageFailedError(message, { cause: error });
+  }
+
+  /**
+   * scrubStep verifies the next slice of what is stored. Damage found halts the node as a
+   * failed read does (haltOnCorruption: exit 74), and the next start moves the data dir
+   * aside; an error of the disk itself is a failed storage operation.
+   */
+  #scrubStep(): void {
+    const problems = this.#storageWrite(
+      "scrub the data dir",
+      () => this.#scrubber.tick(Date.now()),
+    );
+    const first = problems[0];
+    if (first === undefined) return;
+    for (const problem of problems) {
+      this.#deps.log.error("the scrubber found damage in the data dir", {
+        kind: problem.kind,
+        index: problem.index,
+        offset: problem.offset,
+        path: problem.path,
+        error: problem.message,
+      });
+    }
+    throw this.#haltOnCorruption(first);
   }
 
   /** compactDiskStep deletes the next slice of log rows behind the snapshot. */
@@ -1176,6 +1211,7 @@ export class KeelNode implements NodeApi, OpsApi {
       fencedReason: this.#replacement.fencedReason,
       recovery: this.recovery(),
       alarms: [...this.#replacement.alarms],
+      integrity: this.#scrubber.view(),
       raft: this.raft.status(),
       appliedIndex: this.#appliedIndex,
       leaderHeardMsAgo: this.leaderHeardMsAgo(),

@@ -8,6 +8,7 @@ import type { Config } from "../config/types.ts";
 import { securityStatus } from "../config/secret.ts";
 import type {
   Check,
+  IntegrityView,
   NodeCounters,
   NodeStatusView,
   RecoveryView,
@@ -161,6 +162,7 @@ export interface StatusInput {
   fencedReason: string | null;
   recovery: RecoveryView | null;
   alarms: string[];
+  integrity: IntegrityView;
   raft: RaftStatus;
   appliedIndex: number;
   leaderHeardMsAgo: number | null;
@@ -200,6 +202,7 @@ export function nodeStatus(input: StatusInput): NodeStatusView {
     status: input.fencedReason !== null ? "fenced" : input.status,
     recovery: input.recovery,
     alarms: input.alarms.slice(),
+    integrity: input.integrity,
     version: input.version,
     clusterName: input.config.clusterName,
     role: raft.role,

@@ -65,7 +65,7 @@ describe("a valid file", () => {
           http: { host: "127.0.0.13", port: 7080 },
         },
       ],
-      storage: { dir: "./data" },
+      storage: { dir: "./data", scrubIntervalMs: 3_600_000, scrubBytesPerSecond: 8_388_608 },
       raft: {
         tickMs: 10,
         heartbeatIntervalMs: 100,
@@ -84,7 +84,11 @@ describe("a valid file", () => {
     const result = parse(threeMembers);
     expect(result.problems).toEqual([]);
     const config = result.config;
-    expect(config?.storage).toEqual({ dir: configDefaults.storageDir });
+    expect(config?.storage).toEqual({
+      dir: configDefaults.storageDir,
+      scrubIntervalMs: configDefaults.scrubIntervalMs,
+      scrubBytesPerSecond: configDefaults.scrubBytesPerSecond,
+    });
     expect(config?.storage.dir).toBe("./keel-data");
     expect(config?.raft).toEqual({
       tickMs: 10,
@@ -123,7 +127,7 @@ log:
 `);
     expect(result.problems).toEqual([]);
     expect(result.config).toMatchObject({
-      storage: { dir: "/var/lib/keel" },
+      storage: { dir: "/var/lib/keel", scrubIntervalMs: 3_600_000, scrubBytesPerSecond: 8_388_608 },
       raft: { tickMs: 5, heartbeatIntervalMs: 50, electionTimeoutMs: 1500, snapshotEntries: 500 },
       resolver: { refreshMs: 2000, servers: ["10.0.0.53:53", "[2001:db8::53]:5353"] },
       http: { bodyBytesMax: 512 * 1024, requestTimeoutMs: 250 },
@@ -481,4 +485,22 @@ describe("validateConfig", () => {
     expect(text.length).toBeLessThan(1000);
     expect(paths({ source: "", ...result })).toHaveLength(3);
   });
+});
+
+test("storage.scrub_interval and scrub_rate: 0 turns scrubbing off, a week at most", () => {
+  const base = [
+    "cluster_name: x",
+    "members:",
+    "  - { name: a, peer: 127.0.0.1:1, http: 127.0.0.1:2 }",
+    "  - { name: b, peer: 127.0.0.2:1, http: 127.0.0.2:2 }",
+    "  - { name: c, peer: 127.0.0.3:1, http: 127.0.0.3:2 }",
+    "storage:",
+  ].join("\n");
+  const off = parseConfigText(`${base}\n  scrub_interval: 0s\n  scrub_rate: 1MiB\n`, "test.yaml");
+  expect(off.problems).toEqual([]);
+  expect(off.config?.storage).toMatchObject({ scrubIntervalMs: 0, scrubBytesPerSecond: 1048576 });
+  const daily = parseConfigText(`${base}\n  scrub_interval: 24h\n`, "test.yaml");
+  expect(daily.config?.storage.scrubIntervalMs).toBe(86_400_000);
+  const tooLong = parseConfigText(`${base}\n  scrub_interval: 200h\n`, "test.yaml");
+  expect(tooLong.problems.map((problem) => problem.path)).toEqual(["storage.scrub_interval"]);
 });

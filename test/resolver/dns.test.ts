@@ -401,7 +401,7 @@ function config(overrides: Partial<Config["resolver"]> = {}): Config {
       member("node-c", "node-c.keel.test", 2),
       member("node-d", "NODE-B.keel.test", 3),
     ],
-    storage: { dir: "./data" },
+    storage: { dir: "./data", scrubIntervalMs: 3_600_000, scrubBytesPerSecond: 8_388_608 },
     raft: { tickMs: 10, heartbeatIntervalMs: 100, electionTimeoutMs: 1000, snapshotEntries: 100 },
     resolver: { refreshMs: 500, servers: ["127.0.0.61:5353"], ...overrides },
     http: { bodyBytesMax: 1024, requestTimeoutMs: 1000 },

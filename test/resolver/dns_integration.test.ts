@@ -82,7 +82,7 @@ function config(dnsEndpoint: string): Config {
       member("node-b", "node-b.keel.test", 1),
       member("node-c", "node-c.keel.test", 2),
     ],
-    storage: { dir: "./data" },
+    storage: { dir: "./data", scrubIntervalMs: 3_600_000, scrubBytesPerSecond: 8_388_608 },
     raft: { tickMs: 10, heartbeatIntervalMs: 100, electionTimeoutMs: 1000, snapshotEntries: 100 },
     resolver: { refreshMs: 200, servers: [dnsEndpoint] },
     http: { bodyBytesMax: 1024, requestTimeoutMs: 1000 },
