@@ -1,4 +1,4 @@
-// Helpers for the transport tests on real sockets (peer_logs, flood): transports with a
+// Helpers for the transport tests on real sockets (tcp_auth, peer_logs, flood): transports with a
 // recording log, waiting, raw sockets. Loopback addresses 127.0.0.x; each test its ports.
 
 import { afterEach } from "bun:test";
@@ -18,6 +18,8 @@ export interface TestNode {
   transport: TcpTransport;
   received: Message[];
   logs: LogLine[];
+  /** Handshake refusals this node heard, as "peer: reason". */
+  refusals: string[];
 }
 
 export type Cluster = Record<NodeId, { host: string; port: number }>;
@@ -64,8 +66,9 @@ export function makeNode(
     ...overrides,
   });
   opened.push(transport);
-  const node: TestNode = { name, transport, received: [], logs };
+  const node: TestNode = { name, transport, received: [], logs, refusals: [] };
   transport.onMessage((message) => node.received.push(message));
+  transport.onRefused((peer, reason) => node.refusals.push(`${peer}: ${reason}`));
   return node;
 }
 

@@ -2,15 +2,13 @@
 // sockets on loopback addresses 127.0.0.41-49, ports 17301-17399. Every test uses its own
 // ports and closes what it opened.
 
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import type { Socket, TCPSocketListener } from "bun";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Message, NodeId } from "../../src/consensus/types.ts";
 import { concatBytes } from "../../src/lib/bytes.ts";
-import { Prng } from "../../src/lib/prng.ts";
 import {
   decodeFrame,
   encodeChallengeFrame,
@@ -18,89 +16,22 @@ import {
   type Frame,
 } from "../../src/transport/codec.ts";
 import { FrameDecoder } from "../../src/transport/frame.ts";
-import { checkHelloAuth, checkReplyAuth, helloAuth } from "../../src/transport/handshake.ts";
 import {
-  type LogLevel,
-  type PeerTls,
-  TcpTransport,
-  type TcpTransportOptions,
-} from "../../src/transport/tcp.ts";
-
-interface LogLine {
-  level: LogLevel;
-  message: string;
-  fields: Record<string, unknown>;
-}
-
-interface TestNode {
-  name: NodeId;
-  transport: TcpTransport;
-  received: Message[];
-  logs: LogLine[];
-  refusals: string[];
-}
-
-type Cluster = Record<NodeId, { host: string; port: number }>;
+  connected,
+  fingerprintFields,
+  heartbeat,
+  type LogLine,
+  makeNode,
+  onCleanup,
+  rawConnect,
+  type TestNode,
+  waitFor,
+} from "./harness.ts";
+import { checkHelloAuth, checkReplyAuth, helloAuth } from "../../src/transport/handshake.ts";
+import { type LogLevel, type PeerTls, type TcpTransportOptions } from "../../src/transport/tcp.ts";
 
 const secret = new TextEncoder().encode("correct horse battery staple 42");
 const otherSecret = new TextEncoder().encode("a different secret, same length");
-const fingerprintFields = { cluster_name: "test", members: "m1" };
-
-const opened: TcpTransport[] = [];
-const cleanups: Array<() => void> = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0)) cleanup();
-  await Promise.all(opened.splice(0).map((transport) => transport.close()));
-});
-
-function makeNode(
-  name: NodeId,
-  cluster: Cluster,
-  overrides: Partial<TcpTransportOptions> = {},
-): TestNode {
-  const self = cluster[name];
-  if (self === undefined) throw new Error(`no address for ${name}`);
-  const logs: LogLine[] = [];
-  const prng = new Prng(self.port);
-  const transport = new TcpTransport({
-    self: { name, incarnation: `${name}-1` },
-    listen: self,
-    peers: Object.entries(cluster)
-      .filter(([peer]) => peer !== name)
-      .map(([peer, address]) => ({ name: peer, ...address })),
-    clusterName: "test",
-    fingerprint: "fp-1",
-    fingerprintFields,
-    log: (level, message, fields) => logs.push({ level, message, fields }),
-    random: () => prng.next(),
-    ...overrides,
-  });
-  opened.push(transport);
-  const node: TestNode = { name, transport, received: [], logs, refusals: [] };
-  transport.onMessage((message) => node.received.push(message));
-  transport.onRefused((peer, reason) => node.refusals.push(`${peer}: ${reason}`));
-  return node;
-}
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) {
-      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await Bun.sleep(5);
-  }
-}
-
-function heartbeat(from: NodeId, to: NodeId, context: number): Message {
-  return { type: "heartbeat", term: 1, from, to, commitIndex: 0, context };
-}
-
-function connected(node: TestNode, peer: NodeId): boolean {
-  return node.transport.links().find((link) => link.name === peer)?.connected === true;
-}
-
 function logged(node: TestNode, level: LogLevel, text: string): LogLine | undefined {
   return node.logs.find((line) => line.level === level && line.message.includes(text));
 }
@@ -108,29 +39,6 @@ function logged(node: TestNode, level: LogLevel, text: string): LogLine | undefi
 /** frames decodes a recorded byte stream into its frames. */
 function frames(stream: Uint8Array): Frame[] {
   return new FrameDecoder().push(stream).map(decodeFrame);
-}
-
-/** rawConnect opens a bare socket; closed resolves when the other side closes it. */
-async function rawConnect(host: string, port: number): Promise<{
-  socket: Socket<undefined>;
-  local: string;
-  closed: Promise<void>;
-  received: Uint8Array[];
-}> {
-  const received: Uint8Array[] = [];
-  let onClose = () => {};
-  const closed = new Promise<void>((resolve) => (onClose = resolve));
-  const socket = await Bun.connect({
-    hostname: host,
-    port,
-    socket: {
-      binaryType: "uint8array",
-      data: (_socket, chunk) => void received.push(chunk.slice()),
-      close: () => onClose(),
-    },
-  });
-  cleanups.push(() => socket.end());
-  return { socket, local: `${socket.localAddress}:${socket.localPort}`, closed, received };
 }
 
 /**
@@ -179,7 +87,7 @@ function recordingProxy(
       close: (client) => void client.data?.upstream?.end(),
     },
   });
-  cleanups.push(() => listener.stop(true));
+  onCleanup(() => listener.stop(true));
   return { sent };
 }
 
@@ -353,7 +261,7 @@ describe("authenticated handshakes", () => {
         },
       },
     });
-    cleanups.push(() => listener.stop(true));
+    onCleanup(() => listener.stop(true));
     await a.transport.start();
     await waitFor(() => logged(a, "warn", 'Refused peer "b" at') !== undefined, "a refusing");
     const line = logged(a, "warn", 'Refused peer "b" at')!;
