@@ -6,12 +6,13 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { formatProblems, gossipAddressed, loadConfig, memberByName } from "../config/parse.ts";
 import { fingerprint, fingerprintFields } from "../config/fingerprint.ts";
+import { quorumSize } from "../consensus/quorum.ts";
 import { loadSecret, loadTls } from "../config/secret.ts";
 import { createApp } from "../http/app.ts";
 import { type HttpServer, serveHttp } from "../http/server.ts";
 import { AssertionError } from "../lib/assert.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
-import { KeelNode } from "../node/node.ts";
+import { KeelNode, type NodeDeps } from "../node/node.ts";
 import { KvService } from "../service/kv.ts";
 import type { ServiceFactory } from "../service/service.ts";
 import { SessionService } from "../service/sessions.ts";
@@ -89,7 +90,9 @@ function openVerified(
   dataDir: string,
   name: string,
   log: Logger,
-): { storage: SqliteStorage; quarantined: boolean } | number {
+):
+  | { storage: SqliteStorage; quarantined: boolean; loaded: NonNullable<NodeDeps["loaded"]> }
+  | number {
   let quarantined = false;
   for (let attempt = 0; attempt < 2; attempt++) {
     let storage: SqliteStorage | undefined;
@@ -103,9 +106,9 @@ function openVerified(
         );
       }
       storage.identity(name);
-      storage.load();
-      storage.readSnapshot();
-      return { storage, quarantined };
+      // Read (and so verify) once; the node restores from these instead of reading again.
+      const loaded = { restored: storage.load(), snapshot: storage.readSnapshot() };
+      return { storage, quarantined, loaded };
     } catch (error: unknown) {
       try {
         storage?.close();
@@ -153,7 +156,7 @@ export function formWithoutProblem(
     }
   }
   const founders = members.length - new Set(without).size;
-  const majority = Math.floor(members.length / 2) + 1;
+  const majority = quorumSize(members.length);
   if (without.length > 0 && founders < majority) {
     return `forming without ${without.join(", ")} leaves ${founders} of ${members.length} ` +
       `members: a new cluster needs a majority (${majority}) of empty members up together`;
@@ -377,6 +380,7 @@ export async function run(options: RunOptions): Promise<number> {
       onStorageFailed: () => requestStorageFailed(),
       formWithout,
       joinOnly,
+      loaded: opened.loaded,
       resolution: () => resolver.state(),
       ...(gossip === undefined ? {} : { gossip }),
     });

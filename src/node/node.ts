@@ -5,7 +5,15 @@
 
 import { raftDefaults } from "../consensus/config.ts";
 import { Raft } from "../consensus/raft.ts";
-import type { Entry, Message, NodeId, Ready, Sender, SnapshotMeta } from "../consensus/types.ts";
+import type {
+  Entry,
+  Message,
+  NodeId,
+  Ready,
+  RestoredState,
+  Sender,
+  SnapshotMeta,
+} from "../consensus/types.ts";
 import type { Config, MemberConfig } from "../config/types.ts";
 import type {
   AdminResult,
@@ -127,6 +135,14 @@ export interface NodeDeps {
    * empty data dir only; the others named join later as replacements (R1).
    */
   formWithout?: readonly NodeId[];
+  /**
+   * What the caller already read back (and verified) from storage at start: the node
+   * restores from it instead of reading the log and the snapshot a second time.
+   */
+  loaded?: {
+    restored: RestoredState;
+    snapshot: { meta: SnapshotMeta; data: Uint8Array } | undefined;
+  };
   /** The data dir was quarantined: rejoin the cluster, never found one (R1). */
   joinOnly?: boolean;
   /** The re-resolver's per-member state (resolver/dns.ts), shown in /status. */
@@ -215,14 +231,14 @@ export class KeelNode implements NodeApi, OpsApi {
     this.name = deps.name;
     this.#members = new Map(deps.config.members.map((member) => [member.name, member]));
     const storage = deps.storage;
-    const restored = storage.load();
+    const restored = deps.loaded?.restored ?? storage.load();
     this.#diskCompaction = new DiskCompaction(restored.entries[0]?.index ?? 0);
     this.#snapshotSchedule = new SnapshotSchedule(
       deps.config.raft.snapshotEntries,
       deps.config.members.map((member) => member.name),
       deps.name,
     );
-    const snapshot = storage.readSnapshot();
+    const snapshot = deps.loaded === undefined ? storage.readSnapshot() : deps.loaded.snapshot;
     this.#host = new ServiceHost(deps.service, {
       base: () => this.#rollbackBase(),
       entry: (index) => this.raft.log.entry(index),
