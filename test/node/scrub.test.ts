@@ -2,25 +2,18 @@
 // its interval, a bounded slice per tick, a full pass counted, and damage written into
 // the database behind the running storage's back (a misdirected write) is found.
 
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { join } from "node:path";
 import { Scrubber, scrubStepBytesMin } from "../../src/node/scrub.ts";
 import { SqliteStorage } from "../../src/storage/sqlite_storage.ts";
-import { TempDirs } from "../support/storage_temp_dir.ts";
+import { openedStorages } from "../support/opened_storages.ts";
 
-const dirs = new TempDirs();
-const opened: SqliteStorage[] = [];
-
-afterEach(() => {
-  for (const storage of opened.splice(0)) storage.close();
-  dirs.removeAll();
-});
+const { dirs, open } = openedStorages();
 
 function storageWithEntries(count: number): { storage: SqliteStorage; dir: string } {
   const dir = dirs.make();
-  const storage = SqliteStorage.open(dir);
-  opened.push(storage);
+  const storage = open(dir);
   storage.identity("node-a");
   const entries = Array.from({ length: count }, (_, i) => ({
     index: i + 1,

@@ -7,7 +7,7 @@
 // replication, a snapshot send or a vote must then throw StorageCorruptionError naming
 // what is damaged, and the scrubber must find it.
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import {
   closeSync,
@@ -26,27 +26,10 @@ import {
   SqliteStorage,
 } from "../../src/storage/sqlite_storage.ts";
 import { type CorruptionKind, StorageCorruptionError } from "../../src/storage/storage.ts";
-import { TempDirs } from "../support/storage_temp_dir.ts";
+import { openedStorages } from "../support/opened_storages.ts";
 
 const blockBytes = 64 * 1024;
-const dirs = new TempDirs();
-const opened: SqliteStorage[] = [];
-
-afterEach(() => {
-  for (const storage of opened.splice(0)) storage.close();
-  dirs.removeAll();
-});
-
-function open(dir: string): SqliteStorage {
-  const storage = SqliteStorage.open(dir);
-  opened.push(storage);
-  return storage;
-}
-
-function close(storage: SqliteStorage): void {
-  storage.close();
-  opened.splice(opened.indexOf(storage), 1);
-}
+const { dirs, open, close } = openedStorages();
 
 const encoder = new TextEncoder();
 

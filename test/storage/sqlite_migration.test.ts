@@ -1,7 +1,7 @@
 // The one-way migration from schema version 2 (no checksums) to the current version, on a
 // data dir that keel's version 2 code wrote (testdata/v2, see testdata/README.md).
 
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { cpSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -9,22 +9,10 @@ import type { RestoredState } from "../../src/consensus/types.ts";
 import { migrate, schemaVersion } from "../../src/storage/schema.ts";
 import { databaseFileName, SqliteStorage } from "../../src/storage/sqlite_storage.ts";
 import { StorageCorruptionError } from "../../src/storage/storage.ts";
-import { TempDirs } from "../support/storage_temp_dir.ts";
+import { openedStorages } from "../support/opened_storages.ts";
 
 const fixture = join(import.meta.dir, "testdata", "v2");
-const dirs = new TempDirs();
-const opened: SqliteStorage[] = [];
-
-afterEach(() => {
-  for (const storage of opened.splice(0)) storage.close();
-  dirs.removeAll();
-});
-
-function open(dir: string): SqliteStorage {
-  const storage = SqliteStorage.open(dir);
-  opened.push(storage);
-  return storage;
-}
+const { dirs, open, close } = openedStorages();
 
 /**
  * copyFixture copies the version 2 data dir (its database and snapshot file only):
@@ -116,8 +104,7 @@ test("opening a version 2 data dir migrates it, says so, and keeps everything", 
   }
 
   // Once: the next open finds the current version.
-  storage.close();
-  opened.splice(0);
+  close(storage);
   storage = open(dir);
   expect(storage.migration).toBeUndefined();
   expect(storage.migratedFrom).toBeUndefined();
@@ -126,8 +113,7 @@ test("opening a version 2 data dir migrates it, says so, and keeps everything", 
 
 test("the checksums that the migration computed catch a byte flipped afterwards", () => {
   const dir = copyFixture();
-  open(dir).close();
-  opened.splice(0);
+  close(open(dir));
   const path = join(dir, databaseFileName);
   const bytes = readFileSync(path);
   const at = bytes.indexOf("good-value-0003");
