@@ -2,6 +2,7 @@ import type { NodeId } from "../consensus/types.ts";
 import type { SessionErrorCode } from "../service/sessions.ts";
 import type { NodeStatusView } from "./status_view.ts";
 
+export { zeroCounters } from "./status_view.ts";
 export type {
   IntegrityView,
   MemberStatusView,

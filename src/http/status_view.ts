@@ -77,6 +77,22 @@ export interface NodeCounters {
   timersFired: number;
 }
 
+/** zeroCounters is a node's counters before anything happened. */
+export function zeroCounters(): NodeCounters {
+  return {
+    leaderChanges: 0,
+    electionsStarted: 0,
+    proposals: 0,
+    readsServed: 0,
+    snapshotsTaken: 0,
+    snapshotsInstalled: 0,
+    messagesSent: 0,
+    messagesReceived: 0,
+    serviceErrors: 0,
+    timersFired: 0,
+  };
+}
+
 /** ServiceStatusView is the service part of /status: the same fields for any service. */
 export interface ServiceStatusView {
   /** The log's time as of the last applied entry (ms since the epoch). */

@@ -30,6 +30,7 @@ import type {
   SessionKey,
   SubmitResult,
 } from "../http/api.ts";
+import { zeroCounters } from "../http/api.ts";
 import { assert, AssertionError } from "../lib/assert.ts";
 import type { Logger } from "../lib/log.ts";
 import { type Histogram, Registry } from "../lib/metrics.ts";
@@ -158,18 +159,7 @@ export interface NodeDeps {
 export class KeelNode implements NodeApi, OpsApi {
   readonly name: NodeId;
   readonly raft: Raft;
-  readonly counters: NodeCounters = {
-    leaderChanges: 0,
-    electionsStarted: 0,
-    proposals: 0,
-    readsServed: 0,
-    snapshotsTaken: 0,
-    snapshotsInstalled: 0,
-    messagesSent: 0,
-    messagesReceived: 0,
-    serviceErrors: 0,
-    timersFired: 0,
-  };
+  readonly counters: NodeCounters = zeroCounters();
   readonly #deps: NodeDeps;
   readonly #members: Map<NodeId, MemberConfig>;
   readonly #startedAt = Date.now();

@@ -1462,8 +1462,7 @@ export class Cluster {
         name: node.id,
         incarnation: node.incarnation,
         recovering: raft.recovering,
-        term: raft.term,
-        lastIndex: raft.lastIndex,
+        ...helloState(node),
       });
       if (refusal?.kind !== "rolled-back") continue;
       this.#rolledBack(node, peer, refusal.reason);

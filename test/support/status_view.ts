@@ -1,7 +1,7 @@
 // A whole NodeStatusView for fakes of NodeApi and of a node's GET /status: every field a
 // real node sends, with values a test overrides where it cares.
 
-import type { MemberStatusView, NodeStatusView } from "../../src/http/api.ts";
+import { type MemberStatusView, type NodeStatusView, zeroCounters } from "../../src/http/api.ts";
 
 /** statusView is a normal single-member leader at index 0, with `fields` laid over it. */
 export function statusView(fields: Partial<NodeStatusView> = {}): NodeStatusView {
@@ -32,18 +32,7 @@ export function statusView(fields: Partial<NodeStatusView> = {}): NodeStatusView
     pendingReads: 0,
     suspended: false,
     leaderCommitSeen: 0,
-    counters: {
-      leaderChanges: 0,
-      electionsStarted: 0,
-      proposals: 0,
-      readsServed: 0,
-      snapshotsTaken: 0,
-      snapshotsInstalled: 0,
-      messagesSent: 0,
-      messagesReceived: 0,
-      serviceErrors: 0,
-      timersFired: 0,
-    },
+    counters: zeroCounters(),
     security: { peerAuth: "none (dev mode)", adminToken: false, clientToken: false, tls: false },
     service: {
       timeMs: 0,
