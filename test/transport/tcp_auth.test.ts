@@ -28,7 +28,7 @@ import {
   waitFor,
 } from "./harness.ts";
 import { checkHelloAuth, checkReplyAuth, helloAuth } from "../../src/transport/handshake.ts";
-import { type LogLevel, type PeerTls, type TcpTransportOptions } from "../../src/transport/tcp.ts";
+import { type LogLevel, type PeerTls } from "../../src/transport/tcp.ts";
 
 const secret = new TextEncoder().encode("correct horse battery staple 42");
 const otherSecret = new TextEncoder().encode("a different secret, same length");
